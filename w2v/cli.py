@@ -1,0 +1,45 @@
+"""``otto-train``: train a model, export/import word2vec C formats, build the neighbour index.
+
+``otto-train DATASET MODEL_DIR [flags]`` is short for ``otto-train train DATASET MODEL_DIR``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+SUBCOMMANDS = ("train", "export", "import", "index")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import index, interchange, trainer
+
+    parser = argparse.ArgumentParser(
+        prog="otto-train",
+        description="Train skip-gram negative-sampling Word2Vec on session data, and work with the model directory. "
+                    "'otto-train DATASET MODEL_DIR [flags]' is short for 'otto-train train DATASET MODEL_DIR [flags]'.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    trainer.register(sub)
+    interchange.register(sub)
+    index.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "train")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("otto-train: interrupted; no output was left behind", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:
+        print(f"otto-train {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
