@@ -1,0 +1,100 @@
+"""The model directory format and the atomic writers behind every output."""
+import json
+
+import numpy as np
+import pytest
+
+from data_prep.atomic import atomic_directory, atomic_file
+from w2v.model_io import ModelError, load_model, popularity, save_index, save_model
+
+
+def _model(tmp_path, V=5, D=3, **kw):
+    rng = np.random.default_rng(0)
+    vec = rng.standard_normal((V, D)).astype(np.float32)
+    out = rng.standard_normal((V, D)).astype(np.float32)
+    aids = np.arange(100, 100 + V)
+    counts = np.arange(V, 0, -1)
+    return save_model(tmp_path / "m", vec, out, aids, counts, {"config": {"seed": 1}}, **kw), vec, out
+
+
+def test_round_trip_is_exact_and_memory_mapped(tmp_path):
+    path, vec, out = _model(tmp_path)
+    m = load_model(path)
+    assert isinstance(m.vectors, np.memmap) and not m.vectors.flags.writeable
+    np.testing.assert_array_equal(m.vectors, vec)
+    np.testing.assert_array_equal(m.output, out)
+    assert m.aids.tolist() == [100, 101, 102, 103, 104]
+    assert m.meta["format"] == "otto-w2v-model" and m.meta["vocab_size"] == 5 and m.meta["vector_size"] == 3
+    assert m.meta["config"] == {"seed": 1}
+    assert m.neighbors is None and m.popular is None
+
+
+def test_existing_directory_is_not_overwritten_unless_asked(tmp_path):
+    path, _, _ = _model(tmp_path)
+    with pytest.raises(FileExistsError):
+        _model(tmp_path)
+    _model(tmp_path, V=2, overwrite=True)
+    assert load_model(path).vocab_size == 2
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda p: (p / "output.npy").unlink(), "output.npy: missing"),
+    (lambda p: (p / "vectors.npy").write_bytes((p / "vectors.npy").read_bytes()[:-7]), "vectors.npy"),
+    (lambda p: np.save(p / "aids.npy", np.arange(4)), "aids.npy: length 4"),
+    (lambda p: np.save(p / "counts.npy", np.arange(5, dtype=np.int32)), "counts.npy: dtype"),
+    (lambda p: (p / "meta.json").write_text("{not json"), "meta.json: not valid JSON"),
+    (lambda p: (p / "meta.json").write_text(json.dumps({"format": "other"})), "meta.json: not an otto-w2v-model"),
+])
+def test_corrupt_files_are_named(tmp_path, damage, needle):
+    path, _, _ = _model(tmp_path)
+    damage(path)
+    with pytest.raises(ModelError, match=needle.replace(".", r"\.")):
+        load_model(path)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(ModelError, match="not a model directory"):
+        load_model(tmp_path / "nope")
+
+
+def test_index_sidecar_is_checked(tmp_path):
+    path, _, _ = _model(tmp_path)
+    nb = np.tile(np.arange(2, dtype=np.int32), (5, 1))
+    save_index(path, nb, np.ones((5, 2), np.float32), {"q_block": 4})
+    m = load_model(path)
+    assert m.index_meta["k"] == 2 and m.index_meta["q_block"] == 4
+    np.testing.assert_array_equal(m.neighbors, nb)
+    np.save(path / "neighbors.npy", nb[:3])
+    with pytest.raises(ModelError, match="neighbors.npy"):
+        load_model(path)
+
+
+def test_popularity_order_and_ties():
+    aid = np.array([7, 7, 3, 3, 9, 9, 9, 5], dtype=np.int32)
+    typ = np.array([0, 0, 0, 0, 0, 2, 2, 1], dtype=np.uint8)
+    pop, cnt = popularity(aid, typ, top=3)
+    # clicks: 3 and 7 tie at 2 -> aid ascending; then 9 (1)
+    assert pop[0].tolist() == [3, 7, 9] and cnt[0].tolist() == [2, 2, 1]
+    assert pop[1].tolist() == [5, 3, 7] and cnt[1].tolist() == [1, 0, 0]
+    assert pop[2].tolist() == [9, 3, 5] and cnt[2].tolist() == [2, 0, 0]
+
+
+def test_atomic_directory_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            (tmp / "half").write_text("x")
+            raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_file_keeps_old_content_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_file(target, "w") as fh:
+            fh.write("new")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
