@@ -1,0 +1,90 @@
+"""``otto-train index MODEL_DIR``: precompute every aid's k nearest aids by cosine similarity.
+
+Writes ``neighbors.npy`` (int32 ``[V, k]`` rows), ``neighbor_scores.npy`` (float32 ``[V, k]``)
+and, last, ``index.json`` into the model directory (see docs/FORMATS.md, section 3).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from . import knn
+from .model_io import load_model, save_index
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "index",
+        help="build the exact cosine neighbour table of a model directory",
+        description="Compute, for every row of MODEL_DIR/vectors.npy, its K most similar other rows by "
+                    "cosine similarity (exact, score descending then row ascending) and store them in the "
+                    "model directory as neighbors.npy, neighbor_scores.npy and index.json (written last). "
+                    "An existing table is replaced. Cost: V*V*D multiply-adds.",
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory written by 'otto-train train' or 'import'")
+    p.add_argument("--k", type=_positive, default=20, help="neighbours per row (default 20); rows with fewer "
+                   "than K other rows are padded with row -1 and score -inf")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="worker threads (default: all CPUs this process may use)")
+    p.add_argument("--q-block", type=_positive, default=64,
+                   help="queries per tile (default 64); affects speed only, never the result")
+    p.add_argument("--i-block", type=_positive, default=4096,
+                   help="rows per tile (default 4096); affects speed only, never the result")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def _progress_printer(start: float):
+    state = {"last": 0.0}
+
+    def report(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - state["last"] < 1.0:
+            return
+        state["last"] = now
+        el = now - start
+        eta = el / done * (total - done) if done else 0.0
+        print(f"index: {done}/{total} rows ({100.0 * done / max(total, 1):.1f}%), "
+              f"{el:.1f} s elapsed, ~{eta:.0f} s left", file=sys.stderr, flush=True)
+
+    return report
+
+
+def run(args) -> int:
+    model = load_model(args.model_dir)
+    V, D = model.vectors.shape
+    threads = args.threads if args.threads is not None else knn.default_threads()
+    if not args.quiet:
+        print(f"index: {V} rows x {D} dims, k={args.k}, {threads} threads, "
+              f"tiles {args.q_block}x{args.i_block}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    progress = None if args.quiet else _progress_printer(start)
+    neighbors, scores = knn.build_neighbor_table(model.vectors, args.k, q_block=args.q_block,
+                                                 i_block=args.i_block, n_threads=threads,
+                                                 progress=progress)
+    seconds = time.perf_counter() - start
+    info = {
+        "q_block": args.q_block,
+        "i_block": args.i_block,
+        "threads": threads,
+        "build_seconds": round(seconds, 3),
+        "vocab_size": int(V),
+        "vector_size": int(D),
+        "order": "score descending, then row ascending; self excluded; padding row -1 / score -inf",
+    }
+    del model  # release the memory maps before files in the directory are replaced
+    save_index(args.model_dir, neighbors, scores, info)
+    if not args.quiet:
+        print(f"index: wrote k={args.k} neighbours for {V} rows in {seconds:.1f} s", file=sys.stderr)
+    return 0

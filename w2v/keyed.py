@@ -1,0 +1,197 @@
+"""``KeyedVectors``: aid-keyed access to a vector matrix and its neighbour table.
+
+Aids are keys, rows are positions; one is never taken for the other. The aid -> row map is a
+sorted copy of the aids plus the argsort permutation (``np.searchsorted``), not a dict: 1.86M
+aids cost 30 MB and a lookup is a binary search.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import knn
+
+__all__ = ["KeyedVectors"]
+
+
+def _as_aid(aid) -> int:
+    if type(aid) is int:  # fast path for the common case
+        return aid
+    if isinstance(aid, (bool, np.bool_)) or not isinstance(aid, (numbers.Integral, np.integer)):
+        raise KeyError(f"aid {aid!r}: not an integer aid")
+    return int(aid)
+
+
+class KeyedVectors:
+    """Vectors keyed by aid, with exact cosine search and an optional precomputed table.
+
+    ``vectors`` float32 ``[V, D]`` (memory maps are used as is), ``aids`` int64 ``[V]`` unique;
+    ``neighbors`` int32 ``[V, k]`` / ``neighbor_scores`` float32 ``[V, k]`` as written by
+    ``otto-train index`` (rows, best first, ``-1`` padding). ``n_threads`` is used by the exact
+    kernel for single queries.
+    """
+
+    def __init__(self, vectors, aids, neighbors=None, neighbor_scores=None, *, n_threads: int = 1):
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2:
+            raise ValueError(f"vectors: expected a 2-d [V, D] array, got shape {vectors.shape}")
+        if vectors.dtype != np.float32 or not vectors.flags.c_contiguous:
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        aids = np.asarray(aids)
+        if aids.shape != (vectors.shape[0],):
+            raise ValueError(f"aids: shape {aids.shape} does not match the {vectors.shape[0]} rows of vectors")
+        if aids.size and aids.dtype.kind not in "iu":
+            raise ValueError(f"aids: expected integers, got dtype {aids.dtype}")
+        aids = aids.astype(np.int64, copy=False)
+        order = np.argsort(aids, kind="stable")
+        sorted_aids = aids[order]
+        if sorted_aids.size > 1:
+            dup = np.flatnonzero(sorted_aids[1:] == sorted_aids[:-1])
+            if dup.size:
+                raise ValueError(f"aids: aid {int(sorted_aids[dup[0]])} appears more than once")
+        if (neighbors is None) != (neighbor_scores is None):
+            raise ValueError("neighbors/neighbor_scores: give both or neither")
+        if neighbors is not None:
+            neighbors, neighbor_scores = np.asarray(neighbors), np.asarray(neighbor_scores)
+            if neighbors.ndim != 2 or neighbors.shape[0] != vectors.shape[0] or neighbor_scores.shape != neighbors.shape:
+                raise ValueError(f"neighbors/neighbor_scores: shapes {neighbors.shape}/{neighbor_scores.shape} "
+                                 f"do not match [V={vectors.shape[0]}, k]")
+        self.vectors = vectors
+        self.aids = aids
+        self.neighbor_rows = neighbors
+        self.neighbor_scores = neighbor_scores
+        self.n_threads = int(n_threads)
+        self._sorted_aids = sorted_aids
+        self._order = order.astype(np.int64, copy=False)
+        self._table_k = -1 if neighbors is None else int(neighbors.shape[1])
+        self.inv_norms = knn.inverse_norms(vectors)
+
+    @classmethod
+    def from_model(cls, model, *, n_threads: int = 1) -> "KeyedVectors":
+        """Wrap a loaded model directory (``w2v.model_io.Model``), with its table if it has one."""
+        return cls(model.vectors, model.aids, model.neighbors, model.neighbor_scores, n_threads=n_threads)
+
+    # ---- keys -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.aids.shape[0])
+
+    def __contains__(self, aid) -> bool:
+        try:
+            self.row(aid)
+        except KeyError:
+            return False
+        return True
+
+    @property
+    def vector_size(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def table_k(self) -> int:
+        """Width of the neighbour table (0 without one)."""
+        return 0 if self.neighbor_rows is None else int(self.neighbor_rows.shape[1])
+
+    def row(self, aid) -> int:
+        """Row of ``aid``; ``KeyError`` naming the aid when it is not in the vocabulary."""
+        a = _as_aid(aid)
+        sa = self._sorted_aids
+        p = sa.searchsorted(a)
+        if p == sa.shape[0] or sa[p] != a:
+            raise KeyError(f"aid {a} is not in the vocabulary")
+        return int(self._order[p])
+
+    def lookup(self, aids) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised map: ``(rows int64[n], known bool[n])``; unknown aids get row ``-1``."""
+        a = np.asarray(aids)
+        if a.size and a.dtype.kind not in "iu":
+            raise KeyError(f"aids: expected integer aids, got dtype {a.dtype}")
+        a = a.astype(np.int64, copy=False).ravel()
+        sa = self._sorted_aids
+        if sa.shape[0] == 0:
+            return np.full(a.shape[0], -1, np.int64), np.zeros(a.shape[0], bool)
+        p = np.minimum(sa.searchsorted(a), sa.shape[0] - 1)
+        known = sa[p] == a
+        rows = np.where(known, self._order[p], -1)
+        return rows, known
+
+    def rows(self, aids) -> np.ndarray:
+        """Rows of ``aids`` (int64); ``KeyError`` naming the first unknown aid."""
+        rows, known = self.lookup(aids)
+        if not known.all():
+            bad = np.asarray(aids).ravel()[np.flatnonzero(~known)[0]]
+            raise KeyError(f"aid {int(bad)} is not in the vocabulary")
+        return rows
+
+    def vector(self, aid) -> np.ndarray:
+        return np.asarray(self.vectors[self.row(aid)])
+
+    # ---- search -----------------------------------------------------------------------------
+    def _exclude_rows(self, exclude) -> np.ndarray:
+        ex = np.asarray(list(exclude) if not isinstance(exclude, np.ndarray) else exclude)
+        if ex.size == 0:
+            return np.empty(0, np.int64)
+        rows, known = self.lookup(ex)
+        return rows[known]  # aids outside the vocabulary cannot be returned anyway
+
+    def _pairs(self, rows, scores) -> list[tuple[int, float]]:
+        return [(int(a), float(s)) for a, s in zip(self.aids[rows], scores)]
+
+    def neighbors(self, aid, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The k most similar aids to ``aid`` (itself excluded): ``(aids int64[k'], scores float32[k'])``.
+
+        Read from the table when there is one and ``k <= table_k`` (padding dropped), else
+        computed with the exact kernel.
+        """
+        r = self.row(aid)
+        if k < 0:
+            raise ValueError(f"k: must be >= 0 (got {k})")
+        if self._table_k >= k:
+            nb = self.neighbor_rows[r, :k]
+            sc = self.neighbor_scores[r, :k]
+            if k and nb[k - 1] < 0:
+                keep = nb >= 0
+                nb, sc = nb[keep], sc[keep]
+            return self.aids[nb], sc.copy()
+        s, rows = knn.topk(self.vectors, self.inv_norms, self.vectors[r], k, exclude=np.array([r]),
+                           n_threads=self.n_threads)
+        return self.aids[rows], s
+
+    def most_similar(self, aid, topn: int = 10, exclude=()) -> list[tuple[int, float]]:
+        """``[(aid, cosine), ...]`` best first, excluding ``aid`` itself and the aids in ``exclude``.
+
+        Uses the table when it holds enough entries after exclusion, else the exact kernel.
+        """
+        r = self.row(aid)
+        topn = int(topn)
+        if topn < 0:
+            raise ValueError(f"topn: must be >= 0 (got {topn})")
+        ex = self._exclude_rows(exclude)
+        if self.neighbor_rows is not None:
+            nb = np.asarray(self.neighbor_rows[r])
+            sc = np.asarray(self.neighbor_scores[r])
+            keep = nb >= 0
+            complete = not keep.all()  # padding: the row already lists every other row
+            if ex.size:
+                keep &= ~np.isin(nb, ex)
+            if complete or int(keep.sum()) >= topn:
+                idx = np.flatnonzero(keep)[:topn]
+                return self._pairs(nb[idx].astype(np.int64), sc[idx])
+        ex = np.union1d(ex, [r])
+        s, rows = knn.topk(self.vectors, self.inv_norms, self.vectors[r], topn, exclude=ex,
+                           n_threads=self.n_threads)
+        return self._pairs(rows, s)
+
+    def similar_by_vector(self, vec, topn: int = 10, exclude=()) -> list[tuple[int, float]]:
+        """``[(aid, cosine), ...]`` best first for an arbitrary vector (exact kernel)."""
+        s, rows = knn.topk(self.vectors, self.inv_norms, vec, int(topn),
+                           exclude=self._exclude_rows(exclude), n_threads=self.n_threads)
+        return self._pairs(rows, s)
+
+    def session_vector(self, aids, weights=None) -> np.ndarray:
+        """Weighted sum of the unit vectors of the known ``aids`` (unknown ones are skipped)."""
+        rows, known = self.lookup(aids)
+        w = np.ones(rows.shape[0]) if weights is None else np.asarray(weights, np.float64).ravel()
+        if w.shape != rows.shape:
+            raise ValueError(f"weights: shape {w.shape} does not match {rows.shape[0]} aids")
+        return knn.session_vector(self.vectors, self.inv_norms, rows[known], w[known])
