@@ -1,0 +1,141 @@
+"""Pieces of the service without sockets: parameters, weights, metrics, config, problems."""
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from serve import app
+from serve.metrics import BUCKETS, Metrics
+from serve.problems import HTTPProblem
+from serve.recommend import Recommender
+from serve.server import ServerConfig, build_response, make_server
+from w2v.model_io import load_model
+from test_serve_support import call, make_model, raw, parse_raw, running
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    return Recommender(load_model(make_model(tmp_path_factory.mktemp("units") / "m", V=50, D=4, table_k=5)))
+
+
+@pytest.mark.parametrize("v,ok", [("1", 1), ("100", 100), ("0", None), ("101", None), ("", None), ("1e2", None),
+                                  ("٣", None), (5, 5), (True, None), (5.0, None), (None, None)])
+def test_parse_k(v, ok):
+    if ok is None:
+        with pytest.raises(HTTPProblem) as e:
+            app.parse_k(v)
+        assert e.value.status == 400 and "'k'" in e.value.detail
+    else:
+        assert app.parse_k(v) == ok
+
+
+def test_parse_query_rules():
+    assert app.parse_query("k=5&type=carts", ("k", "type")) == {"k": "5", "type": "carts"}
+    assert app.parse_query("", ()) == {}
+    for q in ("k=1&k=2", "zz=1", "k", "&&&"):
+        with pytest.raises(HTTPProblem):
+            app.parse_query(q, ("k",))
+
+
+@settings(max_examples=50, deadline=None)
+@given(types=st.lists(st.integers(0, 2), min_size=1, max_size=40))
+def test_session_weights_rule(rec, types):
+    w = rec.session_weights(len(types), np.asarray(types))
+    n = len(types)
+    expect = [(1.0, 3.0, 6.0)[t] * 0.9 ** (n - 1 - i) for i, t in enumerate(types)]
+    np.testing.assert_allclose(w, expect, rtol=1e-6)
+    assert w.dtype == np.float32
+
+
+def test_session_unknown_and_exclusion(rec):
+    aids = rec.model.aids
+    res = rec.session([int(aids[0]), 10**12, int(aids[1])], [0, 2, 1], 48)
+    assert res.unknown == [10**12] and res.used == 2
+    assert len(res.aids) == 48 and not {int(aids[0]), int(aids[1])} & set(res.aids)   # V - 2 rows are left
+    res = rec.session([int(aids[3])] * 3, [0, 0, 0], 100)
+    assert len(res.aids) == 49
+    with pytest.raises(LookupError):
+        rec.session([10**12], [0], 5)
+
+
+def test_recommender_rejects_bad_parameters(rec):
+    with pytest.raises(ValueError):
+        Recommender(rec.model, decay=0.0)
+    with pytest.raises(ValueError):
+        Recommender(rec.model, type_weights=(1.0, -1.0, 2.0))
+
+
+def test_metrics_shards_sum_and_histogram():
+    m = Metrics()
+
+    def work():
+        for i in range(1000):
+            m.observe("/r", "GET", 200, 0.0002 if i % 2 else 0.003)
+        m.event("x", 2)
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    m.observe("/r", "BREW", 418, 10.0)
+    text = m.render([("g", "help", {"a": 'q"uote'}, 1.5)]).decode()
+    assert 'otto_http_requests_total{route="/r",method="GET",status="200"} 4000' in text
+    assert 'method="OTHER",status="418"' in text
+    assert 'le="0.00025"} 2000' in text and 'le="0.005"} 4000' in text and 'le="+Inf"} 4001' in text
+    assert 'otto_events_total{event="x"} 8' in text and 'g{a="q\\"uote"} 1.5' in text
+    assert len(BUCKETS) == len(set(BUCKETS)) and list(BUCKETS) == sorted(BUCKETS)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="threads"):
+        ServerConfig(threads=0)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        ServerConfig(idle_timeout=-1)
+    assert ServerConfig(linger=0).linger == 0
+
+
+def test_build_response_is_complete():
+    r = build_response(200, b"[1]", "application/json", {"X-A": "b"}, 0.001, close=True)
+    head, body = r.split(b"\r\n\r\n")
+    assert body == b"[1]" and b"Content-Length: 3" in head and b"X-Response-Time: 1.000ms" in head
+    assert b"Connection: close" in head and b"X-A: b" in head
+    assert build_response(200, b"[1]", "a/b", None, 0, close=False, head_only=True).endswith(b"\r\n\r\n")
+
+
+def test_odd_but_valid_requests_and_access_log(tmp_path, caplog):
+    d = make_model(tmp_path / "m", V=30, D=4, table_k=5)
+    server = make_server(d, threads=1, access_log=True)
+    with caplog.at_level(logging.INFO, logger="serve.access"), running(server):
+        out = raw(server.port, b"\r\nGET http://example/healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert parse_raw(out)[0] == 200   # leading empty line, absolute-form target
+        st_, h, _ = parse_raw(raw(server.port, b"BREW /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"))
+        assert st_ == 405 and h["allow"] == "GET, HEAD"
+        assert parse_raw(raw(server.port, b"GET /healthz HTTP/1.1\nConnection: close\n\n"))[0] == 200   # bare LF
+        assert call(server.port, "GET", "/healthz")[0] == 200
+    assert any('"GET /healthz HTTP/1.1" 200' in r.getMessage() for r in caplog.records)
+
+
+def test_unexpected_error_is_a_logged_500_and_the_server_lives_on(tmp_path, caplog):
+    d = make_model(tmp_path / "m", V=30, D=4, table_k=5)
+    server = make_server(d, threads=1)
+    good = server.recommender
+
+    class Broken:
+        has_popular = True
+
+        def popular(self, t, k):
+            raise RuntimeError("boom")
+
+    with caplog.at_level(logging.ERROR, logger="serve"), running(server):
+        server.recommender = Broken()
+        status, h, body = call(server.port, "GET", "/api/v1/popular")
+        assert status == 500 and body["status"] == 500 and "boom" not in body["detail"]
+        server.recommender = good
+        assert call(server.port, "GET", "/api/v1/popular")[0] == 200
+    assert any("boom" in (r.exc_text or "") for r in caplog.records)
