@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--access-log", action="store_true", help="log one line per request on stderr (off by default)")
     g.add_argument("--quiet", action="store_true", help="log only warnings and errors (the 'listening on' line is still printed)")
+    g.add_argument("--print-examples", action="store_true",
+                   help="after the 'listening on' line, print ready-to-paste curl commands for every endpoint, "
+                        "using aids from the loaded model")
     g.add_argument("--ready-fd", type=int, default=None, metavar="FD",
                    help="write 'ready PORT PID' to this inherited file descriptor once listening, then close it "
                         "(used by --workers to start its processes; also handy for scripts)")
@@ -140,6 +143,34 @@ def _config(args) -> dict:
                 max_headers=args.max_headers, max_header_bytes=args.max_header_bytes, max_body=args.max_body,
                 max_session_events=args.max_session_events, drain_timeout=args.drain_timeout,
                 access_log=args.access_log, type_weights=tuple(args.type_weights), decay=args.decay)
+
+
+def examples(url: str, rec) -> str:
+    """Ready-to-paste curl commands for every endpoint, with aids taken from the loaded model."""
+    aids = rec.model.aids
+    if rec.has_popular:
+        known = [a for a in rec.popular(2, 10)[0] if a in rec][:3]
+    else:
+        known = []
+    known = (known + [int(a) for a in aids[:3]])[:3]
+    first = known[0] if known else 0
+    events = ", ".join(f'{{"aid": {a}, "type": "{t}"}}' for a, t in zip(known, ("clicks", "carts", "orders")))
+    lines = [
+        "Try it (Ctrl-C stops the server):",
+        f"  curl -s '{url}/api/v1/popular'",
+        f"  curl -s '{url}/api/v1/popular?k=5&type=carts'",
+        f"  curl -s '{url}/api/v1/recommendations/{first}'",
+        f"  curl -s '{url}/api/v1/recommendations/{first}?k=5&scores=true'",
+        f"  curl -s -X POST '{url}/api/v1/recommendations' -H 'Content-Type: application/json' "
+        f"-d '{{\"aids\": {known}, \"k\": 5}}'",
+        f"  curl -s -X POST '{url}/api/v1/recommendations' -H 'Content-Type: application/json' "
+        f"-d '{{\"events\": [{events}], \"k\": 5, \"scores\": true}}'",
+        f"  curl -s '{url}/healthz'",
+        f"  curl -s '{url}/readyz'",
+        f"  curl -s '{url}/metrics'",
+        f"  curl -s '{url}/openapi.json'",
+    ]
+    return "\n".join(lines)
 
 
 def _serve_one(args) -> int:
@@ -167,6 +198,8 @@ def _serve_one(args) -> int:
     if args.ready_fd is None:
         print(f"{PROG}: listening on {server.url} (model {rec.path}: {rec.vocab_size} x {rec.vector_size}, "
               f"table k={rec.table_k}, {args.threads} threads, pid {os.getpid()})", flush=True)
+        if args.print_examples:
+            print(examples(server.url, rec), flush=True)
     else:
         log.info("worker %d listening on %s", os.getpid(), server.url)
         try:
