@@ -241,10 +241,8 @@ def _load_array(path: Path, dtype: np.dtype) -> np.ndarray:
         raise DatasetError(f"{path}: missing")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise DatasetError(f"{path}: not a readable .npy array ({exc})") from None
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc}); the file may be truncated") from None
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"{path}: not a readable .npy array; the file may be truncated or corrupt ({exc})") from None
     if arr.dtype != dtype:
         raise DatasetError(f"{path}: dtype {arr.dtype.str} (expected {dtype.str})")
     if arr.ndim != 1:
