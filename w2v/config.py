@@ -1,0 +1,120 @@
+"""Training configuration: one frozen dataclass, validated once, named as in gensim 4.4.
+
+``mode="parity"`` reproduces gensim's single-worker random stream, job batching and learning-rate
+schedule; ``mode="fast"`` (default) trains with all cores, lock-free (Hogwild) updates and a
+private random stream per job. docs/ALGORITHM.md describes both.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+MODES = ("fast", "parity")
+SIGMOID_EDGES = ("skip", "clip")
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class W2VConfig:
+    """Skip-gram negative-sampling hyper-parameters.
+
+    vector_size  dimension D of the vectors.
+    window       maximum distance between a centre word and a context word.
+    negative     negative samples per (centre, context) pair.
+    ns_exponent  exponent applied to counts in the negative-sampling distribution.
+    sample       downsampling threshold for frequent words (0 disables; >= 1 is gensim's
+                 "absolute count" shorthand).
+    alpha        initial learning rate; decays linearly to ``min_alpha`` over each ``train`` call.
+    min_alpha    final learning rate.
+    epochs       passes over the corpus per ``train`` call (unless ``train(epochs=...)``).
+    min_count    words with fewer occurrences are dropped from the vocabulary.
+    seed         seed of every random stream (initial vectors, downsampling, windows, negatives).
+    workers      threads in fast mode (parity mode always uses one).
+    mode         "fast" or "parity".
+    sigmoid_edge what to do when |dot| >= 6: "skip" the update (gensim) or "clip" sigma to 0/1
+                 (word2vec.c).
+    max_sentence_len  None = no limit; otherwise sentences longer than this are split into
+                 consecutive pieces of at most this many tokens (nothing is dropped; the number of
+                 split sentences and extra pieces is counted).
+    batch_words  raw words per job (gensim's batching; the learning rate is constant in a job).
+    parity_job_cap  parity mode only: gensim trains at most this many effective (kept) words per
+                 job (its MAX_WORDS_IN_BATCH = 10000) and silently ignores the rest of the job;
+                 we reproduce it and count what it drops. Fast mode has no such cap.
+    compute_loss accumulate the exact per-epoch SGNS loss (costs a few percent of speed).
+    """
+
+    vector_size: int = 100
+    window: int = 5
+    negative: int = 5
+    ns_exponent: float = 0.75
+    sample: float = 1e-3
+    alpha: float = 0.025
+    min_alpha: float = 0.0001
+    epochs: int = 5
+    min_count: int = 5
+    seed: int = 1
+    workers: int = field(default_factory=_default_workers)
+    mode: str = "fast"
+    sigmoid_edge: str = "skip"
+    max_sentence_len: int | None = None
+    batch_words: int = 10000
+    parity_job_cap: int = 10000
+    compute_loss: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"{name}: {why}, got {getattr(self, name)!r}")
+
+        def is_int(name: str) -> bool:
+            v = getattr(self, name)
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(name: str) -> bool:
+            v = getattr(self, name)
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        for name, lo in (("vector_size", 1), ("window", 1), ("negative", 1), ("epochs", 0),
+                         ("min_count", 1), ("workers", 1), ("batch_words", 1), ("parity_job_cap", 1)):
+            if not is_int(name):
+                raise bad(name, "must be an integer")
+            if getattr(self, name) < lo:
+                raise bad(name, f"must be >= {lo}")
+        if not is_int("seed") or not 0 <= self.seed < 2**32:
+            raise bad("seed", "must be an integer in [0, 2**32)")
+        for name in ("ns_exponent", "sample", "alpha", "min_alpha"):
+            if not is_num(name):
+                raise bad(name, "must be a finite number")
+        if self.sample < 0:
+            raise bad("sample", "must be >= 0")
+        if self.alpha <= 0:
+            raise bad("alpha", "must be > 0")
+        if self.min_alpha < 0 or self.min_alpha > self.alpha:
+            raise bad("min_alpha", f"must be in [0, alpha={self.alpha}]")
+        if self.mode not in MODES:
+            raise bad("mode", f"must be one of {', '.join(MODES)}")
+        if self.sigmoid_edge not in SIGMOID_EDGES:
+            raise bad("sigmoid_edge", f"must be one of {', '.join(SIGMOID_EDGES)}")
+        if self.max_sentence_len is not None and (not is_int("max_sentence_len") or self.max_sentence_len < 2):
+            raise bad("max_sentence_len", "must be None or an integer >= 2")
+        if not isinstance(self.compute_loss, bool):
+            raise bad("compute_loss", "must be true or false")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides) -> "W2VConfig":
+        """Build from a dict (e.g. a model's meta.json), ignoring unknown keys."""
+        if not isinstance(d, dict):
+            raise ValueError(f"config: expected a JSON object, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        kw.update(overrides)
+        return cls(**kw)

@@ -1,0 +1,179 @@
+"""Training corpus: sessions as sentences, aids as words, held as flat CSR arrays.
+
+``Sentences`` holds raw aids (after the event-type filter, repeat collapsing, the minimum
+length and the optional split of long sentences); ``Corpus`` holds the same sentences mapped to
+vocabulary rows, with out-of-vocabulary words removed but each sentence's RAW length kept,
+because gensim batches jobs and decays the learning rate by raw words/sentences.
+Everything is vectorised numpy; no Python object per event.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from data_prep.dataset import Dataset, parse_types
+
+
+@dataclass(frozen=True)
+class Sentences:
+    """Raw sentences: ``words[offsets[i]:offsets[i+1]]`` (int64 aids) is sentence i."""
+
+    words: np.ndarray
+    offsets: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def n_sentences(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def to_lists(self) -> list[np.ndarray]:
+        return [self.words[self.offsets[i]:self.offsets[i + 1]] for i in range(self.n_sentences)]
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Sentences mapped to vocabulary rows.
+
+    tokens      int32 [N]    vocabulary rows of the in-vocabulary words, sentence after sentence
+    offsets     int64 [S+1]  sentence i is ``tokens[offsets[i]:offsets[i+1]]``
+    raw_lengths int64 [S]    words of sentence i before out-of-vocabulary words were removed
+    """
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    raw_lengths: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def n_sentences(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    @property
+    def raw_words(self) -> int:
+        return int(self.raw_lengths.sum())
+
+    @property
+    def max_sentence_tokens(self) -> int:
+        return int(np.diff(self.offsets).max()) if self.n_sentences else 0
+
+
+def _csr(lengths: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(lengths.shape[0] + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
+def split_long(words: np.ndarray, offsets: np.ndarray, max_len: int | None) -> tuple[np.ndarray, dict]:
+    """Split every sentence longer than ``max_len`` into consecutive pieces of ``max_len`` words
+    (the last piece holds the rest). No word is dropped; returns the new offsets and counts."""
+    lengths = np.diff(offsets)
+    if max_len is None or lengths.size == 0 or int(lengths.max()) <= max_len:
+        return offsets, dict(sentences_split=0, extra_pieces=0)
+    pieces = np.maximum(1, -(-lengths // max_len))  # ceil, an empty sentence stays one piece
+    rep_start = np.repeat(offsets[:-1], pieces)
+    k = np.arange(int(pieces.sum()), dtype=np.int64) - np.repeat(_csr(pieces)[:-1], pieces)
+    starts = rep_start + k * max_len
+    ends = np.minimum(starts + max_len, np.repeat(offsets[1:], pieces))
+    new_offsets = np.concatenate([starts, offsets[-1:]]).astype(np.int64)
+    assert np.array_equal(new_offsets[1:], ends)
+    return new_offsets, dict(sentences_split=int((pieces > 1).sum()), extra_pieces=int((pieces - 1).sum()))
+
+
+def sentences_from_dataset(dataset: Dataset, types=None, min_session_len: int = 1,
+                           collapse_repeats: bool = False, max_sentence_len: int | None = None) -> Sentences:
+    """Sessions of ``dataset`` as sentences.
+
+    Order of the filters: keep events of ``types``; with ``collapse_repeats`` drop an event whose
+    aid equals the previous kept event's aid in the same session; drop sessions left with fewer
+    than ``min_session_len`` events; split sentences longer than ``max_sentence_len``.
+    """
+    if not isinstance(min_session_len, (int, np.integer)) or min_session_len < 1:
+        raise ValueError(f"min_session_len: must be an integer >= 1, got {min_session_len!r}")
+    codes = parse_types(types)
+    offsets = np.asarray(dataset.offsets, dtype=np.int64)
+    aid = np.asarray(dataset.aid)
+    n_events_in = int(aid.shape[0])
+    if codes != (0, 1, 2):
+        keep = np.isin(np.asarray(dataset.type), np.array(codes, dtype=np.uint8))
+    else:
+        keep = None
+    if keep is not None:
+        csum = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
+        offsets = csum[offsets]
+        aid = aid[keep]
+    dropped_type = n_events_in - int(aid.shape[0])
+    dropped_repeat = 0
+    if collapse_repeats and aid.shape[0] > 1:
+        rep = np.zeros(aid.shape[0], bool)
+        rep[1:] = aid[1:] == aid[:-1]
+        rep[offsets[:-1][offsets[:-1] < aid.shape[0]]] = False  # first event of a session is never a repeat
+        if rep.any():
+            csum = np.concatenate(([0], np.cumsum(~rep, dtype=np.int64)))
+            offsets = csum[offsets]
+            aid = aid[~rep]
+            dropped_repeat = int(rep.sum())
+    lengths = np.diff(offsets)
+    short = lengths < min_session_len
+    dropped_short_sessions = int(short.sum())
+    dropped_short_events = int(lengths[short].sum())
+    if short.any():
+        emask = np.repeat(~short, lengths)
+        aid = aid[emask]
+        offsets = _csr(lengths[~short])
+    words = np.ascontiguousarray(aid, dtype=np.int64)
+    offsets, split_stats = split_long(words, offsets, max_sentence_len)
+    stats = dict(sessions_in=int(dataset.n_sessions), events_in=n_events_in,
+                 types=[int(c) for c in codes], dropped_events_by_type=dropped_type,
+                 dropped_events_by_collapse=dropped_repeat,
+                 dropped_short_sessions=dropped_short_sessions, dropped_short_events=dropped_short_events,
+                 **split_stats, sentences=int(offsets.shape[0] - 1), words=int(words.shape[0]))
+    return Sentences(words, offsets, stats)
+
+
+def sentences_from_sequences(sequences: Iterable[Sequence[int] | np.ndarray],
+                             max_sentence_len: int | None = None) -> Sentences:
+    """Hand-made sentences (lists or arrays of non-negative integer words), e.g. for tests."""
+    arrs = [np.asarray(s, dtype=np.int64).reshape(-1) for s in sequences]
+    lengths = np.array([a.shape[0] for a in arrs], dtype=np.int64)
+    words = np.concatenate(arrs) if arrs else np.zeros(0, np.int64)
+    if words.size and words.min() < 0:
+        raise ValueError(f"sequences: words must be non-negative integers, found {int(words.min())}")
+    offsets, split_stats = split_long(words, _csr(lengths), max_sentence_len)
+    stats = dict(sessions_in=len(arrs), events_in=int(words.shape[0]), **split_stats,
+                 sentences=int(offsets.shape[0] - 1), words=int(words.shape[0]))
+    return Sentences(np.ascontiguousarray(words), offsets, stats)
+
+
+def map_to_vocab(sentences: Sentences, vocab_aids: np.ndarray) -> Corpus:
+    """Replace each word by its vocabulary row; drop (and count) out-of-vocabulary words."""
+    words = sentences.words
+    vocab_aids = np.asarray(vocab_aids, dtype=np.int64)
+    top = max(int(words.max()) if words.size else 0, int(vocab_aids.max()) if vocab_aids.size else 0)
+    dense = (not words.size or int(words.min()) >= 0) and top < 4 * words.shape[0] + 2**20
+    if vocab_aids.size and dense:
+        # dense ids (aids): a lookup table instead of a binary search per word
+        lut = np.full(top + 1, -1, np.int32)
+        lut[vocab_aids] = np.arange(vocab_aids.shape[0], dtype=np.int32)
+        rows = lut[words]
+        inv = rows >= 0
+    elif vocab_aids.size:
+        order = np.argsort(vocab_aids, kind="stable")
+        sorted_aids = vocab_aids[order]
+        pos = np.searchsorted(sorted_aids, words)
+        pos_c = np.minimum(pos, sorted_aids.shape[0] - 1)
+        inv = (sorted_aids[pos_c] == words) if words.size else np.zeros(0, bool)
+        rows = order[pos_c]
+    else:
+        inv = np.zeros(words.shape[0], bool)
+        rows = np.zeros(words.shape[0], np.int64)
+    csum = np.concatenate(([0], np.cumsum(inv, dtype=np.int64)))
+    offsets = csum[sentences.offsets]
+    tokens = np.ascontiguousarray(rows[inv], dtype=np.int32)
+    stats = dict(sentences.stats)
+    stats.update(oov_words=int(words.shape[0] - tokens.shape[0]), tokens=int(tokens.shape[0]))
+    return Corpus(tokens, offsets, sentences.lengths().astype(np.int64), stats)
