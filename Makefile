@@ -60,7 +60,7 @@ $(MODEL)/index.json: $(MODEL)/meta.json
 	$(PY) -m w2v index $(MODEL) --k 20 $(QUIET)
 
 $(WORK)/report/report.md: $(MODEL)/index.json
-	$(PY) -m eval run $(DATASET) $(WORK)/report --split $(SPLIT) --model $(MODEL) --seed $(SEED) $(QUIET)
+	$(PY) -m eval run $(DATASET) $(WORK)/report --split $(SPLIT) --model $(MODEL) --seed $(SEED) --overwrite $(QUIET)
 
 demo: $(SAMPLE)/meta.json $(WORK)/report/report.md
 	cat $(WORK)/report/report.md
