@@ -253,6 +253,9 @@ class Recommender:
     needs_model = False
 
     def fit(self, train: Dataset, model=None) -> "Recommender":
+        if self.needs_model and model is None:
+            raise ValueError(f"{self.name}: needs a Word2Vec model")
+        self.model = model
         self.popular = popular_lists(train)
         return self
 
@@ -359,7 +362,7 @@ class CovisitRec(Recommender):
         self.graphs = graphs
 
     def fit(self, train, model=None):
-        super().fit(train)
+        super().fit(train, model)
         if self.graphs is None:
             self.graphs = build_covisit_set(train, self.params, self.progress)
         return self
@@ -434,13 +437,6 @@ class W2VItemRec(Recommender):
         self.n_neighbors = n_neighbors
         self.graph = graph  # precomputed neighbours (w2v_graph) covering every aid predicted for
 
-    def fit(self, train, model=None):
-        if model is None:
-            raise ValueError(f"{self.name}: needs a Word2Vec model")
-        super().fit(train)
-        self.model = model
-        return self
-
     def predict(self, test, k=20):
         ends = np.asarray(test.offsets[1:])[test.lengths() > 0] - 1
         if self.graph is not None:
@@ -467,18 +463,11 @@ class W2VSessionRec(Recommender):
         self.max_hist = max_hist
         self.q_block = q_block
 
-    def fit(self, train, model=None):
-        if model is None:
-            raise ValueError(f"{self.name}: needs a Word2Vec model")
-        super().fit(train)
-        self.model = model
-        return self
-
     def session_vectors(self, test: Dataset) -> tuple[np.ndarray, np.ndarray]:
         """float32[S, D] unnormalised session vectors and bool[S] (has an in-vocabulary event)."""
+        from w2v.knn import inverse_norms
         vec = np.ascontiguousarray(self.model.vectors, np.float32)
-        norms = np.linalg.norm(vec, axis=1)
-        inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1), 0).astype(np.float32)
+        inv = inverse_norms(vec)
         table = _aid_lookup(self.model.aids)
         aid = np.asarray(test.aid, np.int64)
         row = np.where(aid < table.shape[0], table[np.minimum(aid, table.shape[0] - 1)], -1)
@@ -540,13 +529,6 @@ class BlendRec(CovisitRec):
         self.w2v_coef = w2v_coef
         self.n_neighbors = n_neighbors
         self.w2v = w2v  # precomputed neighbours (w2v_graph) covering every aid predicted for
-
-    def fit(self, train, model=None):
-        if model is None:
-            raise ValueError(f"{self.name}: needs a Word2Vec model")
-        super().fit(train)
-        self.model = model
-        return self
 
     def predict(self, test, k=20):
         if self.w2v is not None:
