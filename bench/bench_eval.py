@@ -2,7 +2,7 @@
 both protocols, plus our scorer against a plain-Python transcription of the official
 ``evaluate.py`` on the same files (correctness and speed ratio).
 
-    python bench/bench_eval.py [--sessions 1000000] [--work DIR] [--out bench/RESULTS_eval.md]
+    python bench/bench_eval.py [--sessions 1000000] [--work DIR] [--out bench/out/RESULTS_eval.md]
 
 Steps whose outputs already exist in ``--work`` (synth.jsonl, dataset/, split/, model/) are
 reused and the report says so; delete the directory for a cold run.
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vector-size", type=int, default=64, help="Word2Vec vector size (default 64)")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "otto_bench_eval"),
                     help="working directory (default: otto_bench_eval in the system temporary directory)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS_eval.md"), help="results file to write")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "RESULTS_eval.md"), help="results file to write (section 6 of bench/RESULTS.md is a copy of one)")
     ap.add_argument("--next-click-sessions", type=int, default=5000,
                     help="full test sessions sampled for next click at every position (default 5000)")
     ap.add_argument("--tune", action="store_true",
@@ -196,6 +196,7 @@ def main(argv=None) -> int:
               "## Preparation steps (s)", "", "| step | seconds |", "|---|---|"] + [
               f"| {k} | {v:.1f} |" for k, v in steps.items()]
     text = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text, encoding="utf-8")
     print(text)
     return 0

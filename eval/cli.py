@@ -26,7 +26,7 @@ def _register_predict(sub) -> None:
     p.add_argument("--model", metavar="MODEL_DIR", help="Word2Vec model directory (needed by w2v-item, w2v-session and blend)")
     p.add_argument("--k", type=int, default=20, help="predictions per session and type (default 20)")
     p.add_argument("--seed", type=int, default=42, help="seed of the random recommender (default 42)")
-    p.add_argument("--w2v-coef", type=float, default=0.05, help="weight of the Word2Vec neighbours in the blend (default 0.05, chosen on an independent synthetic set; see bench/RESULTS_eval.md)")
+    p.add_argument("--w2v-coef", type=float, default=0.05, help="weight of the Word2Vec neighbours in the blend (default 0.05, chosen on an independent synthetic set; see bench/RESULTS.md, section 6)")
     p.add_argument("--n-parts", type=int, default=1, help="co-visitation passes over aid slices (more passes, less memory; default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_predict)

@@ -216,7 +216,7 @@ def register(sub) -> None:
     p.add_argument("--ne-min-len", type=int, default=3, help="minimum events of those types per session (default 3: more than 2 orders)")
     p.add_argument("--ne-test-size", type=float, default=0.1, help="fraction of eligible sessions whose pair is a test pair (default 0.1)")
     p.add_argument("--ne-valid-size", type=float, default=0.1, help="fraction whose pair is a validation pair (default 0.1)")
-    p.add_argument("--w2v-coef", type=float, default=0.05, help="weight of the Word2Vec neighbours in the blend (default 0.05, chosen on an independent synthetic set; see bench/RESULTS_eval.md)")
+    p.add_argument("--w2v-coef", type=float, default=0.05, help="weight of the Word2Vec neighbours in the blend (default 0.05, chosen on an independent synthetic set; see bench/RESULTS.md, section 6)")
     p.add_argument("--n-parts", type=int, default=1, help="co-visitation passes over aid slices (more passes, less memory; default 1)")
     p.add_argument("--plot", action="store_true", help="also draw recall_at_k.png and loss.png (needs matplotlib)")
     p.add_argument("--keep-submissions", action="store_true", help="also write submission_<name>.csv for every recommender")
