@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     agree = all(abs(ours[k] - ref[k]) < 1e-12 for k in ref)
 
     res = report["otto"]["results"]
-    lines = [f"# Evaluation benchmark (bench/bench_eval.py)", "",
+    lines = ["# Evaluation benchmark (bench/bench_eval.py)", "",
              "| environment | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in env.items()] + [
              f"| sessions generated | {ds.n_sessions:,} ({ds.n_events:,} events) |",
              f"| Word2Vec | {', '.join(f'{k}={v}' for k, v in params.items())}, seed {args.seed} |", ""]

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from . import reader, stats, synth
+from .command import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,16 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("otto-prep: interrupted; no output was left behind", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as exc:
-        print(f"otto-prep {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

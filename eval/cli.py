@@ -10,6 +10,7 @@ import json
 import sys
 import time
 
+from data_prep.command import run_command
 from data_prep.dataset import Dataset
 
 
@@ -145,16 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("otto-eval: interrupted; no output was left behind", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as exc:
-        print(f"otto-eval {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,7 @@ def _fmt(v) -> str:
 
 def markdown(report: dict) -> str:
     """Render the report dict built by ``eval.run`` as Markdown."""
-    lines = [f"# Evaluation report", ""]
+    lines = ["# Evaluation report", ""]
     info = report.get("info", {})
     if info:
         lines += ["| setting | value |", "|---|---|"]

@@ -28,6 +28,7 @@ def test_help_explains_every_flag(capsys):
         for action in sub._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{cmd} {action.option_strings} has no help"
+                assert action.option_strings[-1] in out, f"{cmd} --help does not show {action.option_strings[-1]}"
 
 
 def test_split_predict_score(sample_split, capsys):

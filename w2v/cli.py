@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data_prep.command import run_command
+
 SUBCOMMANDS = ("train", "export", "import", "index")
 
 
@@ -29,16 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "train")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("otto-train: interrupted; no output was left behind", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as exc:
-        print(f"otto-train {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
