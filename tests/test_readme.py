@@ -7,7 +7,8 @@
    ``--sessions 2500``) so the whole pipeline takes seconds. ``otto-<x>`` is run as
    ``python -m <package>``; ``otto-serve`` is started in the background on a free port; every
    ``curl`` line then runs against it with ``--fail`` (an HTTP error fails the test), with ``AID``
-   replaced by an aid of the trained model and port 8000 by the server's port.
+   replaced by an aid of the trained model and port 8000 by the server's port; so do the curl
+   lines the server prints with ``--print-examples`` (what ``make demo`` shows).
 Blocks marked ``text`` or ``console`` are illustrations and are not run.
 """
 from __future__ import annotations
@@ -97,14 +98,20 @@ def test_walkthrough_runs(tmp_path):
         pytest.skip("curl is not installed; the pipeline part ran")
     aid = int(np.load(tmp_path / "work/model/aids.npy")[0])
     serve = re.sub(r"--port \d+", "--port 0", pipeline[-1])
-    proc = subprocess.Popen(_argv(serve), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_argv(serve) + ["--print-examples"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
         first = proc.stdout.readline()
         m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", first)
         assert m, f"no 'listening on' line: {first!r}"
         port = m.group(1)
-        for line in curls:
+        printed = []  # the curl lines `make demo` prints (--print-examples), with real aids filled in
+        while len(printed) < len(curls):
+            line = proc.stdout.readline()
+            assert line, "the server stopped printing before all example lines"
+            if line.strip().startswith("curl "):
+                printed.append(line.strip())
+        for line in curls + printed:
             cmd = line.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("AID", str(aid))
             cmd = cmd.replace("curl -s ", "curl -s --fail --max-time 30 ", 1)
             run = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=60)
