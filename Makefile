@@ -19,7 +19,8 @@ HOST     ?= 127.0.0.1
 PORT     ?= 8000
 QUIET    ?=
 
-INPUT    := $(if $(DATA),$(DATA),$(WORK)/synth.jsonl)
+SYNTH    := $(WORK)/synth-$(SESSIONS)-$(ITEMS)-$(SEED).jsonl
+INPUT    := $(if $(DATA),$(DATA),$(SYNTH))
 DATASET  := $(WORK)/dataset
 SPLIT    := $(WORK)/split
 MODEL    := $(WORK)/model
@@ -39,7 +40,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # --- the demo pipeline --------------------------------------------------------
-$(WORK)/synth.jsonl: | $(STAMP)
+# the generated file's name holds its parameters, so changing one regenerates it
+$(SYNTH): | $(STAMP)
 	$(PY) -m data_prep synth $@ --sessions $(SESSIONS) --items $(ITEMS) --seed $(SEED) $(QUIET)
 
 $(SAMPLE)/meta.json: tests/data/otto_sample_train.jsonl | $(STAMP)
