@@ -810,6 +810,29 @@ def quantize_rows(vectors, inv_norms=None) -> tuple[np.ndarray, np.ndarray]:
     return codes, scales
 
 
+def _check_codes(codes, scales, V, D) -> tuple[np.ndarray, np.ndarray]:
+    """Validated read-only int8 ``codes [V, D]`` and float32 ``scales [V]`` (from quantize_rows)."""
+    c = np.asarray(codes)
+    if c.shape != (V, D) or c.dtype != np.int8:
+        raise ValueError(f"codes: expected int8 {(V, D)}, got {c.dtype} {c.shape}")
+    sc = np.asarray(scales)
+    if sc.shape != (V,):
+        raise ValueError(f"scales: shape {sc.shape} does not match the {V} rows")
+    return _readonly(np.ascontiguousarray(c)), _readonly(np.ascontiguousarray(sc, np.float32))
+
+
+def _rescore(v, inv, q, q_scale, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Exact float32 scores of candidate ``rows`` (topk's own arithmetic), best first:
+    score descending, then row ascending; rows scoring -inf or NaN are dropped, as _scan does."""
+    rows = np.ascontiguousarray(rows, np.int64)
+    s = np.empty(rows.shape[0], np.float32)
+    _score_rows_kernel(v, inv, q, q_scale, _readonly(rows), s)
+    ok = s > -np.inf
+    s, rows = s[ok], rows[ok]
+    order = np.lexsort((rows, -s))
+    return s[order], rows[order]
+
+
 def topk_reduced(vectors, inv_norms, codes, scales, query, k, exclude=None, rerank=None,
                  n_threads=1) -> tuple[np.ndarray, np.ndarray]:
     """Approximate top-k: scan int8 ``codes`` (see :func:`quantize_rows`), keep the best
@@ -821,14 +844,7 @@ def topk_reduced(vectors, inv_norms, codes, scales, query, k, exclude=None, rera
     v = _as_matrix(vectors)
     V, D = v.shape
     inv = _check_inv(inv_norms, V)
-    c = np.asarray(codes)
-    if c.shape != (V, D) or c.dtype != np.int8:
-        raise ValueError(f"codes: expected int8 {(V, D)}, got {c.dtype} {c.shape}")
-    c = _readonly(np.ascontiguousarray(c))
-    sc = np.asarray(scales)
-    if sc.shape != (V,):
-        raise ValueError(f"scales: shape {sc.shape} does not match the {V} rows")
-    sc = _readonly(np.ascontiguousarray(sc, np.float32))
+    c, sc = _check_codes(codes, scales, V, D)
     k = _check_k(k)
     q, q_scale = _query(query, D)
     ex = _exclude_rows(exclude, V)
@@ -837,11 +853,8 @@ def topk_reduced(vectors, inv_norms, codes, scales, query, k, exclude=None, rera
         return np.empty(0, np.float32), np.empty(0, np.int64)
     rr = max(4 * kk, kk + 32) if rerank is None else max(int(rerank), kk)
     _, cand = _scan(c, sc, q, q_scale, min(V, rr + ex.size), _threads(n_threads))
-    cand = np.sort(cand[cand >= 0])
-    s = np.empty(cand.shape[0], np.float32)
-    _score_rows_kernel(v, inv, q, q_scale, _readonly(cand), s)
-    order = np.lexsort((cand, -s))
-    return _finish(s[order], cand[order], ex, kk)
+    s, rows = _rescore(v, inv, q, q_scale, cand[cand >= 0])
+    return _finish(s, rows, ex, kk)
 
 
 # exact-scan fallbacks of topk_exact_int8 since import (candidate buffer overflow or a query
@@ -896,14 +909,7 @@ def topk_exact_int8(vectors, inv_norms, codes, scales, query, k, exclude=None, n
     v = _as_matrix(vectors)
     V, D = v.shape
     inv = _check_inv(inv_norms, V)
-    c = np.asarray(codes)
-    if c.shape != (V, D) or c.dtype != np.int8:
-        raise ValueError(f"codes: expected int8 {(V, D)}, got {c.dtype} {c.shape}")
-    c = _readonly(np.ascontiguousarray(c))
-    sc = np.asarray(scales)
-    if sc.shape != (V,):
-        raise ValueError(f"scales: shape {sc.shape} does not match the {V} rows")
-    sc = _readonly(np.ascontiguousarray(sc, np.float32))
+    c, sc = _check_codes(codes, scales, V, D)
     k = _check_k(k)
     q, q_scale = _query(query, D)
     ex = _exclude_rows(exclude, V)
@@ -949,10 +955,5 @@ def topk_exact_int8(vectors, inv_norms, codes, scales, query, k, exclude=None, n
         return _finish(s, i, ex, kk)
     if stats is not None:
         stats.update(info)
-    s = np.empty(rows.shape[0], np.float32)
-    _score_rows_kernel(v, inv, q, q_scale, _readonly(rows), s)
-    # what _scan keeps: scores > -inf (NaN never), best K in (score desc, row asc)
-    ok = s > -np.inf
-    s, rows = s[ok], rows[ok]
-    order = np.lexsort((rows, -s))[:K]
-    return _finish(s[order], rows[order], ex, kk)
+    s, rows = _rescore(v, inv, q, q_scale, rows)
+    return _finish(s[:K], rows[:K], ex, kk)
