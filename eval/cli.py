@@ -16,6 +16,7 @@ from data_prep.dataset import Dataset
 
 # ------------------------------------------------------------------------------------- predict
 def _register_predict(sub) -> None:
+    from . import recommenders as R
     from .recommenders import NAMES
     p = sub.add_parser("predict", help="write a Kaggle submission CSV for test sessions",
                        description="Fit a recommender on the train dataset (and model) and write its top-k clicks, carts "
@@ -27,8 +28,7 @@ def _register_predict(sub) -> None:
     p.add_argument("--model", metavar="MODEL_DIR", help="Word2Vec model directory (needed by w2v-item, w2v-session and blend)")
     p.add_argument("--k", type=int, default=20, help="predictions per session and type (default 20)")
     p.add_argument("--seed", type=int, default=42, help="seed of the random recommender (default 42)")
-    p.add_argument("--w2v-coef", type=float, default=0.05, help="weight of the Word2Vec neighbours in the blend (default 0.05, chosen on an independent synthetic set; see bench/RESULTS.md, section 6)")
-    p.add_argument("--n-parts", type=int, default=1, help="co-visitation passes over aid slices (more passes, less memory; default 1)")
+    R.add_tuning_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_predict)
 

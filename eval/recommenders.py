@@ -566,3 +566,12 @@ def make(name: str, *, seed: int = 0, covisit_graphs=None, covisit_params: Covis
     if name == "blend":
         return BlendRec(covisit_params, progress=progress, graphs=covisit_graphs, w2v_coef=w2v_coef, w2v=w2v)
     raise ValueError(f"recommender: unknown name {name!r} (expected one of {', '.join(NAMES)})")
+
+
+def add_tuning_flags(parser) -> None:
+    """The recommender knobs shared by ``otto-eval predict`` and ``otto-eval run``."""
+    parser.add_argument("--w2v-coef", type=float, default=0.05,
+                        help="weight of the Word2Vec neighbours in the blend (default 0.05, chosen on an independent "
+                             "synthetic set; see bench/RESULTS.md, section 6)")
+    parser.add_argument("--n-parts", type=int, default=1,
+                        help="co-visitation passes over aid slices (more passes, less memory; default 1)")
