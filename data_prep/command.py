@@ -21,3 +21,14 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except (ValueError, OSError) as exc:
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts and sizes: an integer >= 1 (``64_000`` and ``0x100`` accepted)."""
+    try:
+        value = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value

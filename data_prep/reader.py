@@ -15,7 +15,6 @@ byte for byte.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gzip
 import json
@@ -32,6 +31,7 @@ import numpy as np
 
 from . import fastparse as fp
 from .atomic import atomic_directory, atomic_file
+from .command import positive_int
 from .dataset import (ARRAYS, FORMAT_NAME, FORMAT_VERSION, TYPE_CODES, TYPE_NAMES, Dataset)
 
 INT32_MAX = 2**31 - 1
@@ -739,14 +739,6 @@ def export(dataset: Dataset | str | os.PathLike, out_path: str | os.PathLike, *,
 
 
 # =========================================================================== CLI
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text.replace("_", ""), 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def _cmd_convert(args) -> int:
@@ -777,14 +769,14 @@ def register(subparsers) -> None:
                     "the whole input was read; an error leaves nothing behind.")
     p.add_argument("input", metavar="IN.jsonl", help="input file, plain JSONL or gzip-compressed (.jsonl.gz)")
     p.add_argument("output", metavar="OUT_DIR", help="dataset directory to create (must not exist unless --overwrite)")
-    p.add_argument("--block-size", type=_positive_int, default=DEFAULT_BLOCK_SIZE, metavar="BYTES",
+    p.add_argument("--block-size", type=positive_int, default=DEFAULT_BLOCK_SIZE, metavar="BYTES",
                    help="bytes read and parsed per step; peak memory is about this plus its parsed columns "
                         f"(default {DEFAULT_BLOCK_SIZE} = 64 MiB; a line longer than a block is carried whole)")
     p.add_argument("--on-bad-line", choices=("error", "skip"), default="error",
                    help="'error' (default): stop at the first invalid line, naming its line number and reason, "
                         "and write nothing; 'skip': drop invalid lines and repeated session ids (the later line), "
                         "count them in meta.json and report the first few on stderr")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="parser threads (default: the CPUs this process may use)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists (only once the new one is complete)")
     p.add_argument("--quiet", action="store_true", help="no progress or summary on stderr (errors are still printed)")
@@ -797,7 +789,7 @@ def register(subparsers) -> None:
                     "and exporting it reproduces the file byte for byte.")
     q.add_argument("dataset", metavar="DATASET", help="dataset directory written by 'otto-prep convert'")
     q.add_argument("output", metavar="OUT.jsonl", help="output file (replaced atomically if it exists); .gz suffix compresses")
-    q.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    q.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="formatting threads (default: the CPUs this process may use)")
     q.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
     q.set_defaults(func=_cmd_export)

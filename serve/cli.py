@@ -24,20 +24,12 @@ import sys
 import threading
 import time
 
+from data_prep.command import positive_int
+
 from .server import ServerConfig, make_server
 
 log = logging.getLogger("serve")
 PROG = "otto-serve"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def _port(text: str) -> int:
@@ -96,14 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("network")
     g.add_argument("--host", default="127.0.0.1", help="address to bind; use 0.0.0.0 to accept connections from other machines")
     g.add_argument("--port", type=_port, default=8000, help="TCP port; 0 picks a free one (printed on the 'listening on' line)")
-    g.add_argument("--threads", type=_positive_int, default=d.threads, help="worker threads per process (a fixed pool)")
-    g.add_argument("--workers", type=_positive_int, default=1,
+    g.add_argument("--threads", type=positive_int, default=d.threads, help="worker threads per process (a fixed pool)")
+    g.add_argument("--workers", type=positive_int, default=1,
                    help="processes sharing the port with SO_REUSEPORT (Linux); each maps the same model files")
     g.add_argument("--reuse-port", action="store_true",
                    help="set SO_REUSEPORT on the listening socket (implied by --workers > 1)")
-    g.add_argument("--backlog", type=_positive_int, default=d.backlog, help="listen() backlog")
+    g.add_argument("--backlog", type=positive_int, default=d.backlog, help="listen() backlog")
     g = p.add_argument_group("limits (every drop is counted in /metrics, otto_events_total)")
-    g.add_argument("--max-connections", type=_positive_int, default=d.max_connections,
+    g.add_argument("--max-connections", type=positive_int, default=d.max_connections,
                    help="open connections per process; beyond it new ones get 503 + Retry-After and are closed")
     g.add_argument("--idle-timeout", type=_seconds, default=d.idle_timeout,
                    help="seconds a keep-alive connection may sit idle between requests before it is closed")
@@ -112,11 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--linger", type=_nonneg_seconds, default=d.linger,
                    help="seconds a worker thread waits for the next request on a busy keep-alive connection "
                         "before handing it back to the poller (0: never wait)")
-    g.add_argument("--max-request-line", type=_positive_int, default=d.max_request_line, help="bytes; 414 beyond")
-    g.add_argument("--max-headers", type=_positive_int, default=d.max_headers, help="header fields; 431 beyond")
-    g.add_argument("--max-header-bytes", type=_positive_int, default=d.max_header_bytes, help="bytes of all headers; 431 beyond")
-    g.add_argument("--max-body", type=_positive_int, default=d.max_body, help="request body bytes; 413 beyond")
-    g.add_argument("--max-session-events", type=_positive_int, default=d.max_session_events,
+    g.add_argument("--max-request-line", type=positive_int, default=d.max_request_line, help="bytes; 414 beyond")
+    g.add_argument("--max-headers", type=positive_int, default=d.max_headers, help="header fields; 431 beyond")
+    g.add_argument("--max-header-bytes", type=positive_int, default=d.max_header_bytes, help="bytes of all headers; 431 beyond")
+    g.add_argument("--max-body", type=positive_int, default=d.max_body, help="request body bytes; 413 beyond")
+    g.add_argument("--max-session-events", type=positive_int, default=d.max_session_events,
                    help="events per POST /api/v1/recommendations session; 413 beyond")
     g.add_argument("--drain-timeout", type=_seconds, default=d.drain_timeout,
                    help="on SIGTERM, seconds to wait for requests in flight before exiting anyway")

@@ -5,22 +5,13 @@ and, last, ``index.json`` into the model directory (see docs/FORMATS.md, section
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
+from data_prep.command import positive_int
+
 from . import knn
 from .model_io import load_model, save_index
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def register(subparsers) -> None:
@@ -33,13 +24,13 @@ def register(subparsers) -> None:
                     "An existing table is replaced. Cost: V*V*D multiply-adds.",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory written by 'otto-train train' or 'import'")
-    p.add_argument("--k", type=_positive, default=20, help="neighbours per row (default 20); rows with fewer "
+    p.add_argument("--k", type=positive_int, default=20, help="neighbours per row (default 20); rows with fewer "
                    "than K other rows are padded with row -1 and score -inf")
-    p.add_argument("--threads", type=_positive, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="worker threads (default: all CPUs this process may use)")
-    p.add_argument("--q-block", type=_positive, default=64,
+    p.add_argument("--q-block", type=positive_int, default=64,
                    help="queries per tile (default 64); affects speed only, never the result")
-    p.add_argument("--i-block", type=_positive, default=4096,
+    p.add_argument("--i-block", type=positive_int, default=4096,
                    help="rows per tile (default 4096); affects speed only, never the result")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
