@@ -463,11 +463,16 @@ class W2VSessionRec(Recommender):
         self.max_hist = max_hist
         self.q_block = q_block
 
+    def fit(self, train, model=None):
+        from w2v.knn import inverse_norms
+        super().fit(train, model)
+        self.vec = np.ascontiguousarray(model.vectors, np.float32)
+        self.inv = inverse_norms(self.vec)  # once per model, shared by session_vectors and predict
+        return self
+
     def session_vectors(self, test: Dataset) -> tuple[np.ndarray, np.ndarray]:
         """float32[S, D] unnormalised session vectors and bool[S] (has an in-vocabulary event)."""
-        from w2v.knn import inverse_norms
-        vec = np.ascontiguousarray(self.model.vectors, np.float32)
-        inv = inverse_norms(vec)
+        vec, inv = self.vec, self.inv
         table = _aid_lookup(self.model.aids)
         aid = np.asarray(test.aid, np.int64)
         row = np.where(aid < table.shape[0], table[np.minimum(aid, table.shape[0] - 1)], -1)
@@ -484,10 +489,9 @@ class W2VSessionRec(Recommender):
         return out, has
 
     def predict(self, test, k=20):
-        from w2v.knn import inverse_norms, topk_batch
+        from w2v.knn import topk_batch
         qv, has = self.session_vectors(test)
-        vec = np.ascontiguousarray(self.model.vectors, np.float32)
-        inv = inverse_norms(vec)
+        vec, inv = self.vec, self.inv
         aids = np.asarray(self.model.aids, np.int64)
         S = test.n_sessions
         res = {t: np.full((S, k), -1, np.int64) for t in range(3)}
