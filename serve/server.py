@@ -311,7 +311,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if target.startswith(("http://", "https://")):
             slash = target.find("/", target.find("//") + 2)
             target = target[slash:] if slash >= 0 else "/"
-        if not target.startswith("/") or any(c in target for c in "\x00\r\t"):
+        if not (target.startswith("/") or (target == "*" and method == "OPTIONS")) or any(c in target for c in "\x00\r\t"):
             raise HTTPProblem(400, "bad-request", f"request target {target[:80]!r} must be an absolute path", close=True)
         header_lines = lines[1:]
         if len(header_lines) > cfg.max_headers:

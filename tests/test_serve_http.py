@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from serve.server import make_server
 from w2v import knn
 from w2v.model_io import load_model
-from test_serve_support import (TYPE_NAMES, assert_ranking, call, make_model, ref_topk, running,
+from test_serve_support import (TYPE_NAMES, assert_ranking, call, make_model, parse_raw, raw, ref_topk, running,
                                 session_query)
 
 ZERO_ROW = 7
@@ -81,11 +82,11 @@ def test_popular_without_table_is_404(tmp_path):
 def test_item_table_path_equals_table_and_reference(srv, model, row):
     aid = int(model.aids[row])
     status, h, body = call(srv.port, "GET", f"/api/v1/recommendations/{aid}?scores=true")
-    assert status == 200
-    got = [x["aid"] for x in body]
+    assert status == 200 and set(body) == {"items"}
+    got = [x["aid"] for x in body["items"]]
     assert got == model.aids[model.neighbors[row, :10]].tolist()
     ref_rows, ref_s = ref_topk(model.vectors, model.vectors[row], 10, exclude=[row])
-    assert_ranking(got, [x["score"] for x in body], model.aids[ref_rows].tolist(), ref_s.tolist())
+    assert_ranking(got, [x["score"] for x in body["items"]], model.aids[ref_rows].tolist(), ref_s.tolist())
     assert aid not in got
 
 
@@ -93,6 +94,7 @@ def test_item_table_path_equals_table_and_reference(srv, model, row):
 def test_item_exact_path_equals_kernel_and_reference(srv, model, row, k):
     aid = int(model.aids[row])
     status, _, body = call(srv.port, "GET", f"/api/v1/recommendations/{aid}?k={k}&scores=true")
+    body = body["items"]
     assert status == 200 and len(body) == k
     got = [x["aid"] for x in body]
     inv = knn.inverse_norms(model.vectors)
@@ -114,7 +116,7 @@ def test_item_unknown_and_malformed(srv, model):
     status, h, body = call(srv.port, "GET", f"/api/v1/recommendations/{unknown}")
     _check_problem(status, h, body, 404)
     assert str(unknown) in body["detail"]
-    for seg in ["abc", "-1", "1.0", "99999999999999999999", "%31"]:
+    for seg in ["abc", "-1", "1.0", "99999999999999999999", "%2D1", "1%2F2", "%ff", "%31.0"]:
         _check_problem(*call(srv.port, "GET", f"/api/v1/recommendations/{seg}"), 400)
     for q in ["k=0", "k=1000", "scores=maybe", "x=1"]:
         _check_problem(*call(srv.port, "GET", f"/api/v1/recommendations/{int(model.aids[0])}?{q}"), 400)
@@ -135,6 +137,7 @@ def test_item_small_vocab_padding_dropped(tmp_path):
 def test_item_property_sorted_excludes_self(srv, model, row, k):
     aid = int(model.aids[row])
     status, _, body = call(srv.port, "GET", f"/api/v1/recommendations/{aid}?k={k}&scores=true")
+    body = body["items"]
     assert status == 200 and len(body) == k
     scores = [x["score"] for x in body]
     assert scores == sorted(scores, reverse=True)
@@ -211,7 +214,8 @@ def test_health_ready_openapi(srv, model_dir):
     status, h, doc = call(srv.port, "GET", "/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {"/api/v1/popular", "/api/v1/recommendations/{aid}", "/api/v1/recommendations",
-                                 "/healthz", "/readyz", "/metrics", "/openapi.json"}
+                                 "/healthz", "/readyz", "/metrics", "/openapi.json",
+                                 "/", "/static/explorer.js", "/static/explorer.css"}
     assert "EXCLUDING" in doc["paths"]["/api/v1/recommendations"]["post"]["description"]
 
 
@@ -246,11 +250,12 @@ def test_metrics(srv, model):
 def test_methods_and_unknown_routes(srv):
     status, h, body = call(srv.port, "POST", "/api/v1/popular", b"{}")
     _check_problem(status, h, body, 405)
-    assert h["allow"] == "GET, HEAD"
+    assert h["allow"] == "GET, HEAD, OPTIONS"
     status, h, body = call(srv.port, "GET", "/api/v1/recommendations")
     _check_problem(status, h, body, 405)
-    assert h["allow"] == "POST"
-    for path in ["/", "/api/v1/recommendations/", "/api/v1/recommendations/1/2", "/API/v1/popular"]:
+    assert h["allow"] == "OPTIONS, POST"
+    for path in ["/index.html", "/static/", "/static/other.js", "/api/v1/recommendations/", "/api/v1/recommendations/1/2",
+                 "/API/v1/popular", "/api/v1/popular%2F"]:
         _check_problem(*call(srv.port, "GET", path), 404)
     c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
     c.request("HEAD", "/api/v1/popular")
@@ -279,3 +284,148 @@ def test_keep_alive_many_requests_one_connection(srv, model):
 def test_openapi_is_json_serialisable_for_any_config():
     from serve.openapi import openapi_document
     json.dumps(openapi_document(7, (1.0, 2.0, 3.0), 0.5))
+
+
+# --- request rules: queries, paths, bodies, OPTIONS (the module rules of serve.app) -------------------
+
+def test_empty_query_segments_are_ignored(srv, model):
+    plain = call(srv.port, "GET", "/api/v1/popular?k=5")[2]
+    for q in ["k=5&", "&k=5", "&&k=5&&", "k=%35"]:   # and the query is percent-decoded
+        status, _, body = call(srv.port, "GET", f"/api/v1/popular?{q}")
+        assert status == 200 and body == plain == model.popular[2, :5].tolist(), q
+    assert call(srv.port, "GET", "/api/v1/popular?")[2] == model.popular[2, :10].tolist()
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/openapi.json", "/", "/static/explorer.js"])
+def test_operational_routes_ignore_the_query(srv, path):
+    base = call(srv.port, "GET", path)
+    for q in ["x=1", "probe", "x=1&x=2", "%ff=%fe", "&&"]:
+        status, _, body = call(srv.port, "GET", f"{path}?{q}")
+        assert status == base[0] == 200, (path, q)
+        if path not in ("/metrics", "/readyz"):   # these two change with every request / carry the pid
+            assert body == base[2]
+
+
+def test_data_routes_reject_unknown_parameters(srv, model):
+    aid = int(model.aids[0])
+    for path in ["/api/v1/popular?x=1", f"/api/v1/recommendations/{aid}?k=3&limit=2", "/api/v1/popular?=3"]:
+        status, h, body = call(srv.port, "GET", path)
+        _check_problem(status, h, body, 400)
+        assert "not accepted here" in body["detail"] and "accepted:" in body["detail"]
+    status, h, body = call(srv.port, "POST", "/api/v1/recommendations?k=5", {"aids": [aid]})
+    _check_problem(status, h, body, 400)
+    assert "'k'" in body["detail"] and "none" in body["detail"]
+
+
+def test_bare_scores_flag_means_true(srv, model):
+    aid = int(model.aids[4])
+    want = call(srv.port, "GET", f"/api/v1/recommendations/{aid}?scores=true&k=4")[2]
+    assert isinstance(want, dict) and len(want["items"]) == 4
+    for q in ["scores&k=4", "k=4&scores", "k=4&scores&"]:
+        assert call(srv.port, "GET", f"/api/v1/recommendations/{aid}?{q}")[2] == want, q
+    assert isinstance(call(srv.port, "GET", f"/api/v1/recommendations/{aid}?scores=false&k=4")[2], list)
+    _check_problem(*call(srv.port, "GET", f"/api/v1/recommendations/{aid}?scores="), 400)   # '=' with no value
+    _check_problem(*call(srv.port, "GET", f"/api/v1/recommendations/{aid}?k"), 400)         # k is no flag
+
+
+def test_percent_encoded_path_decoded_like_the_query(srv, model):
+    aid = int(model.aids[9])
+    plain = call(srv.port, "GET", f"/api/v1/recommendations/{aid}?k=3")
+    assert plain[0] == 200
+    every_digit = "".join(f"%{ord(c):02X}" for c in str(aid))
+    for path in [f"/api/v1/recommendations/{every_digit}?k=3", f"/api/v1/recommendations/%3{str(aid)[0]}{str(aid)[1:]}?k=%33",
+                 f"/%61pi/v1/recommendations/{aid}?k=3"]:
+        status, _, body = call(srv.port, "GET", path)
+        assert status == 200 and body == plain[2], path
+    assert call(srv.port, "GET", "/api/v1/%70opular")[2] == model.popular[2, :10].tolist()
+    status, _, text = call(srv.port, "GET", "/metrics")
+    assert 'route="/api/v1/recommendations/{aid}",method="GET",status="200"' in text.decode()
+
+
+def test_scores_shape_is_the_same_on_get_and_post(srv, model):
+    aid = int(model.aids[6])
+    get = call(srv.port, "GET", f"/api/v1/recommendations/{aid}?k=5&scores=true")[2]
+    post = call(srv.port, "POST", "/api/v1/recommendations", {"aids": [aid], "k": 5, "scores": True})[2]
+    for body in (get, post):
+        assert isinstance(body, dict) and isinstance(body["items"], list) and len(body["items"]) == 5
+        assert all(set(x) == {"aid", "score"} and isinstance(x["aid"], int) for x in body["items"])
+    assert set(post) == {"items", "unknown", "used_events"} and set(get) == {"items"}
+    # one known aid: the session query is that aid's unit vector, so both rank the same aids
+    assert [x["aid"] for x in get["items"]] == [x["aid"] for x in post["items"]]
+
+
+def test_post_content_type_is_checked(srv, model):
+    p, body = "/api/v1/recommendations", json.dumps({"aids": [int(model.aids[0])], "k": 2}).encode()
+    for ctype in [None, "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"]:
+        status, h, problem = call(srv.port, "POST", p, body, {} if ctype is None else {"Content-Type": ctype})
+        _check_problem(status, h, problem, 415)
+        assert h["accept-post"] == "application/json" and "Content-Type" in problem["detail"]
+    for ctype in ["application/json", "application/json; charset=utf-8", "APPLICATION/JSON;charset=\"UTF-8\""]:
+        status, _, got = call(srv.port, "POST", p, body, {"Content-Type": ctype})
+        assert status == 200 and len(got) == 2, ctype
+
+
+def test_options(srv):
+    st_, h, body = parse_raw(raw(srv.port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    assert st_ == 200 and h["allow"] == "GET, HEAD, OPTIONS, POST" and body == b"" and h["content-length"] == "0"
+    for path, allow in [("/api/v1/popular", "GET, HEAD, OPTIONS"), ("/api/v1/recommendations", "OPTIONS, POST"),
+                        ("/api/v1/recommendations/5", "GET, HEAD, OPTIONS"), ("/", "GET, HEAD, OPTIONS")]:
+        status, h, body = call(srv.port, "OPTIONS", path)
+        assert status == 200 and h["allow"] == allow and body == b"", path
+    _check_problem(*call(srv.port, "OPTIONS", "/nope"), 404)
+    st_, _, _ = parse_raw(raw(srv.port, b"GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    assert st_ == 400
+
+
+def test_every_json_body_is_compact(srv, model):
+    """One JSON style everywhere (/readyz included): no spaces after ',' and ':'."""
+    aid = int(model.aids[2])
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        for method, path, body in [("GET", "/healthz", None), ("GET", "/readyz", None), ("GET", "/openapi.json", None),
+                                   ("GET", "/api/v1/popular", None), ("GET", f"/api/v1/recommendations/{aid}?scores", None),
+                                   ("GET", "/api/v1/recommendations/x", None),
+                                   ("POST", "/api/v1/recommendations", b'{"aids": [%d], "scores": true}' % aid)]:
+            c.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+            r = c.getresponse()
+            raw_body = r.read()
+            assert raw_body == json.dumps(json.loads(raw_body), separators=(",", ":")).encode(), path
+    finally:
+        c.close()
+
+
+def test_openapi_version_is_the_package_version(srv):
+    import tomllib
+    from pathlib import Path
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert call(srv.port, "GET", "/openapi.json")[2]["info"]["version"] == pyproject["project"]["version"]
+
+
+def test_integer_valued_json_numbers_are_integers(srv, model):
+    p = "/api/v1/recommendations"
+    aid = int(model.aids[8])
+    want = call(srv.port, "POST", p, {"aids": [aid], "k": 19})[2]
+    assert len(want) == 19
+    for raw_body in [b'{"aids": [%d], "k": 19.0}' % aid, b'{"aids": [%d.0], "k": 1.9e1}' % aid,
+                     b'{"aids": [%de0], "k": 190E-1}' % aid,
+                     b'{"events": [{"aid": %d.00, "type": 0.0, "ts": 1659304800025.0}], "k": 19}' % aid]:
+        status, _, body = call(srv.port, "POST", p, raw_body, {"Content-Type": "application/json"})
+        assert status == 200 and body == want, raw_body
+    for raw_body in [b'{"aids": [%d], "k": 19.5}' % aid, b'{"aids": [%d.5]}' % aid, b'{"aids": [%d], "k": NaN}' % aid,
+                     b'{"aids": [9223372036854775808.0]}', b'{"aids": [1e400]}', b'{"events": [{"aid": 1, "type": 1.5}]}',
+                     b'{"events": [{"aid": 1, "ts": "x"}]}', b'{"events": [{"aid": 1, "ts": 1.5}]}',
+                     b'{"aids": [%d], "k": "19"}' % aid, b'{"aids": [%d], "k": null}' % aid]:
+        _check_problem(*call(srv.port, "POST", p, raw_body, {"Content-Type": "application/json"}), 400)
+
+
+def test_readme_lists_every_error_status():
+    """The README's error list names every status the OpenAPI document declares."""
+    from pathlib import Path
+
+    from serve.openapi import openapi_document
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## HTTP API", 1)[1].split("\n## ", 1)[0]
+    declared = {s for item in openapi_document()["paths"].values() for op in item.values() for s in op["responses"]}
+    assert {"400", "404", "413", "415", "501", "503"} <= declared
+    missing = sorted(s for s in declared | {"405"} if s != "200" and not re.search(rf"\b{s}\b", section))
+    assert missing == []

@@ -15,14 +15,16 @@ from w2v.model_io import popularity, save_index, save_model
 TYPE_NAMES = ("clicks", "carts", "orders")
 
 
-def make_model(path, V=300, D=16, seed=0, table_k=20, popular=True, zero_rows=(), random_table=False):
+def make_model(path, V=300, D=16, seed=0, table_k=20, popular=True, zero_rows=(), random_table=False, aids=None):
     """A random model directory. ``zero_rows`` get all-zero vectors (degenerate on purpose).
-    The neighbour table is exact (numpy reference) unless ``random_table``."""
+    The neighbour table is exact (numpy reference) unless ``random_table``. ``aids``: the
+    vocabulary (default: V distinct random aids)."""
     rng = np.random.default_rng(seed)
     vec = rng.standard_normal((V, D)).astype(np.float32)
     for r in zero_rows:
         vec[r] = 0
-    aids = (rng.choice(50 * V + 10, V, replace=False) + 1).astype(np.int64)
+    drawn = (rng.choice(50 * V + 10, V, replace=False) + 1).astype(np.int64)   # drawn always: same rng stream
+    aids = drawn if aids is None else np.asarray(aids, dtype=np.int64)
     counts = np.arange(V, 0, -1, dtype=np.int64)
     kw = {}
     if popular:

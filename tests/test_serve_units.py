@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -24,7 +25,9 @@ def rec(tmp_path_factory):
 
 
 @pytest.mark.parametrize("v,ok", [("1", 1), ("100", 100), ("0", None), ("101", None), ("", None), ("1e2", None),
-                                  ("٣", None), (5, 5), (True, None), (5.0, None), (None, None)])
+                                  ("٣", None), ("5.0", None), (5, 5), (True, None), (5.0, None), (None, None),
+                                  (Decimal("5.0"), 5), (Decimal("1E+1"), 10), (Decimal("5.5"), None),
+                                  (Decimal("1E+999999999"), None), (Decimal("NaN"), None), (Decimal("Infinity"), None)])
 def test_parse_k(v, ok):
     if ok is None:
         with pytest.raises(HTTPProblem) as e:
@@ -36,10 +39,68 @@ def test_parse_k(v, ok):
 
 def test_parse_query_rules():
     assert app.parse_query("k=5&type=carts", ("k", "type")) == {"k": "5", "type": "carts"}
-    assert app.parse_query("", ()) == {}
-    for q in ("k=1&k=2", "zz=1", "k", "&&&"):
-        with pytest.raises(HTTPProblem):
+    assert app.parse_query("", ()) == app.parse_query("&&&", ()) == {}
+    assert app.parse_query("&k=5&&", ("k",)) == {"k": "5"}                          # empty segments ignored
+    assert app.parse_query("scores&k=", ("k", "scores")) == {"scores": None, "k": ""}   # a bare name is a flag
+    assert app.parse_query("k=%35&t=a+b%20c", ("k", "t")) == {"k": "5", "t": "a b c"}
+    for q in ("k=1&k=2", "zz=1", "=1", "k=%ff", "&".join(["k=1"] * 17)):
+        with pytest.raises(HTTPProblem) as e:
             app.parse_query(q, ("k",))
+        assert e.value.status == 400
+
+
+@pytest.mark.parametrize("v,ok", [(None, True), ("true", True), ("1", True), ("FALSE", False), ("no", False),
+                                  (True, True), (False, False), ("", None), ("maybe", None), (1, None)])
+def test_parse_bool(v, ok):
+    if ok is None:
+        with pytest.raises(HTTPProblem):
+            app.parse_bool(v, "x")
+    else:
+        assert app.parse_bool(v, "x") is ok
+
+
+@given(st.integers(-2**70, 2**70), st.sampled_from(["{}", "{}.0", "{}.000", "{}e0", "{}.0e0"]))
+def test_json_int_is_exact_for_integer_valued_literals(n, fmt):
+    """Any integer-valued JSON literal is that integer, exactly (no float rounding), within range."""
+    value = app.load_json(fmt.format(n).encode())
+    got = app.json_int(value, 0, app.MAX_AID)
+    assert got == (n if 0 <= n <= app.MAX_AID else None)
+    assert app.json_int(app.load_json(f"{n}.5".encode()), -2**80, 2**80) is None
+
+
+def test_load_json_rejects_non_json_constants():
+    for bad in (b"NaN", b"[Infinity]", b"-Infinity", b"\xff"):
+        with pytest.raises(HTTPProblem) as e:
+            app.load_json(bad)
+        assert e.value.status == 400
+
+
+@pytest.mark.parametrize("ctype,ok", [("application/json", True), ("Application/JSON", True),
+                                      ("application/json; charset=utf-8", True), ('application/json;charset="UTF-8"', True),
+                                      ("application/json;", True), (None, False), ("text/plain", False),
+                                      ("application/x-www-form-urlencoded", False), ("application/json-seq", False),
+                                      ("application/json; charset=latin-1", False), ("application/json; v=1", False)])
+def test_require_json_body(ctype, ok):
+    req = app.Request("POST", "/api/v1/recommendations", "HTTP/1.1", {} if ctype is None else {"content-type": ctype})
+    if ok:
+        app.require_json_body(req)
+    else:
+        with pytest.raises(HTTPProblem) as e:
+            app.require_json_body(req)
+        assert e.value.status == 415 and e.value.headers["Accept-Post"] == "application/json"
+        assert "Content-Type" in e.value.detail
+
+
+def test_route_decodes_paths_per_segment():
+    assert app.route("GET", "/api/v1/%70opular")[0] == app.ROUTE_POPULAR
+    assert app.route("GET", "/api/v1/recommendations/%34%32")[2]["aid"] == "42"
+    assert app.route("GET", "/api/v1/recommendations/1%2F2")[2]["aid"] == "1/2"   # stays one segment (then 400)
+    assert app.route("OPTIONS", "*")[0] == app.ROUTE_SERVER
+    for method, path, status in [("GET", "/api%2Fv1/popular", 404), ("GET", "/%ff", 400), ("GET", "*", 400),
+                                 ("DELETE", "/healthz", 405)]:
+        with pytest.raises(HTTPProblem) as e:
+            app.route(method, path)
+        assert e.value.status == status and e.value.route
 
 
 @settings(max_examples=50, deadline=None)
@@ -115,7 +176,7 @@ def test_odd_but_valid_requests_and_access_log(tmp_path, caplog):
         out = raw(server.port, b"\r\nGET http://example/healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
         assert parse_raw(out)[0] == 200   # leading empty line, absolute-form target
         st_, h, _ = parse_raw(raw(server.port, b"BREW /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"))
-        assert st_ == 405 and h["allow"] == "GET, HEAD"
+        assert st_ == 405 and h["allow"] == "GET, HEAD, OPTIONS"
         assert parse_raw(raw(server.port, b"GET /healthz HTTP/1.1\nConnection: close\n\n"))[0] == 200   # bare LF
         assert call(server.port, "GET", "/healthz")[0] == 200
     assert any('"GET /healthz HTTP/1.1" 200' in r.getMessage() for r in caplog.records)
