@@ -131,7 +131,8 @@ def test_pipelining_expect_continue_http10(srv, model):
     body = json.dumps({"aids": [aid]}).encode()
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
     try:
-        s.sendall(b"POST /api/v1/recommendations HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        s.sendall(b"POST /api/v1/recommendations HTTP/1.1\r\nExpect: 100-continue\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
         assert s.recv(4096).startswith(b"HTTP/1.1 100 Continue")
         s.sendall(body)
         assert parse_raw(s.recv(65536))[0] == 200
