@@ -175,14 +175,14 @@ function parseMetrics(text) {
 async function loadMetrics() {
   try {
     const m = parseMetrics(await request("metrics"));
-    const show = (id, v) => { byId(id).textContent = v === undefined ? "–" : String(v); };
-    show("metric-requests", m.requests);
-    show("metric-errors", m.errors);
-    show("metric-latency", m.durCount ? (1000 * m.durSum / m.durCount).toFixed(3) : undefined);
-    show("metric-connections", m.otto_open_connections);
-    show("metric-uptime", m.otto_uptime_seconds === undefined ? undefined : Math.floor(m.otto_uptime_seconds));
-    show("metric-vocab", m.otto_model_vocab_size);
-    show("metric-dim", m.otto_model_vector_size);
+    const show = (el, v) => { el.textContent = v === undefined ? "–" : String(v); };
+    show(byId("metric-requests"), m.requests);
+    show(byId("metric-errors"), m.errors);
+    show(byId("metric-latency"), m.durCount ? (1000 * m.durSum / m.durCount).toFixed(3) : undefined);
+    show(byId("metric-connections"), m.otto_open_connections);
+    show(byId("metric-uptime"), m.otto_uptime_seconds === undefined ? undefined : Math.floor(m.otto_uptime_seconds));
+    show(byId("metric-vocab"), m.otto_model_vocab_size);
+    show(byId("metric-dim"), m.otto_model_vector_size);
   } catch (err) {
     setStatus(String(err.message), false);
   }
