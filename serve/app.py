@@ -28,7 +28,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from urllib.parse import unquote, unquote_plus
 
@@ -181,7 +181,7 @@ def _json_aid(value, where: str) -> int:
     return aid
 
 
-def require_json_body(req: "Request") -> None:
+def require_json_body(req: Request) -> None:
     """415 unless ``Content-Type`` is ``application/json`` (the only parameter allowed: ``charset=utf-8``)."""
     ctype = req.headers.get("content-type")
     accept = {"Accept-Post": JSON}
@@ -353,7 +353,7 @@ def get_metrics(server, req: Request, params: dict) -> Response:
 
 
 def get_openapi(server, req: Request, params: dict) -> Response:
-    from .openapi import openapi_bytes   # openapi imports this module's constants
+    from .openapi import openapi_bytes  # openapi imports this module's constants
     return Response(200, openapi_bytes(server.config))
 
 
@@ -373,7 +373,7 @@ STATIC_HEADERS = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def static_file(name: str) -> bytes:
     """The bytes of ``serve/static/<name>``, read once."""
     return resources.files(__package__).joinpath("static", name).read_bytes()
