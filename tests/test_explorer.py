@@ -137,3 +137,12 @@ def test_static_files_are_served_and_shipped(tmp_path):
         assert call(s.port, "HEAD", "/")[2] == b""
         status, _, text = call(s.port, "GET", "/metrics")
         assert 'route="/",method="GET",status="200"' in text.decode()
+
+
+def test_page_is_loopback_only_by_default():
+    """The page is served by otto-serve itself, which binds 127.0.0.1 unless --host says otherwise."""
+    import inspect
+
+    from serve import cli
+    assert cli.build_parser().parse_args(["MODEL"]).host == "127.0.0.1"
+    assert inspect.signature(make_server).parameters["host"].default == "127.0.0.1"
