@@ -16,6 +16,7 @@ negative-data check has to count among the rejections.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -71,3 +72,20 @@ def test_all_checks_are_on():
 @settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_api_matches_openapi(case, server):
     case.call_and_validate(base_url=server.url, checks=ALL_CHECKS)
+
+
+def test_the_fuzzer_reached_every_operation(server):
+    """Read after the run above (same server): every operation was answered 200 at least once,
+    every data route rejected a schema-invalid request, and undeclared methods were tried (405)."""
+    text = call(server.port, "GET", "/metrics")[2].decode()
+    seen: dict[tuple[str, str], set[str]] = {}
+    for m in re.finditer(r'otto_http_requests_total\{route="([^"]*)",method="(\w+)",status="(\d+)"\} (\d+)', text):
+        seen.setdefault((m.group(1), m.group(2)), set()).add(m.group(3))
+    if ("/api/v1/popular", "GET") not in seen:
+        pytest.skip("run together with test_api_matches_openapi (this test reads the counts it left)")
+    for path, item in DOCUMENT["paths"].items():
+        for method in item:
+            assert "200" in seen.get((path, method.upper()), set()), f"{method.upper()} {path} never answered 200"
+            if path.startswith("/api/"):
+                assert "400" in seen[(path, method.upper())], f"{method.upper()} {path}: no invalid request was rejected"
+        assert any("405" in statuses for (p, _), statuses in seen.items() if p == path), path
