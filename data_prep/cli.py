@@ -7,15 +7,14 @@ printed as one line, never as a traceback.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from . import reader, stats, synth
-from .command import run_command
+from .command import ArgumentParser, run_command
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="otto-prep",
         description="Read, write, generate and describe OTTO session data in the columnar dataset format.",
     )

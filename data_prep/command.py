@@ -1,25 +1,61 @@
-"""The one way every ``otto-*`` subcommand CLI runs a parsed command and reports errors."""
+"""The one way every ``otto-*`` CLI parses its arguments, runs a command and reports errors.
+
+Error style, the same for every command: one line on stderr, ``PROG: error: --flag: reason`` for
+a bad argument (exit status 2, no usage dump: ``PROG --help`` shows the usage) and
+``PROG: error: reason`` naming the file, line or field for a failure while working (exit
+status 1). ``PROG`` is the command as typed, e.g. ``otto-eval run``.
+"""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+
+
+class UsageError(ValueError):
+    """A bad argument found after parsing (e.g. by a config dataclass): exit status 2."""
+
+
+def _flag_message(message: str) -> str:
+    """argparse's ``argument -k/--k: reason`` -> ``--k: reason`` (the long spelling)."""
+    m = re.match(r"argument ([^:]+): ", message)
+    if not m:
+        return message
+    names = m.group(1).split("/")
+    longs = [n for n in names if n.startswith("--")]
+    return f"{(longs or names)[-1]}: {message[m.end():]}"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line ``PROG: error: --flag: reason``, exit 2.
+
+    Sub-parsers made by ``add_subparsers`` inherit the class, so every subcommand reports alike.
+    """
+
+    def error(self, message: str):  # argparse's documented override point
+        self.exit(2, f"{self.prog}: error: {_flag_message(message)}\n")
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse ``argv`` and run the chosen subcommand's ``func``; the one error policy of every CLI.
 
-    User errors (``ValueError``/``OSError``, whose messages name the file, line or field) print one
-    line ``PROG COMMAND: error: ...`` and return 1; Ctrl-C returns 130. Outputs are written
-    atomically, so neither leaves anything half-written behind.
+    ``UsageError`` (a bad argument found after parsing) returns 2; other user errors
+    (``ValueError``/``OSError``, whose messages name the file, line or field) return 1; both print
+    one line ``PROG COMMAND: error: ...``. Ctrl-C returns 130. Outputs are written atomically, so
+    none of these leaves anything half-written behind.
     """
     args = parser.parse_args(argv)
+    prog = f"{parser.prog} {args.command}" if getattr(args, "command", None) else parser.prog
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; no output was left behind", file=sys.stderr)
+        print(f"{prog}: interrupted; no output was left behind", file=sys.stderr)
         return 130
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:
-        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
 
 
@@ -32,3 +68,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def int_at_least(lo: int):
+    """argparse type: an integer >= ``lo``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""), 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {value}")
+        return value
+    parse.__name__ = f"int_at_least_{lo}"
+    return parse

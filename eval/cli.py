@@ -5,13 +5,16 @@ for the user (``ValueError``/``OSError``) are printed as one line, never a trace
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
-from data_prep.command import run_command
+from data_prep.command import ArgumentParser, UsageError, positive_int, run_command
 from data_prep.dataset import Dataset
+from data_prep.flags import add_config_flags, config_from_args
+from w2v.trainer import add_config_flags as add_w2v_flags
+
+from .nextevent import PairParams
 
 
 # ------------------------------------------------------------------------------------- predict
@@ -26,8 +29,8 @@ def _register_predict(sub) -> None:
     p.add_argument("--recommender", required=True, choices=NAMES, metavar="NAME", help=f"one of {', '.join(NAMES)}")
     p.add_argument("--train", required=True, metavar="DATASET", help="train dataset directory (e.g. OUT_DIR/train of 'otto-eval split')")
     p.add_argument("--model", metavar="MODEL_DIR", help="Word2Vec model directory (needed by w2v-item, w2v-session and blend)")
-    p.add_argument("--k", type=int, default=20, help="predictions per session and type (default 20)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the random recommender (default 42)")
+    p.add_argument("--k", type=positive_int, default=20, metavar="K", help="predictions per session and type (default: 20)")
+    p.add_argument("--seed", type=int, default=42, metavar="N", help="seed of the random recommender (default: 42)")
     R.add_tuning_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_predict)
@@ -37,15 +40,13 @@ def _cmd_predict(args) -> int:
     from . import recommenders as R
     from .sessions_io import read_sessions
     from .submission import from_predictions, write_submission
-    if args.k < 1:
-        raise ValueError(f"--k: must be >= 1, got {args.k}")
+    covisit, w2v_coef = R.tuning_from_flags(args)
     t0 = time.perf_counter()
-    rec = R.make(args.recommender, seed=args.seed, covisit_params=R.CovisitParams(n_parts=args.n_parts),
-                 progress=not args.quiet, w2v_coef=args.w2v_coef)
+    rec = R.make(args.recommender, seed=args.seed, covisit_params=covisit, progress=not args.quiet, w2v_coef=w2v_coef)
     model = None
     if rec.needs_model:
         if not args.model:
-            raise ValueError(f"--model: recommender {args.recommender!r} needs a Word2Vec model directory")
+            raise UsageError(f"--model: recommender {args.recommender!r} needs a Word2Vec model directory")
         from w2v.model_io import load_model
         model = load_model(args.model)
     train = Dataset.open(args.train)
@@ -54,7 +55,7 @@ def _cmd_predict(args) -> int:
     preds = rec.predict(test, args.k)
     write_submission(from_predictions(test.session_ids, preds), args.out)
     if not args.quiet:
-        print(f"predict: {args.recommender} for {test.n_sessions} sessions in {time.perf_counter() - t0:.1f}s -> {args.out}",
+        print(f"predict: {args.recommender} for {test.n_sessions:,} sessions in {time.perf_counter() - t0:.1f}s -> {args.out}",
               file=sys.stderr)
     return 0
 
@@ -67,7 +68,7 @@ def _register_score(sub) -> None:
                                    "(total = 0.10 clicks + 0.30 carts + 0.60 orders).")
     p.add_argument("labels", metavar="LABELS.jsonl", help="test_labels.jsonl of 'otto-eval split'")
     p.add_argument("submission", metavar="SUBMISSION.csv", help="Kaggle submission CSV")
-    p.add_argument("--k", type=int, default=20, help="recall cutoff (default 20)")
+    p.add_argument("--k", type=positive_int, default=20, metavar="K", help="recall cutoff (default: 20)")
     p.add_argument("--detail", action="store_true", help="also print hits, truth counts and sessions without prediction")
     p.set_defaults(func=_cmd_score)
 
@@ -89,16 +90,12 @@ def _register_pairs(sub) -> None:
                                    "co-visitation and Word2Vec (neighbours of the query) recommenders on disjoint test and "
                                    "validation pairs. Prints one JSON line.")
     p.add_argument("dataset", metavar="DATASET", help="dataset directory")
-    p.add_argument("--types", default="orders", help="event types kept (default orders)")
-    p.add_argument("--min-len", type=int, default=3, help="minimum kept events per session (default 3: more than 2 orders)")
-    p.add_argument("--test-size", type=float, default=0.1, help="fraction of eligible sessions giving test pairs (default 0.1)")
-    p.add_argument("--valid-size", type=float, default=0.1, help="fraction giving validation pairs (default 0.1)")
-    p.add_argument("--k", type=int, default=20, help="cutoff (default 20)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the sampling, training and random baseline (default 42)")
+    add_config_flags(p, PairParams)
+    p.add_argument("--k", type=positive_int, default=20, metavar="K", help="cutoff (default: 20)")
+    p.add_argument("--seed", type=int, default=42, metavar="N",
+                   help="seed of the sampling, training and random baseline (default: 42)")
     p.add_argument("--model", metavar="MODEL_DIR", help="use this model (must be trained on the pair protocol's train part) instead of training one")
-    from .run import TRAIN_FLAGS
-    for name, (typ, default, hlp) in TRAIN_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=default, help=f"{hlp} when training (default {default})")
+    add_w2v_flags(p, exclude=("seed",))
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_pairs)
 
@@ -107,19 +104,25 @@ def _cmd_pairs(args) -> int:
     import tempfile
     from pathlib import Path
 
+    from w2v.trainer import config_from_flags
+
     from . import recommenders as R
     from .nextevent import eval_pairs, pair_split
-    from .run import TRAIN_FLAGS, train_model
+    from .run import train_model
+    pp = config_from_args(PairParams, args)
+    w2v = None if args.model else config_from_flags(args, seed=args.seed)
     ds = Dataset.open(args.dataset)
-    ps = pair_split(ds, types=args.types, min_len=args.min_len, test_size=args.test_size,
-                    valid_size=args.valid_size, seed=args.seed)
+    ps = pair_split(ds, types=pp.types, min_len=pp.min_len, test_size=pp.test_size,
+                    valid_size=pp.valid_size, seed=args.seed)
+    if ps.stats["test_pairs"] == 0:
+        raise ValueError(f"{args.dataset}: no test pair: {ps.stats['eligible_sessions']} sessions have at least "
+                         f"{pp.min_len} events of types {pp.types}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
             from w2v.model_io import load_model
             model = load_model(args.model)
         else:
-            model = train_model(ps.train, Path(tmp) / "m", {k: getattr(args, k) for k in TRAIN_FLAGS}, args.seed,
-                                None, args.quiet)
+            model = train_model(ps.train, Path(tmp) / "m", w2v, args.quiet)
         out = {"split": ps.stats, "results": {}}
         for name in ("random", "popular", "covisit", "w2v-item"):
             rec = R.make(name, seed=args.seed).fit(ps.train, model)
@@ -130,9 +133,9 @@ def _cmd_pairs(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     from . import run, split
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="otto-eval",
         description="Evaluate session recommenders: the official OTTO split and weighted recall@20, Kaggle submissions, "
                     "next-click recall/MRR, the original study's pair protocol, and a full comparison report.")

@@ -37,6 +37,31 @@ class PairSplit:
     stats: dict
 
 
+@dataclass(frozen=True)
+class PairParams:
+    """The original study's pair protocol (``otto-eval pairs`` flags and ``run``'s ``--ne-*`` derive from it).
+
+    types       comma-separated event types kept (the study: orders).
+    min_len     minimum kept events per session (the study: 3, i.e. more than two orders).
+    test_size   fraction of the eligible sessions whose last pair is a test pair.
+    valid_size  fraction whose last pair is a validation pair (disjoint from the test pairs).
+    """
+
+    types: str = "orders"
+    min_len: int = 3
+    test_size: float = 0.1
+    valid_size: float = 0.1
+
+    def __post_init__(self) -> None:
+        parse_types(self.types)
+        if isinstance(self.min_len, bool) or not isinstance(self.min_len, int) or self.min_len < 2:
+            raise ValueError(f"min_len: must be >= 2 (a pair needs two events), got {self.min_len!r}")
+        for name in ("test_size", "valid_size"):
+            _count(getattr(self, name), 0, name)
+        if all(isinstance(x, float) for x in (self.test_size, self.valid_size)) and self.test_size + self.valid_size > 1:
+            raise ValueError(f"test_size: test_size + valid_size must be <= 1, got {self.test_size} + {self.valid_size}")
+
+
 def _count(size, n: int, name: str) -> int:
     if isinstance(size, float) and not isinstance(size, bool):
         if not 0 <= size <= 1:
@@ -51,8 +76,7 @@ def pair_split(ds: Dataset, types="orders", min_len: int = 3, test_size: float |
                valid_size: float | int = 0.1, seed: int = 0) -> PairSplit:
     """The original study's split (see the module docstring). ``*_size``: a fraction of the
     eligible sessions (float) or a count (int); together they may not exceed the sessions."""
-    if min_len < 2:
-        raise ValueError(f"min_len: must be >= 2 (a pair needs two events), got {min_len}")
+    PairParams(types, min_len, test_size, valid_size)  # validates
     f = ds.filter(types, min_len)
     n = f.n_sessions
     n_test, n_valid = _count(test_size, n, "test_size"), _count(valid_size, n, "valid_size")

@@ -326,6 +326,18 @@ class HistoryRec(Recommender):
 
 @dataclass
 class CovisitParams:
+    """The co-visitation graphs' knobs (``otto-eval predict``/``run`` flags derive from it).
+
+    max_events         last events of a train session that form pairs (older ones are counted
+                       as dropped).
+    top_n              neighbours kept per aid and graph.
+    n_parts            passes over aid slices (more passes, less memory; never changes the result).
+    chunk_pairs        pairs accumulated per step; bounds memory, never changes the result.
+    clicks_window_ms   largest time gap, in ms, of a pair in the clicks and carts-orders graphs.
+    buy2buy_window_ms  largest time gap, in ms, of a pair in the buy2buy graph.
+    type_weight        weight of a clicked, carted and ordered neighbour in the carts-orders graph.
+    """
+
     max_events: int = 30
     top_n: int = 20
     n_parts: int = 1
@@ -333,6 +345,15 @@ class CovisitParams:
     clicks_window_ms: int = 24 * 3600 * 1000
     buy2buy_window_ms: int = 14 * 24 * 3600 * 1000
     type_weight: tuple = DEFAULT_TYPE_WEIGHT
+
+    def __post_init__(self) -> None:
+        for name in ("max_events", "top_n", "n_parts", "chunk_pairs", "clicks_window_ms", "buy2buy_window_ms"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {v!r}")
+        w = self.type_weight
+        if len(w) != 3 or any(not 0 <= x < float("inf") for x in w):
+            raise ValueError(f"type_weight: expected three non-negative numbers (clicks, carts, orders), got {w!r}")
 
 
 def build_covisit_set(train: Dataset, p: CovisitParams, progress: bool = False) -> dict[str, CovisitGraph]:
@@ -574,8 +595,18 @@ def make(name: str, *, seed: int = 0, covisit_graphs=None, covisit_params: Covis
 
 def add_tuning_flags(parser) -> None:
     """The recommender knobs shared by ``otto-eval predict`` and ``otto-eval run``."""
-    parser.add_argument("--w2v-coef", type=float, default=0.05,
-                        help="weight of the Word2Vec neighbours in the blend (default 0.05, chosen on an independent "
+    from data_prep.flags import add_config_flags
+    parser.add_argument("--w2v-coef", type=float, default=0.05, metavar="X",
+                        help="weight of the Word2Vec neighbours in the blend (default: 0.05, chosen on an independent "
                              "synthetic set; see bench/RESULTS.md, section 6)")
-    parser.add_argument("--n-parts", type=int, default=1,
-                        help="co-visitation passes over aid slices (more passes, less memory; default 1)")
+    add_config_flags(parser.add_argument_group("co-visitation graphs"), CovisitParams,
+                     metavars={"type_weight": "CLICKS,CARTS,ORDERS"})
+
+
+def tuning_from_flags(args) -> tuple[CovisitParams, float]:
+    """The validated ``CovisitParams`` and blend coefficient of :func:`add_tuning_flags`' flags."""
+    from data_prep.command import UsageError
+    from data_prep.flags import config_from_args
+    if not 0 <= args.w2v_coef < float("inf"):
+        raise UsageError(f"--w2v-coef: must be a number >= 0, got {args.w2v_coef}")
+    return config_from_args(CovisitParams, args), args.w2v_coef

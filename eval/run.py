@@ -1,5 +1,8 @@
 """``otto-eval run``: split, train (unless a model is given), predict with every recommender,
-score both protocols, and write one report (Markdown + JSON, optional plots)."""
+score both protocols, and write one report (Markdown + JSON, optional plots).
+
+Every argument is validated before any work starts; the Word2Vec flags are ``otto-train``'s own
+(``w2v.trainer.add_config_flags``), so both train with the same defaults."""
 from __future__ import annotations
 
 import json
@@ -15,21 +18,11 @@ from data_prep.dataset import Dataset
 from . import recommenders as R
 from .labels import read_labels
 from .metrics import score, score_curve
-from .nextevent import eval_next_click, eval_pairs, pair_split, prefix_sessions
+from .nextevent import PairParams, eval_next_click, eval_pairs, pair_split, prefix_sessions
 from .report import check_plotting, markdown, plot, write_report
 from .sessions_io import read_sessions
-from .split import split_dataset, write_split
+from .split import SplitParams, require_nonempty, split_dataset, summary, write_split
 from .submission import from_predictions, write_submission
-
-TRAIN_FLAGS = {  # flag -> (W2VConfig field, type, default, help)
-    "vector_size": (int, 64, "Word2Vec vector size"),
-    "window": (int, 5, "Word2Vec context window"),
-    "negative": (int, 5, "negative samples per pair"),
-    "sample": (float, 1e-3, "downsampling threshold of frequent aids"),
-    "epochs": (int, 5, "training epochs"),
-    "min_count": (int, 1, "drop aids seen fewer times from the vocabulary"),
-}
-
 
 class _Log:
     def __init__(self, quiet: bool):
@@ -41,37 +34,48 @@ class _Log:
             print(f"[{time.perf_counter() - self.t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
-def train_model(train: Dataset, out_dir: Path, params: dict, seed: int, workers: int | None, quiet: bool):
-    """Train Word2Vec on ``train`` and return the loaded model (saved in ``out_dir``)."""
-    from w2v.config import W2VConfig
+def train_model(train: Dataset, out_dir: Path, config, quiet: bool):
+    """Train Word2Vec (a ``W2VConfig``) on ``train`` and return the loaded model (saved in ``out_dir``)."""
     from w2v.model_io import load_model
     from w2v.trainer import Word2Vec
-    cfg = {k: params[k] for k in TRAIN_FLAGS}
-    if workers:
-        cfg["workers"] = workers
-    m = Word2Vec(W2VConfig(seed=seed, **cfg))
+    m = Word2Vec(config)
     m.build_vocab(train)
     m.train(progress=not quiet)
     m.save(out_dir, overwrite=True)
     return load_model(out_dir)
 
 
-def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, days: float = 7, seed: int = 42,
-            model_dir: str | None = None, train_params: dict | None = None, workers: int | None = None,
-            names=R.NAMES, k: int = 20, next_click_sessions: int | None = 20_000, max_hist: int = 30,
-            nextevent: bool = True, ne_types: str = "orders", ne_min_len: int = 3,
-            ne_test_size=0.1, ne_valid_size=0.1, covisit_params: R.CovisitParams | None = None,
-            w2v_coef: float = 0.05, do_plot: bool = False, keep_submissions: bool = False,
-            overwrite: bool = False, quiet: bool = False) -> dict:
-    """Everything ``otto-eval run`` does; returns the report dict (also written to ``out_dir``)."""
-    log = _Log(quiet)
-    if do_plot:
-        check_plotting()
+def _check(names, k: int, next_click_sessions: int | None, max_hist: int) -> None:
     for n in names:
         if n not in R.NAMES:
             raise ValueError(f"recommenders: unknown name {n!r} (expected some of {', '.join(R.NAMES)})")
-    params = {k_: v[1] for k_, v in TRAIN_FLAGS.items()}
-    params.update(train_params or {})
+    if not names:
+        raise ValueError("recommenders: none given")
+    for name, v, lo in (("k", k, 1), ("max_hist", max_hist, 1), ("next_click_sessions", next_click_sessions or 1, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{name}: must be an integer >= {lo}, got {v!r}")
+
+
+def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: SplitParams | None = None,
+            model_dir: str | None = None, w2v=None, names=R.NAMES, k: int = 20,
+            next_click_sessions: int | None = 20_000, max_hist: int = 30, pairs: PairParams | None = None,
+            covisit_params: R.CovisitParams | None = None, w2v_coef: float = 0.05, do_plot: bool = False,
+            keep_submissions: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
+    """Everything ``otto-eval run`` does; returns the report dict (also written to ``out_dir``).
+
+    ``split.seed`` seeds everything (split, pair sampling, next-click sample, random baseline);
+    ``w2v`` is the ``W2VConfig`` of the models trained here (default: ``W2VConfig(seed=split.seed)``);
+    ``pairs=None`` skips the original study's protocol.
+    """
+    from w2v.config import W2VConfig
+    log = _Log(quiet)
+    split = split or SplitParams()
+    seed = split.seed
+    w2v = w2v or W2VConfig(seed=seed)
+    names = list(names)
+    _check(names, k, next_click_sessions, max_hist)
+    if do_plot:
+        check_plotting()
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass --overwrite to replace it)")
@@ -90,52 +94,59 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, days: f
                 dict(train.meta.get("split", {}))
             split_stats.setdefault("train_sessions", train.n_sessions)
             split_stats.setdefault("test_sessions", test.n_sessions)
-            log(f"split read from {sd}: {train.n_sessions} train / {test.n_sessions} test sessions")
+            log(f"split read from {sd}: {train.n_sessions:,} train / {test.n_sessions:,} test sessions")
         else:
-            res = split_dataset(ds, days=days, seed=seed)
+            res = split_dataset(ds, days=split.days, seed=seed, min_train_len=split.min_train_len)
+            require_nonempty(res.stats, split.days)
             write_split(res, tmp / "split")
             train, test, test_full, labels, split_stats = res.train, res.test, res.test_full, res.labels, res.stats
-            log(f"split: {train.n_sessions} train / {test.n_sessions} test sessions")
+            log(f"split: {summary(split_stats)}")
         timings["split"] = time.perf_counter() - t
         report["info"].update(dataset=str(Path(dataset).name), sessions=ds.n_sessions, events=ds.n_events,
-                              days=days, seed=seed, k=k)
+                              days=split.days, seed=seed, k=k)
 
         needs_model = any(R.make(n).needs_model for n in names)
         model = None
         losses = {}
+        n_models = int(needs_model and not model_dir) + int(pairs is not None and "w2v-item" in names)
         if needs_model:
             t = time.perf_counter()
             if model_dir:
                 from w2v.model_io import load_model
                 model = load_model(model_dir)
                 report["info"]["model"] = str(Path(model_dir).name)
-                log(f"model loaded: {model.vocab_size} aids x {model.vector_size}")
+                log(f"model loaded: {model.vocab_size:,} aids x {model.vector_size}")
             else:
-                log("training Word2Vec on the train split")
-                model = train_model(train, tmp / "model", params, seed, workers, quiet)
-                report["info"]["model"] = "trained on the train split: " + ", ".join(f"{a}={b}" for a, b in params.items())
-            losses["otto train split"] = [x for x in model.meta.get("epoch_losses", []) if x is not None]
-            timings["w2v model"] = time.perf_counter() - t
+                log(f"training Word2Vec model 1/{n_models}: on the OTTO train split ({train.n_sessions:,} sessions)")
+                model = train_model(train, tmp / "model", w2v, quiet)
+                report["info"]["model"] = "trained on the train split"
+            losses["OTTO train split"] = [x for x in model.meta.get("epoch_losses", []) if x is not None]
+            timings["Word2Vec model (OTTO train split)"] = time.perf_counter() - t
+        if not model_dir and n_models:
+            report["info"]["Word2Vec"] = ", ".join(f"{a}={b}" for a, b in w2v.to_dict().items() if a != "workers")
 
         covisit_graphs = None
         if "covisit" in names or "blend" in names:
             t = time.perf_counter()
             covisit_graphs = R.build_covisit_set(train, covisit_params or R.CovisitParams(), progress=not quiet)
             timings["co-visitation graphs"] = time.perf_counter() - t
-            log("co-visitation graphs built: " + ", ".join(f"{n} {g.stats['edges']} edges" for n, g in covisit_graphs.items()))
+            log("co-visitation graphs built: " + ", ".join(f"{n} {g.stats['edges']:,} edges" for n, g in covisit_graphs.items()))
 
         w2v_nb = None
         if "w2v-item" in names or "blend" in names:
             t = time.perf_counter()
             w2v_nb, nb_stats = R.w2v_graph(model, np.asarray(test_full.aid), 20)
-            timings["w2v neighbours of the test aids"] = time.perf_counter() - t
+            timings["Word2Vec neighbours of the test aids"] = time.perf_counter() - t
             log(f"Word2Vec neighbours: {nb_stats}")
+        t = time.perf_counter()
         pre, targets, nc_stats = prefix_sessions(test_full, max_hist=max_hist, max_sessions=next_click_sessions, seed=seed)
+        timings["next-click prefixes"] = time.perf_counter() - t
         results = {}
+        t_rec = t_nc = 0.0
         for name in names:
             rec = R.make(name, seed=seed, covisit_graphs=covisit_graphs, covisit_params=covisit_params,
                          w2v_coef=w2v_coef, w2v=w2v_nb)
-            t = time.perf_counter()
+            t0 = t = time.perf_counter()
             rec.fit(train, model)
             fit_s = time.perf_counter() - t
             t = time.perf_counter()
@@ -152,72 +163,87 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, days: f
             if do_plot:
                 r["curve"] = score_curve(labels, sub, range(1, k + 1))
             t = time.perf_counter()
+            t_rec += t - t0
             r["next_click"] = eval_next_click(rec, pre, targets, k)
             r["next_click_s"] = time.perf_counter() - t
+            t_nc += r["next_click_s"]
             results[name] = r
             log(f"{name}: total {r['total']:.4f} (clicks {r['clicks']:.4f} carts {r['carts']:.4f} orders {r['orders']:.4f}); "
                 f"next-click R@{k} {r['next_click']['recall']:.4f}; fit {fit_s:.1f}s predict {pred_s:.1f}s")
+        timings["recommenders: fit, predict, score (OTTO protocol)"] = t_rec
+        timings["recommenders: next click at every position"] = t_nc
         report["otto"] = {"split": split_stats, "next_click": nc_stats, "results": results}
 
-        if nextevent:
+        if pairs is not None:
             t = time.perf_counter()
-            ps = pair_split(ds, types=ne_types, min_len=ne_min_len, test_size=ne_test_size,
-                            valid_size=ne_valid_size, seed=seed)
-            log(f"original-study pairs: {ps.stats['eligible_sessions']} sessions, {ps.stats['test_pairs']} test pairs")
-        if nextevent and (ps.stats["test_pairs"] == 0 or ps.train.n_events == 0):
-            report["nextevent"] = {"split": ps.stats, "results": {},
-                                   "skipped": "no test pair: too few sessions with enough events of these types"}
-            log("original-study protocol skipped: no test pair")
-        elif nextevent:
-            ne_names = [n for n in ("random", "popular", "covisit", "w2v-item") if n in names or n == "random"]
-            ne_model = None
-            if "w2v-item" in ne_names:
-                ne_model = train_model(ps.train, tmp / "model_nextevent", params, seed, workers, quiet)
-                losses["original-study train"] = [x for x in ne_model.meta.get("epoch_losses", []) if x is not None]
-            ne_res = {}
-            for name in ne_names:
-                rec = R.make(name, seed=seed).fit(ps.train, ne_model)
-                te = eval_pairs(rec, ps.test_query, ps.test_target, ps.test_type, (k,))[k]
-                va = eval_pairs(rec, ps.valid_query, ps.valid_target, ps.valid_type, (k,))[k]
-                ne_res[name] = {"test": te, "valid": va}
-                log(f"original study {name}: test recall@{k} {te['recall']:.4f} MRR {te['mrr']:.4f}")
-            report["nextevent"] = {"split": ps.stats, "results": ne_res}
-            timings["original-study protocol"] = time.perf_counter() - t
+            ps = pair_split(ds, types=pairs.types, min_len=pairs.min_len, test_size=pairs.test_size,
+                            valid_size=pairs.valid_size, seed=seed)
+            log(f"original-study pairs: {ps.stats['eligible_sessions']:,} sessions, {ps.stats['test_pairs']:,} test pairs")
+            if ps.stats["test_pairs"] == 0 or ps.train.n_events == 0:
+                report["nextevent"] = {"split": ps.stats, "results": {},
+                                       "skipped": "no test pair: too few sessions with enough events of these types"}
+                log("original-study protocol skipped: no test pair")
+            else:
+                ne_names = [n for n in ("random", "popular", "covisit", "w2v-item") if n in names or n == "random"]
+                ne_model = None
+                if "w2v-item" in ne_names:
+                    log(f"training Word2Vec model {n_models}/{n_models}: on the original-study pairs' train part "
+                        f"({ps.train.n_sessions:,} sessions)")
+                    ne_model = train_model(ps.train, tmp / "model_nextevent", w2v, quiet)
+                    losses["original-study train part"] = [x for x in ne_model.meta.get("epoch_losses", []) if x is not None]
+                ne_res = {}
+                for name in ne_names:
+                    rec = R.make(name, seed=seed).fit(ps.train, ne_model)
+                    te = eval_pairs(rec, ps.test_query, ps.test_target, ps.test_type, (k,))[k]
+                    va = eval_pairs(rec, ps.valid_query, ps.valid_target, ps.valid_type, (k,))[k]
+                    ne_res[name] = {"test": te, "valid": va}
+                    log(f"original study {name}: test recall@{k} {te['recall']:.4f} MRR {te['mrr']:.4f}")
+                report["nextevent"] = {"split": ps.stats, "results": ne_res}
+            timings["original-study protocol (incl. its training)"] = time.perf_counter() - t
         report["losses"] = losses
-        timings["total"] = time.perf_counter() - log.t0
         if do_plot:
-            report["plots"] = plot(report, tmp)
+            t = time.perf_counter()
+            report["plots"] = plot(report, tmp, ds)
+            timings["plots"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - log.t0
         write_report(report, tmp)
     return report
 
 
 def register(sub) -> None:
+    from data_prep.command import positive_int
+    from data_prep.flags import add_config_flags
+    from w2v.trainer import add_config_flags as add_w2v_flags
     p = sub.add_parser(
         "run", help="split, train, predict with every recommender, score both protocols, write a report",
         description="Run the whole evaluation: the official OTTO split (or --split), a Word2Vec model (trained on the "
-                    "train split unless --model is given), every recommender, the OTTO weighted recall@20, next-click "
-                    "recall/MRR@20 at every position, and the original study's pair protocol. Writes OUT_DIR/report.md "
-                    "and report.json (and split/, model/ when they were made here).")
+                    "train split unless --model is given, with otto-train's flags and defaults), every recommender, "
+                    "the OTTO weighted recall@20, next-click recall/MRR@20 at every position, and the original "
+                    "study's pair protocol. Writes OUT_DIR/report.md and report.json (and split/, model/ when they "
+                    "were made here, and the plots with --plot); prints the report on stdout. Every argument is "
+                    "checked before any work starts.")
     p.add_argument("dataset", metavar="DATASET", help="dataset directory (otto-prep convert output)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output directory (created atomically)")
     p.add_argument("--split", dest="split_dir", metavar="SPLIT_DIR", help="reuse an 'otto-eval split' output instead of splitting DATASET")
-    p.add_argument("--days", type=float, default=7, help="test period in days for the split (default 7)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the split, the pair sampling, training and the random baseline (default 42)")
+    add_config_flags(p, SplitParams, only=("days", "min_train_len"))
+    p.add_argument("--seed", type=int, default=42, metavar="N",
+                   help="seed of the split, the pair sampling, training and the random baseline (default: 42)")
     p.add_argument("--model", dest="model_dir", metavar="MODEL_DIR", help="use this Word2Vec model for the OTTO protocol instead of training one")
-    for name, (typ, default, hlp) in TRAIN_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=default, help=f"{hlp} when training (default {default})")
-    p.add_argument("--workers", type=int, default=None, help="training threads (default: all cores)")
-    p.add_argument("--recommenders", default=",".join(R.NAMES), help=f"comma-separated subset of {','.join(R.NAMES)} (default all)")
-    p.add_argument("--k", type=int, default=20, help="list length / recall cutoff (default 20)")
-    p.add_argument("--next-click-sessions", type=int, default=20000, help="full test sessions sampled for next-click at every position (default 20000; 0 = all)")
-    p.add_argument("--max-hist", type=int, default=30, help="events of a prefix the recommenders see in the next-click protocol (default 30)")
-    p.add_argument("--no-nextevent", action="store_true", help="skip the original study's pair protocol")
-    p.add_argument("--ne-types", default="orders", help="event types of the pair protocol (default orders)")
-    p.add_argument("--ne-min-len", type=int, default=3, help="minimum events of those types per session (default 3: more than 2 orders)")
-    p.add_argument("--ne-test-size", type=float, default=0.1, help="fraction of eligible sessions whose pair is a test pair (default 0.1)")
-    p.add_argument("--ne-valid-size", type=float, default=0.1, help="fraction whose pair is a validation pair (default 0.1)")
+    p.add_argument("--recommenders", default=",".join(R.NAMES), metavar="LIST",
+                   help=f"comma-separated subset of {','.join(R.NAMES)} (default: all)")
+    p.add_argument("--k", type=positive_int, default=20, metavar="K", help="list length / recall cutoff (default: 20)")
+    p.add_argument("--next-click-sessions", type=int, default=20000, metavar="N",
+                   help="full test sessions sampled for next-click at every position (0 = all) (default: 20000)")
+    p.add_argument("--max-hist", type=positive_int, default=30, metavar="N",
+                   help="events of a prefix the recommenders see in the next-click protocol (default: 30)")
+    g = p.add_argument_group("the original study's pair protocol")
+    g.add_argument("--no-nextevent", action="store_true", help="skip the original study's pair protocol")
+    add_config_flags(g, PairParams, prefix="ne-")
+    add_w2v_flags(p, exclude=("seed",))
     R.add_tuning_flags(p)
-    p.add_argument("--plot", action="store_true", help="also draw recall_at_k.png and loss.png (needs matplotlib)")
+    p.add_argument("--plot", action="store_true",
+                   help="also draw events_per_aid.png, recall_at_k.png and loss.png and embed them in report.md "
+                        "(needs matplotlib)")
     p.add_argument("--keep-submissions", action="store_true", help="also write submission_<name>.csv for every recommender")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -225,14 +251,24 @@ def register(sub) -> None:
 
 
 def _cmd_run(args) -> int:
+    from data_prep.command import UsageError
+    from data_prep.flags import config_from_args
+    from w2v.trainer import config_from_flags
     names = [n.strip() for n in args.recommenders.split(",") if n.strip()]
-    report = run_all(args.dataset, args.out_dir, split_dir=args.split_dir, days=args.days, seed=args.seed,
-                     model_dir=args.model_dir, train_params={k: getattr(args, k) for k in TRAIN_FLAGS},
-                     workers=args.workers, names=names, k=args.k,
-                     next_click_sessions=args.next_click_sessions or None, max_hist=args.max_hist,
-                     nextevent=not args.no_nextevent, ne_types=args.ne_types, ne_min_len=args.ne_min_len,
-                     ne_test_size=args.ne_test_size, ne_valid_size=args.ne_valid_size,
-                     covisit_params=R.CovisitParams(n_parts=args.n_parts), w2v_coef=args.w2v_coef,
+    bad = [n for n in names if n not in R.NAMES] or ([] if names else ["(none)"])
+    if bad:
+        raise UsageError(f"--recommenders: unknown name {bad[0]!r} (expected some of {', '.join(R.NAMES)})")
+    if args.next_click_sessions < 0:
+        raise UsageError(f"--next-click-sessions: must be >= 0 (0 = all), got {args.next_click_sessions}")
+    split = config_from_args(SplitParams, args, seed=args.seed)
+    pairs = None if args.no_nextevent else config_from_args(PairParams, args, prefix="ne-")
+    w2v = config_from_flags(args, seed=args.seed)
+    covisit, w2v_coef = R.tuning_from_flags(args)
+    if args.plot:
+        check_plotting()
+    report = run_all(args.dataset, args.out_dir, split_dir=args.split_dir, split=split, model_dir=args.model_dir,
+                     w2v=w2v, names=names, k=args.k, next_click_sessions=args.next_click_sessions or None,
+                     max_hist=args.max_hist, pairs=pairs, covisit_params=covisit, w2v_coef=w2v_coef,
                      do_plot=args.plot, keep_submissions=args.keep_submissions, overwrite=args.overwrite,
                      quiet=args.quiet)
     print(markdown(report))

@@ -34,6 +34,29 @@ from .sessions_io import write_sessions
 DAY_MS = 86_400_000
 
 
+@dataclass(frozen=True)
+class SplitParams:
+    """The official split's knobs, validated once (``otto-eval split`` and ``run`` flags derive from it).
+
+    days           length of the test period in days, counted back from the last timestamp.
+    seed           seed of the random cut points of the test sessions.
+    min_train_len  drop train sessions left with fewer events after trimming (the official script
+                   keeps >= 2).
+    """
+
+    days: float = 7.0
+    seed: int = 42
+    min_train_len: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.days, bool) or not isinstance(self.days, (int, float)) or not 0 < self.days < float("inf"):
+            raise ValueError(f"days: must be a number > 0, got {self.days!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: must be an integer >= 0, got {self.seed!r}")
+        if isinstance(self.min_train_len, bool) or not isinstance(self.min_train_len, int) or self.min_train_len < 1:
+            raise ValueError(f"min_train_len: must be >= 1, got {self.min_train_len!r}")
+
+
 @dataclass
 class SplitResult:
     train: Dataset
@@ -61,10 +84,7 @@ def _select_events(ds: Dataset, emask: np.ndarray, min_len: int) -> tuple[Datase
 
 def split_dataset(ds: Dataset, days: float = 7, seed: int = 42, min_train_len: int = 2) -> SplitResult:
     """Split ``ds`` by the official OTTO protocol (see the module docstring). Pure, seeded."""
-    if days <= 0:
-        raise ValueError(f"days: must be > 0, got {days}")
-    if min_train_len < 1:
-        raise ValueError(f"min_train_len: must be >= 1, got {min_train_len}")
+    SplitParams(days, seed, min_train_len)  # validates
     if ds.n_events == 0:
         raise ValueError(f"{ds.path or 'dataset'}: has no events, nothing to split")
     ts = np.asarray(ds.ts)
@@ -131,32 +151,49 @@ def write_split(result: SplitResult, out_dir: str | os.PathLike, overwrite: bool
 
 
 # ------------------------------------------------------------------------------------------ CLI
+def require_nonempty(stats: dict, days: float) -> None:
+    """An empty side of a split is an error, not a result."""
+    if not stats["train_sessions"]:
+        raise ValueError(f"split: 0 train sessions: the test period (--days {days:g}) covers the whole dataset")
+    if not stats["test_sessions"]:
+        raise ValueError(f"split: 0 test sessions with at least two known events in the last {days:g} days "
+                         "(dataset too small, or --days too short)")
+
+
+def summary(stats: dict) -> str:
+    """The one-line summary of a split."""
+    s = stats
+    return (f"train {s['train_sessions']:,} sessions / {s['train_events']:,} events; "
+            f"test {s['test_sessions']:,} sessions ({s['test_events_unknown_aid_dropped']:,} unknown-aid events and "
+            f"{s['test_sessions_dropped_short']:,} short sessions dropped)")
+
+
 def register(sub) -> None:
+    from data_prep.flags import add_config_flags
     p = sub.add_parser(
         "split", help="official OTTO train/test split with cut test sessions and labels",
         description="Split a dataset by the official OTTO protocol: the last DAYS days become test sessions, "
                     "each cut at a random point; writes OUT_DIR/train/ (dataset), test_sessions_full.jsonl, "
-                    "test_sessions.jsonl, test_labels.jsonl and split.json (counts of everything dropped).")
+                    "test_sessions.jsonl, test_labels.jsonl and split.json (counts of everything dropped). "
+                    "An empty train or test side is an error.")
     p.add_argument("dataset", metavar="DATASET", help="dataset directory (otto-prep convert output)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output directory (created atomically)")
-    p.add_argument("--days", type=float, default=7, help="length of the test period in days, counted back from the last timestamp (default 7)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the random cut points (default 42)")
-    p.add_argument("--min-train-len", type=int, default=2, help="drop train sessions left with fewer events after trimming (default 2, as the official script)")
+    add_config_flags(p, SplitParams)
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="print nothing on stderr")
     p.set_defaults(func=_cmd_split)
 
 
 def _cmd_split(args) -> int:
-    ds = Dataset.open(args.dataset)
+    from data_prep.flags import config_from_args
+    params = config_from_args(SplitParams, args)
     out = Path(args.out_dir)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
-    res = split_dataset(ds, days=args.days, seed=args.seed, min_train_len=args.min_train_len)
+    ds = Dataset.open(args.dataset)
+    res = split_dataset(ds, days=params.days, seed=params.seed, min_train_len=params.min_train_len)
+    require_nonempty(res.stats, params.days)
     write_split(res, out, overwrite=args.overwrite)
     if not args.quiet:
-        s = res.stats
-        print(f"split: train {s['train_sessions']} sessions / {s['train_events']} events; "
-              f"test {s['test_sessions']} sessions ({s['test_events_unknown_aid_dropped']} unknown-aid events and "
-              f"{s['test_sessions_dropped_short']} short sessions dropped) -> {out}", file=sys.stderr)
+        print(f"split: {summary(res.stats)} -> {out}", file=sys.stderr)
     return 0

@@ -23,8 +23,10 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict, fields
 
-from data_prep.command import positive_int
+from data_prep.command import ArgumentParser, UsageError, positive_int
+from data_prep.flags import add_config_flags, config_from_args
 
 from .server import ServerConfig, make_server
 
@@ -42,83 +44,28 @@ def _port(text: str) -> int:
     return v
 
 
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds (a number), got {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
-    return v
-
-
-def _nonneg_seconds(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0.0") else _seconds(text)
-
-
-def _weights(text: str) -> tuple[float, float, float]:
-    try:
-        w = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        w = ()
-    if len(w) != 3 or any(not (x >= 0) or x == float("inf") for x in w):
-        raise argparse.ArgumentTypeError(f"expected three non-negative numbers 'clicks,carts,orders', got {text!r}")
-    return w  # type: ignore[return-value]
-
-
-def _decay(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0.0 < v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected 0 < decay <= 1, got {text!r}")
-    return v
-
-
-def build_parser() -> argparse.ArgumentParser:
-    d = ServerConfig()
-    p = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog=PROG,
         description="Serve item and session recommendations from a model directory over HTTP/1.1 "
                     "(GET /api/v1/popular, GET /api/v1/recommendations/<aid>, POST /api/v1/recommendations, "
-                    "/healthz, /readyz, /metrics, /openapi.json). SIGHUP reloads the model; SIGTERM drains and exits.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "/healthz, /readyz, /metrics, /openapi.json). SIGHUP reloads the model; SIGTERM drains and exits.")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory written by otto-train (memory-mapped read-only)")
     g = p.add_argument_group("network")
-    g.add_argument("--host", default="127.0.0.1", help="address to bind; use 0.0.0.0 to accept connections from other machines")
-    g.add_argument("--port", type=_port, default=8000, help="TCP port; 0 picks a free one (printed on the 'listening on' line)")
-    g.add_argument("--threads", type=positive_int, default=d.threads, help="worker threads per process (a fixed pool)")
-    g.add_argument("--workers", type=positive_int, default=1,
-                   help="processes sharing the port with SO_REUSEPORT (Linux); each maps the same model files")
-    g.add_argument("--reuse-port", action="store_true",
-                   help="set SO_REUSEPORT on the listening socket (implied by --workers > 1)")
-    g.add_argument("--backlog", type=positive_int, default=d.backlog, help="listen() backlog")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; use 0.0.0.0 to accept connections from other machines (default: 127.0.0.1)")
+    g.add_argument("--port", type=_port, default=8000,
+                   help="TCP port; 0 picks a free one (printed on the 'listening on' line) (default: 8000)")
+    g.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="processes sharing the port with SO_REUSEPORT (Linux); each maps the same model files "
+                        "(default: 1)")
+    add_config_flags(g, ServerConfig, only=("threads", "reuse_port", "backlog"))
     g = p.add_argument_group("limits (every drop is counted in /metrics, otto_events_total)")
-    g.add_argument("--max-connections", type=positive_int, default=d.max_connections,
-                   help="open connections per process; beyond it new ones get 503 + Retry-After and are closed")
-    g.add_argument("--idle-timeout", type=_seconds, default=d.idle_timeout,
-                   help="seconds a keep-alive connection may sit idle between requests before it is closed")
-    g.add_argument("--request-timeout", type=_seconds, default=d.request_timeout,
-                   help="seconds from the first byte of a request to its last (slow clients get 408 and are closed)")
-    g.add_argument("--linger", type=_nonneg_seconds, default=d.linger,
-                   help="seconds a worker thread waits for the next request on a busy keep-alive connection "
-                        "before handing it back to the poller (0: never wait)")
-    g.add_argument("--max-request-line", type=positive_int, default=d.max_request_line, help="bytes; 414 beyond")
-    g.add_argument("--max-headers", type=positive_int, default=d.max_headers, help="header fields; 431 beyond")
-    g.add_argument("--max-header-bytes", type=positive_int, default=d.max_header_bytes, help="bytes of all headers; 431 beyond")
-    g.add_argument("--max-body", type=positive_int, default=d.max_body, help="request body bytes; 413 beyond")
-    g.add_argument("--max-session-events", type=positive_int, default=d.max_session_events,
-                   help="events per POST /api/v1/recommendations session; 413 beyond")
-    g.add_argument("--drain-timeout", type=_seconds, default=d.drain_timeout,
-                   help="on SIGTERM, seconds to wait for requests in flight before exiting anyway")
+    add_config_flags(g, ServerConfig, exclude=("threads", "reuse_port", "backlog", "access_log", "type_weights", "decay"))
     g = p.add_argument_group("session blend")
-    g.add_argument("--type-weights", type=_weights, default=d.type_weights, metavar="CLICKS,CARTS,ORDERS",
-                   help="weight of each event type in the session vector")
-    g.add_argument("--decay", type=_decay, default=d.decay,
-                   help="recency decay: event i of n is weighted decay^(n-1-i)")
+    add_config_flags(g, ServerConfig, only=("type_weights", "decay"), metavars={"type_weights": "CLICKS,CARTS,ORDERS"})
     g = p.add_argument_group("output")
-    g.add_argument("--access-log", action="store_true", help="log one line per request on stderr (off by default)")
+    add_config_flags(g, ServerConfig, only=("access_log",))
     g.add_argument("--quiet", action="store_true", help="log only warnings and errors (the 'listening on' line is still printed)")
     g.add_argument("--print-examples", action="store_true",
                    help="after the 'listening on' line, print ready-to-paste curl commands for every endpoint, "
@@ -130,11 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args) -> dict:
-    return dict(max_connections=args.max_connections, backlog=args.backlog, idle_timeout=args.idle_timeout,
-                request_timeout=args.request_timeout, linger=args.linger, max_request_line=args.max_request_line,
-                max_headers=args.max_headers, max_header_bytes=args.max_header_bytes, max_body=args.max_body,
-                max_session_events=args.max_session_events, drain_timeout=args.drain_timeout,
-                access_log=args.access_log, type_weights=tuple(args.type_weights), decay=args.decay)
+    """The ``ServerConfig`` fields of ``args`` (resolved in :func:`main`), but for threads and reuse_port."""
+    return {f.name: getattr(args, f.name) for f in fields(ServerConfig) if f.name not in ("threads", "reuse_port")}
 
 
 def examples(url: str, rec) -> str:
@@ -311,6 +255,11 @@ def _serve_many(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # validate every limit before anything starts; then args holds the resolved values
+        vars(args).update(asdict(config_from_args(ServerConfig, args)))
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     try:

@@ -63,22 +63,44 @@ REQUEUE = "requeue"
 
 @dataclass
 class ServerConfig:
-    """Every limit of the server, with its default. Times are seconds, sizes bytes."""
+    """Every limit of the server, with its default. Times are seconds, sizes bytes.
 
-    threads: int = 8                    # worker threads (fixed pool)
-    max_connections: int = 1024         # open sockets; beyond: 503 and close
-    backlog: int = 1024                 # listen() backlog
-    idle_timeout: float = 30.0          # keep-alive socket with no request in progress
-    request_timeout: float = 10.0       # first byte of a request -> its last byte
-    linger: float = 0.005               # a worker waits this long for the next request on its socket
-    max_request_line: int = 8192        # 414 beyond
-    max_headers: int = 100              # 431 beyond (count)
-    max_header_bytes: int = 16384       # 431 beyond (whole header section)
-    max_body: int = 1 << 20             # 413 beyond
-    max_session_events: int = 500       # 413 beyond (POST /api/v1/recommendations)
-    drain_timeout: float = 10.0         # how long drain waits for requests in flight
+    threads             worker threads per process (a fixed pool).
+    max_connections     open connections per process; beyond it new ones get 503 + Retry-After
+                        and are closed.
+    backlog             listen() backlog.
+    idle_timeout        seconds a keep-alive connection may sit idle between requests before it
+                        is closed.
+    request_timeout     seconds from the first byte of a request to its last (slow clients get
+                        408 and are closed).
+    linger              seconds a worker thread waits for the next request on a busy keep-alive
+                        connection before handing it back to the poller (0: never wait).
+    max_request_line    bytes of the request line; 414 beyond.
+    max_headers         header fields; 431 beyond.
+    max_header_bytes    bytes of all headers; 431 beyond.
+    max_body            request body bytes; 413 beyond.
+    max_session_events  events per POST /api/v1/recommendations session; 413 beyond.
+    drain_timeout       on SIGTERM, seconds to wait for requests in flight before exiting anyway.
+    access_log          log one line per request on stderr.
+    reuse_port          set SO_REUSEPORT on the listening socket (several processes on one port).
+    type_weights        weight of clicks, carts and orders in the session vector.
+    decay               recency decay: event i of n is weighted decay^(n-1-i), 0 < decay <= 1.
+    """
+
+    threads: int = 8
+    max_connections: int = 1024
+    backlog: int = 1024
+    idle_timeout: float = 30.0
+    request_timeout: float = 10.0
+    linger: float = 0.005
+    max_request_line: int = 8192
+    max_headers: int = 100
+    max_header_bytes: int = 16384
+    max_body: int = 1 << 20
+    max_session_events: int = 500
+    drain_timeout: float = 10.0
     access_log: bool = False
-    reuse_port: bool = False            # SO_REUSEPORT (several processes on one port)
+    reuse_port: bool = False
     type_weights: tuple = DEFAULT_TYPE_WEIGHTS
     decay: float = DEFAULT_DECAY
 
@@ -90,6 +112,12 @@ class ServerConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 if not (f.name == "linger" and v == 0):
                     raise ValueError(f"{f.name}: expected a positive number, got {v!r}")
+        w = self.type_weights
+        if (not isinstance(w, tuple) or len(w) != 3
+                or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x < float("inf") for x in w)):
+            raise ValueError(f"type_weights: expected three non-negative numbers (clicks, carts, orders), got {w!r}")
+        if not self.decay <= 1:
+            raise ValueError(f"decay: expected 0 < decay <= 1, got {self.decay!r}")
 
 
 # --- date header, cached per second -------------------------------------------------------------

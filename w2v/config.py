@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 
 MODES = ("fast", "parity")
 SIGMOID_EDGES = ("skip", "clip")
@@ -31,22 +32,24 @@ class W2VConfig:
     ns_exponent  exponent applied to counts in the negative-sampling distribution.
     sample       downsampling threshold for frequent words (0 disables; >= 1 is gensim's
                  "absolute count" shorthand).
-    alpha        initial learning rate; decays linearly to ``min_alpha`` over each ``train`` call.
+    alpha        initial learning rate; decays linearly to min_alpha over each training run.
     min_alpha    final learning rate.
-    epochs       passes over the corpus per ``train`` call (unless ``train(epochs=...)``).
+    epochs       passes over the corpus per training run (Word2Vec.train(epochs=...) overrides it).
     min_count    words with fewer occurrences are dropped from the vocabulary.
     seed         seed of every random stream (initial vectors, downsampling, windows, negatives).
-    workers      threads in fast mode (parity mode always uses one).
-    mode         "fast" or "parity".
+    workers      threads in fast mode (parity mode always uses one) (default: all CPUs this
+                 process may use).
+    mode         "fast" (all cores, lock-free updates) or "parity" (one thread, reproduces
+                 gensim 4.4).
     sigmoid_edge what to do when |dot| >= 6: "skip" the update (gensim) or "clip" sigma to 0/1
                  (word2vec.c).
-    max_sentence_len  None = no limit; otherwise sentences longer than this are split into
-                 consecutive pieces of at most this many tokens (nothing is dropped; the number of
-                 split sentences and extra pieces is counted).
+    max_sentence_len  sentences longer than this are split into consecutive pieces of at most
+                 this many tokens (nothing is dropped; the number of split sentences and extra
+                 pieces is counted) (default: no limit).
     batch_words  raw words per job (gensim's batching; the learning rate is constant in a job).
     parity_job_cap  parity mode only: gensim trains at most this many effective (kept) words per
                  job (its MAX_WORDS_IN_BATCH = 10000) and silently ignores the rest of the job;
-                 we reproduce it and count what it drops. Fast mode has no such cap.
+                 we reproduce it and count what it drops; fast mode has no such cap.
     compute_loss accumulate the exact per-epoch SGNS loss (costs a few percent of speed).
     """
 
@@ -67,6 +70,8 @@ class W2VConfig:
     batch_words: int = 10000
     parity_job_cap: int = 10000
     compute_loss: bool = True
+
+    FLAG_CHOICES: ClassVar[dict] = {"mode": MODES, "sigmoid_edge": SIGMOID_EDGES}  # for data_prep.flags
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:

@@ -5,6 +5,7 @@ and, last, ``index.json`` into the model directory (see docs/FORMATS.md, section
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -12,6 +13,15 @@ from data_prep.command import positive_int
 
 from . import knn
 from .model_io import load_model, save_index
+
+MAX_K = 1000  # neighbours per row: the table is V * k * 8 bytes; the service answers at most 100
+
+
+def _k(text: str) -> int:
+    k = positive_int(text)
+    if k > MAX_K:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_K} neighbours per row, got {k}")
+    return k
 
 
 def register(subparsers) -> None:
@@ -24,8 +34,9 @@ def register(subparsers) -> None:
                     "An existing table is replaced. Cost: V*V*D multiply-adds.",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory written by 'otto-train train' or 'import'")
-    p.add_argument("--k", type=positive_int, default=20, help="neighbours per row (default 20); rows with fewer "
-                   "than K other rows are padded with row -1 and score -inf")
+    p.add_argument("--k", type=_k, default=20,
+                   help=f"neighbours per row, 1..{MAX_K} (default 20); a K above the model's rows - 1 is lowered "
+                        "to rows - 1, with a note on stderr")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="worker threads (default: all CPUs this process may use)")
     p.add_argument("--q-block", type=positive_int, default=64,
@@ -55,6 +66,12 @@ def _progress_printer(start: float):
 def run(args) -> int:
     model = load_model(args.model_dir)
     V, D = model.vectors.shape
+    if V < 2:
+        raise ValueError(f"{args.model_dir}: the model has {V} row(s), so no row has a neighbour")
+    if args.k > V - 1:
+        print(f"index: --k {args.k} lowered to {V - 1}: the model has {V} rows, so each has {V - 1} others",
+              file=sys.stderr)
+        args.k = V - 1
     threads = args.threads if args.threads is not None else knn.default_threads()
     if not args.quiet:
         print(f"index: {V} rows x {D} dims, k={args.k}, {threads} threads, "

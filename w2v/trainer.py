@@ -5,7 +5,6 @@ this module only drives it (jobs, learning rates, random streams, progress, book
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -16,7 +15,7 @@ import numba
 import numpy as np
 
 from . import kernels
-from .config import MODES, SIGMOID_EDGES, W2VConfig
+from .config import W2VConfig
 from .corpus import (Corpus, Sentences, map_to_vocab, sentences_from_dataset,
                      sentences_from_sequences)
 from .model_io import load_model, popularity, save_model
@@ -416,41 +415,46 @@ class Word2Vec:
 
 
 # ---------------------------------------------------------------------- command line
+def add_config_flags(parser, *, exclude=()) -> None:
+    """One flag per ``W2VConfig`` field (names, defaults and help from the dataclass), shared by
+    ``otto-train train`` and ``otto-eval run``/``pairs`` so both train with the same defaults."""
+    from data_prep.flags import add_config_flags as add
+    add(parser.add_argument_group("Word2Vec hyper-parameters (gensim's names and defaults)"), W2VConfig,
+        exclude=exclude)
+
+
+def config_from_flags(args, *, base: dict | None = None, **fixed) -> W2VConfig:
+    """The ``W2VConfig`` of the flags of :func:`add_config_flags`, validated before any work.
+
+    ``base`` (e.g. a named preset's values) sits between the defaults and the flags given. A
+    command line always trains, so ``--epochs`` must be >= 1: an untrained model is never saved.
+    """
+    from data_prep.command import UsageError
+    from data_prep.flags import config_from_args
+    config = config_from_args(W2VConfig, args, base=base, **fixed)
+    if config.epochs < 1:
+        raise UsageError(f"--epochs: must be >= 1 (an untrained model is never saved), got {config.epochs}")
+    return config
+
+
 def register(subparsers) -> None:
     """Add ``otto-train train``."""
-    d = W2VConfig(workers=1)
+    from data_prep.command import positive_int
     p = subparsers.add_parser(
         "train", help="train skip-gram negative-sampling Word2Vec on a dataset directory",
         description="Train skip-gram negative-sampling Word2Vec (sessions = sentences, aids = words) "
-                    "on a dataset directory written by otto-prep, and write a model directory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "on a dataset directory written by otto-prep, and write a model directory. "
+                    "'otto-train [flags] DATASET MODEL_DIR' is short for this command.")
     p.add_argument("dataset", metavar="DATASET", help="dataset directory (otto-prep format)")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory to write (atomically)")
-    p.add_argument("--vector-size", type=int, default=d.vector_size, help="dimension of the vectors")
-    p.add_argument("--window", type=int, default=d.window, help="maximum distance between centre and context word")
-    p.add_argument("--negative", type=int, default=d.negative, help="negative samples per (centre, context) pair")
-    p.add_argument("--ns-exponent", type=float, default=d.ns_exponent,
-                   help="exponent on counts in the negative-sampling distribution")
-    p.add_argument("--sample", type=float, default=d.sample,
-                   help="downsampling threshold for frequent aids (0 = off)")
-    p.add_argument("--alpha", type=float, default=d.alpha, help="initial learning rate")
-    p.add_argument("--min-alpha", type=float, default=d.min_alpha, help="final learning rate (linear decay)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the corpus")
-    p.add_argument("--min-count", type=int, default=d.min_count, help="drop aids with fewer occurrences")
-    p.add_argument("--workers", type=int, default=None, help="threads in fast mode (default: all CPUs)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of all random streams")
-    p.add_argument("--types", default=None,
+    add_config_flags(p)
+    g = p.add_argument_group("corpus")
+    g.add_argument("--types", default=None, metavar="TYPES",
                    help="comma-separated event types to train on, e.g. 'clicks,carts' (default: all)")
-    p.add_argument("--min-session-len", type=int, default=1,
-                   help="drop sessions with fewer events (after --types and --collapse-repeats)")
-    p.add_argument("--collapse-repeats", action="store_true",
+    g.add_argument("--min-session-len", type=positive_int, default=1, metavar="N",
+                   help="drop sessions with fewer events (after --types and --collapse-repeats) (default: 1)")
+    g.add_argument("--collapse-repeats", action="store_true",
                    help="drop an event whose aid repeats the previous event of the same session")
-    p.add_argument("--mode", choices=MODES, default=d.mode,
-                   help="'fast': all cores, lock-free updates; 'parity': one thread, reproduces gensim 4.4")
-    p.add_argument("--sigmoid-edge", choices=SIGMOID_EDGES, default=d.sigmoid_edge,
-                   help="when |dot| >= 6: 'skip' the update (gensim) or 'clip' sigma to 0/1 (word2vec.c)")
-    p.add_argument("--max-sentence-len", type=int, default=None,
-                   help="split sessions longer than this into pieces (default: no limit)")
     p.add_argument("--overwrite", action="store_true", help="replace MODEL_DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     p.set_defaults(func=_cmd_train)
@@ -459,13 +463,7 @@ def register(subparsers) -> None:
 def _cmd_train(args) -> int:
     from data_prep.dataset import Dataset
 
-    kw = dict(vector_size=args.vector_size, window=args.window, negative=args.negative,
-              ns_exponent=args.ns_exponent, sample=args.sample, alpha=args.alpha, min_alpha=args.min_alpha,
-              epochs=args.epochs, min_count=args.min_count, seed=args.seed, mode=args.mode,
-              sigmoid_edge=args.sigmoid_edge, max_sentence_len=args.max_sentence_len)
-    if args.workers is not None:
-        kw["workers"] = args.workers
-    config = W2VConfig(**kw)
+    config = config_from_flags(args)
     out = Path(args.model_dir)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
@@ -473,6 +471,9 @@ def _cmd_train(args) -> int:
     model = Word2Vec(config).build_vocab(dataset, types=args.types, min_session_len=args.min_session_len,
                                          collapse_repeats=args.collapse_repeats)
     model.train(progress=not args.quiet)
+    if not sum(h.get("pairs", 0) for h in model.history):
+        raise ValueError(f"{args.dataset}: training saw no (centre, context) pair (every session is shorter than "
+                         "two events after filtering?); no model was written")
     model.save(out, overwrite=args.overwrite)
     last = model.epoch_losses[-1] if model.epoch_losses else float("nan")
     print(f"trained {model.aids.shape[0]} aids x {config.vector_size} dims, {model.epochs_trained} epochs, "
