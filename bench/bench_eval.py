@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# the Word2Vec settings the figures in bench/RESULTS.md section 6 were measured with (the rest: W2VConfig's defaults)
+BENCH_W2V = {"vector_size": 64, "min_count": 1}
 sys.path.insert(0, str(ROOT))
 
 
@@ -64,17 +66,17 @@ def tune_blend(work: Path, sessions: int = 200_000, seed: int = 1, split_seed: i
     from data_prep.synth import generate
     from eval import recommenders as R
     from eval.metrics import score
-    from eval.run import TRAIN_FLAGS, train_model
+    from eval.run import train_model
     from eval.split import split_dataset
     from eval.submission import from_predictions
+    from w2v.config import W2VConfig
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "dataset").exists():
         generate(work / "synth.jsonl", sessions, seed=seed, quiet=True)
         convert(work / "synth.jsonl", work / "dataset", quiet=True)
     r = split_dataset(Dataset.open(work / "dataset"), days=7, seed=split_seed)
-    params = {k: v[1] for k, v in TRAIN_FLAGS.items()}
     if not (work / "model" / "meta.json").exists():
-        train_model(r.train, work / "model", params, seed, None, True)
+        train_model(r.train, work / "model", W2VConfig(seed=seed, **BENCH_W2V), True)
     from w2v.model_io import load_model
     model = load_model(work / "model")
     graphs = R.build_covisit_set(r.train, R.CovisitParams())
@@ -126,8 +128,9 @@ def main(argv=None) -> int:
     from eval.labels import read_labels
     from eval.metrics import score
     from eval.report import markdown
-    from eval.run import TRAIN_FLAGS, run_all, train_model
-    from eval.split import split_dataset, write_split
+    from eval.run import run_all, train_model
+    from w2v.config import W2VConfig
+    from eval.split import SplitParams, split_dataset, write_split
     from eval.submission import read_submission
 
     env = environment()
@@ -155,17 +158,19 @@ def main(argv=None) -> int:
     else:
         notes.append("split/ was already there (not resplit)")
     steps["split (write)"] = time.perf_counter() - t
-    params = {k: v[1] for k, v in TRAIN_FLAGS.items()}
-    params.update(epochs=args.epochs, vector_size=args.vector_size)
+    w2v = W2VConfig(seed=args.seed, **dict(BENCH_W2V, epochs=args.epochs, vector_size=args.vector_size))
+    params = {k: v for k, v in w2v.to_dict().items() if k in ("vector_size", "window", "negative", "sample", "epochs",
+                                                              "min_count")}
     t = time.perf_counter()
     if not (work / "model" / "meta.json").exists():
-        train_model(Dataset.open(work / "split" / "train"), work / "model", params, args.seed, None, False)
+        train_model(Dataset.open(work / "split" / "train"), work / "model", w2v, False)
     else:
         notes.append("model/ was already there (not retrained; the flags below are the ones it was trained with)")
     steps["w2v training (train split)"] = time.perf_counter() - t
 
-    report = run_all(str(work / "dataset"), str(work / "report"), split_dir=str(work / "split"), seed=args.seed,
-                     model_dir=str(work / "model"), train_params=params, next_click_sessions=args.next_click_sessions,
+    report = run_all(str(work / "dataset"), str(work / "report"), split_dir=str(work / "split"),
+                     split=SplitParams(seed=args.seed),
+                     model_dir=str(work / "model"), w2v=w2v, next_click_sessions=args.next_click_sessions,
                      keep_submissions=True, overwrite=True, do_plot=False)
 
     # our scorer vs the plain-Python official semantics, on the blend submission files

@@ -860,6 +860,7 @@ def generate(out_path: str | os.PathLike, n_sessions: int, n_items: int | None =
 # CLI
 # ---------------------------------------------------------------------------------------------
 def register(subparsers) -> None:
+    from .command import int_at_least, positive_int
     p = subparsers.add_parser(
         "synth",
         help="generate synthetic OTTO sessions (JSONL)",
@@ -872,15 +873,15 @@ def register(subparsers) -> None:
                     "--seed; it is written atomically, in batches of bounded memory.",
     )
     p.add_argument("out", metavar="OUT.jsonl", help="output file; a .gz suffix writes gzip")
-    p.add_argument("--sessions", type=int, default=100_000, metavar="N",
+    p.add_argument("--sessions", type=positive_int, default=100_000, metavar="N",
                    help="number of sessions N (default 100000; the real train set has 12899779)")
-    p.add_argument("--items", type=int, default=None, metavar="M",
+    p.add_argument("--items", type=positive_int, default=None, metavar="M",
                    help="size M of the item catalog; aids are in [0, M) (default N/6.952, the real "
                         "ratio of sessions to items; items that get no event do not appear)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed, 0 <= S < 2**64 (default 0)")
-    p.add_argument("--threads", type=int, default=None, metavar="T",
+    p.add_argument("--seed", type=int_at_least(0), default=0, metavar="S", help="random seed, 0 <= S < 2**64 (default 0)")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="worker threads (default: all CPUs); never changes the output")
-    p.add_argument("--batch-sessions", type=int, default=65536, metavar="B",
+    p.add_argument("--batch-sessions", type=positive_int, default=65536, metavar="B",
                    help="sessions generated per batch before writing; bounds memory (default 65536); "
                         "never changes the output")
     p.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")

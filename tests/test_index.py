@@ -72,11 +72,15 @@ def test_cli_end_to_end(tmp_path):
     random_model(tmp_path / "m", V=40, D=5, seed=3)
     res = run_cli("index", str(tmp_path / "m"), "--k", "50", "--quiet")
     assert res.returncode == 0, res.stderr
-    assert res.stderr == ""
+    # k above V - 1 = 39 is lowered, with a note even under --quiet: no padded columns are written
+    assert res.stderr == "index: --k 50 lowered to 39: the model has 40 rows, so each has 39 others\n"
     meta = json.loads((tmp_path / "m" / "index.json").read_text())
-    assert meta["format"] == "otto-neighbor-index" and meta["k"] == 50
+    assert meta["format"] == "otto-neighbor-index" and meta["k"] == 39
     nb = np.load(tmp_path / "m" / "neighbors.npy", allow_pickle=False)
-    assert (nb[:, 39:] == -1).all() and (nb[:, :39] >= 0).all()  # V - 1 = 39 real neighbours
+    assert nb.shape == (40, 39) and (nb >= 0).all()
+    res = run_cli("index", str(tmp_path / "m"), "--k", "1001")   # above the documented limit: refused at once
+    assert res.returncode == 2 and res.stderr == ("otto-train index: error: --k: expected at most 1000 "
+                                                  "neighbours per row, got 1001\n")
 
 
 @pytest.mark.slow
