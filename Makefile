@@ -1,8 +1,19 @@
 # otto-recommender. Two commands do everything on a fresh machine:
 #   make demo   set up .venv, then generate -> convert -> split -> train -> index -> evaluate -> serve
-#   make test   set up .venv, then run the whole test suite
-# `make demo DATA=path/to/train.jsonl` runs the same pipeline on a real OTTO file.
-# Every step is a file target, so a rerun skips the steps whose outputs are up to date.
+#   make test   set up .venv, then run ruff and the whole test suite
+# Every step is a file target, so a rerun skips the steps whose outputs are up to date; a step's
+# parameters are part of its inputs (stamp files named after them, like the generated file's
+# name), so `make demo EPOCHS=1` retrains and re-evaluates but does not regenerate or resplit.
+#
+# Variables (set them on the make line, e.g. `make demo SESSIONS=20000 EPOCHS=1 QUIET=--quiet`):
+#   DATA=FILE      run on a real OTTO JSONL file instead of generated data
+#   SESSIONS, ITEMS, SEED   size and seed of the generated data (SEED also seeds split and training)
+#   DAYS           test period of the split, in days
+#   EPOCHS         Word2Vec training epochs
+#   WORK=DIR       where every output goes (default work/)
+#   HOST, PORT     address the demo server binds (default 127.0.0.1:8000; 0.0.0.0 to accept others)
+#   QUIET=--quiet  no progress output from the steps
+#   PYTHON         the interpreter that creates .venv
 
 PYTHON   ?= python3
 VENV     := .venv
@@ -25,8 +36,21 @@ DATASET  := $(WORK)/dataset
 SPLIT    := $(WORK)/split
 MODEL    := $(WORK)/model
 SAMPLE   := $(WORK)/sample
+REPORT   := $(WORK)/report
+# stamp files: one per step, named after the step's parameters (see stamp below)
+STAMPS   := $(WORK)/.stamps
+S_INPUT  := $(STAMPS)/input-$(subst /,_,$(INPUT))
+S_SPLIT  := $(STAMPS)/split-days$(DAYS)-seed$(SEED)
+S_TRAIN  := $(STAMPS)/train-epochs$(EPOCHS)-seed$(SEED)
 
-.PHONY: demo test venv serve bench conformance clean
+.PHONY: demo test lint venv serve bench conformance clean
+
+# A step's stamp exists only under its current parameters' name: changing a parameter makes a new,
+# newer stamp (so the step reruns), and the old ones are removed (so changing it back reruns too).
+$(STAMPS)/%:
+	mkdir -p $(STAMPS)
+	rm -f $(STAMPS)/$(firstword $(subst -, ,$*))-*
+	touch $@
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +60,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest -q
 
 # --- the demo pipeline --------------------------------------------------------
@@ -48,24 +75,26 @@ $(SAMPLE)/meta.json: tests/data/otto_sample_train.jsonl | $(STAMP)
 	$(PY) -m data_prep convert $< $(SAMPLE) --overwrite $(QUIET)
 	$(PY) -m data_prep stats $(SAMPLE)
 
-$(DATASET)/meta.json: $(INPUT) | $(STAMP)
+$(DATASET)/meta.json: $(INPUT) $(S_INPUT) | $(STAMP)
 	$(PY) -m data_prep convert $< $(DATASET) --overwrite $(QUIET)
 	$(PY) -m data_prep stats $(DATASET)
 
-$(SPLIT)/test_labels.jsonl: $(DATASET)/meta.json
+$(SPLIT)/test_labels.jsonl: $(DATASET)/meta.json $(S_SPLIT)
 	$(PY) -m eval split $(DATASET) $(SPLIT) --days $(DAYS) --seed $(SEED) --overwrite $(QUIET)
 
-$(MODEL)/meta.json: $(SPLIT)/test_labels.jsonl
+$(MODEL)/meta.json: $(SPLIT)/test_labels.jsonl $(S_TRAIN)
 	$(PY) -m w2v train $(SPLIT)/train $(MODEL) --epochs $(EPOCHS) --seed $(SEED) --overwrite $(QUIET)
 
 $(MODEL)/index.json: $(MODEL)/meta.json
 	$(PY) -m w2v index $(MODEL) --k 20 $(QUIET)
 
-$(WORK)/report/report.md: $(MODEL)/index.json
-	$(PY) -m eval run $(DATASET) $(WORK)/report --split $(SPLIT) --model $(MODEL) --seed $(SEED) --overwrite $(QUIET)
+# the report (with its plots) is printed once, by `demo`, so `eval run`'s own copy on stdout is dropped
+$(REPORT)/report.md: $(MODEL)/index.json
+	$(PY) -m eval run $(DATASET) $(REPORT) --split $(SPLIT) --model $(MODEL) --seed $(SEED) --plot --overwrite $(QUIET) > /dev/null
 
-demo: $(SAMPLE)/meta.json $(WORK)/report/report.md
-	cat $(WORK)/report/report.md
+demo: $(SAMPLE)/meta.json $(REPORT)/report.md
+	cat $(REPORT)/report.md
+	@echo "(report and plots: $(REPORT)/)"
 	$(PY) -m serve $(MODEL) --host $(HOST) --port $(PORT) --print-examples
 
 serve: $(MODEL)/index.json

@@ -153,7 +153,7 @@ def bench_matrix(V, D, rng, out):
                                               n_threads=t), qrows),
             f"exact (rows equal topk); median {statistics.median(cands):.0f} rows re-scored, "
             f"{fallbacks} exact-scan fallbacks")
-    del codes
+    codes = scales = None  # free the int8 copy before the next matrix
 
     def numpy_topk(q):
         s = unit @ unit[q]

@@ -510,7 +510,7 @@ class _Inline:
         fut = Future()
         try:
             fut.set_result(fn(*args))
-        except BaseException as exc:  # re-raised by .result(), as from a thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised by .result(), as from a thread
             fut.set_exception(exc)
         return fut
 
@@ -715,7 +715,7 @@ def export(dataset: Dataset | str | os.PathLike, out_path: str | os.PathLike, *,
             parts = min(n_threads, R)
             cut = [R * k // parts for k in range(parts + 1)]
             _split_run(pool, parts, lambda a, b: fp.export_sizes(ds.session_ids, offsets, ds.aid, ds.ts, ds.type,
-                                                                 s0, cut[a], cut[b], sizes))
+                                                                 s0, cut[a], cut[b], sizes))  # noqa: B023 - run now
             if sizes.shape[0] and sizes.min() < 0:
                 r = s0 + int(np.argmax(sizes < 0))
                 why = ("has no events" if sizes[r - s0] == -2
@@ -727,7 +727,7 @@ def export(dataset: Dataset | str | os.PathLike, out_path: str | os.PathLike, *,
             if buf.shape[0] < total:
                 buf = np.empty(max(total, 2 * buf.shape[0]), np.uint8)
             _split_run(pool, parts, lambda a, b: fp.export_fill(ds.session_ids, offsets, ds.aid, ds.ts, ds.type,
-                                                                s0, cut[a], cut[b], pos, buf))
+                                                                s0, cut[a], cut[b], pos, buf))  # noqa: B023 - run now
             sink.write(memoryview(buf[:total]))
             written += total
             progress.update(int(offsets[s1]), written, int(offsets[s1]))

@@ -195,7 +195,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.request.fileno()
 
     # --- the connection loop -------------------------------------------------------------------
-    def handle(self) -> bool | str:  # noqa: C901 (one loop, states spelled out)
+    def handle(self) -> bool | str:  # one loop, states spelled out
         """Serve the requests that arrive promptly. ``False``: closed; ``True``: hand the socket back
         to the poller; :data:`REQUEUE`: complete requests are still buffered, queue it again."""
         server, sock, cfg = self.server, self.request, self.server.config
@@ -292,7 +292,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.server.connection_closed()
 
     # --- parsing -------------------------------------------------------------------------------
-    def parse_request(self) -> app.Request | None:  # noqa: C901
+    def parse_request(self) -> app.Request | None:
         """A complete request from the buffer (consumed), ``None`` if more bytes are needed.
 
         Raises :class:`HTTPProblem` (connection to be closed) for a malformed request or one over a
@@ -417,7 +417,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except HTTPProblem as exc:
             p = exc
             route = getattr(exc, "route", route)
-        except Exception:  # noqa: BLE001 - answered 500, logged with traceback
+        except Exception:  # answered 500, logged with traceback
             log.exception("unhandled error answering %s %s", req.method, req.target[:200])
             p = HTTPProblem(500, "internal-error", "the server failed to answer this request; it has been logged")
         return route, p.status, build_response(p.status, p.body(req.path[:200]), PROBLEM_CONTENT_TYPE, p.headers,
@@ -425,7 +425,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                                keep_alive_header=http10 and not close,
                                                head_only=req.method == "HEAD")
 
-    def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler signature
+    def log_message(self, format, *args):  # BaseHTTPRequestHandler's signature
         log.info("%s " + format, self.client_address[0], *args)
 
 
@@ -536,7 +536,7 @@ class Server(http.server.HTTPServer):
                 return
             try:
                 keep = conn.handle()
-            except Exception:  # noqa: BLE001 - never let a worker die
+            except Exception:  # never let a worker die (logged with traceback)
                 log.exception("connection handler failed")
                 conn.close()
                 keep = False

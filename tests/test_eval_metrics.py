@@ -18,7 +18,8 @@ def make_labels(rows):
         co.append(len(c))
         o += sorted(set(orders))
         oo.append(len(o))
-    a = lambda x: np.array(x, np.int64)
+    def a(x):
+        return np.array(x, np.int64)
     return Labels(a(sids), a(clicks), a(co), a(c), a(oo), a(o))
 
 

@@ -209,7 +209,7 @@ def test_concurrent_callers_get_their_own_results():
     def call(q):
         try:
             got[q] = knn.topk(v, inv, v[q], 10, n_threads=2)[1].tolist()
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=call, args=(q,)) for q in range(16)]

@@ -46,7 +46,7 @@ def _all_parsers():
 
 def test_every_flag_is_in_the_readme():
     missing = []
-    for package, parser in _all_parsers():
+    for _package, parser in _all_parsers():
         for action in parser._actions:
             for opt in action.option_strings:
                 if opt.startswith("--") and opt != "--help" and not re.search(re.escape(opt) + r"(?![\w-])", README):

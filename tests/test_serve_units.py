@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from decimal import Decimal
 
@@ -150,7 +151,12 @@ def test_metrics_shards_sum_and_histogram():
     assert 'method="OTHER",status="418"' in text
     assert 'le="0.00025"} 2000' in text and 'le="0.005"} 4000' in text and 'le="+Inf"} 4001' in text
     assert 'otto_events_total{event="x"} 8' in text and 'g{a="q\\"uote"} 1.5' in text
-    assert len(BUCKETS) == len(set(BUCKETS)) and list(BUCKETS) == sorted(BUCKETS)
+    # one histogram series: its buckets rise strictly, end at +Inf, and count cumulatively
+    series = re.findall(r'le="([^"]+)"\} (\d+)', text)[:len(BUCKETS) + 1]
+    bounds = [float(b) for b, _ in series]
+    counts = [int(c) for _, c in series]
+    assert len(series) == len(BUCKETS) + 1 and bounds[-1] == float("inf")
+    assert all(a < b for a, b in zip(bounds, bounds[1:])) and counts == sorted(counts) and counts[-1] == 4001
 
 
 def test_config_validation():

@@ -73,8 +73,11 @@ def test_exp_table_matches_sigmoid_and_edges():
     assert tab.dtype == np.float32 and tab.shape == (1000,)
     x = (np.arange(1000) / 1000 * 2 - 1) * 6
     np.testing.assert_allclose(tab, 1 / (1 + np.exp(-x)), atol=1e-7)
-    assert kernels.EXP_TABLE_SCALE == 83  # integer division in gensim's C
-    # the lookup maps f to index int((f + 6) * 83): largest index used below 6 is 995
+    # the lookup maps f to index int((f + 6) * 83), 83 = (1000 / 6) / 2 in gensim's integer C
+    # arithmetic (not 1000 / 12 = 83.33): the centre of every bucket i lands on entry i
+    for i in range(996):
+        assert kernels.sigmoid_lookup(tab, np.float32((i + 0.5) / 83 - 6)) == tab[i], i
+    # largest index used below 6 is 995
     assert kernels.sigmoid_lookup(tab, np.float32(5.9999)) == tab[995]
     assert kernels.sigmoid_lookup(tab, np.float32(-5.9999)) == tab[0]
 

@@ -160,18 +160,24 @@ def _put_float32(out, p, bits, pow10):
     frac = bits & 0x7FFFFF
     if be == 255:
         if frac != 0:
-            out[p] = 110; out[p + 1] = 97; out[p + 2] = 110  # nan
+            out[p] = 110  # nan
+            out[p + 1] = 97
+            out[p + 2] = 110
             return p + 3
         if sign:
             out[p] = 45
             p += 1
-        out[p] = 105; out[p + 1] = 110; out[p + 2] = 102  # inf
+        out[p] = 105  # inf
+        out[p + 1] = 110
+        out[p + 2] = 102
         return p + 3
     if sign:
         out[p] = 45
         p += 1
     if be == 0 and frac == 0:
-        out[p] = 48; out[p + 1] = 46; out[p + 2] = 48  # 0.0
+        out[p] = 48  # 0.0
+        out[p + 1] = 46
+        out[p + 2] = 48
         return p + 3
     if be == 0:
         ulp = _POW2[-149 + _P2_OFF]
@@ -225,7 +231,8 @@ def _put_float32(out, p, bits, pow10):
                 for _ in range(e10 + 1 - nd):
                     out[p] = 48
                     p += 1
-                out[p] = 46; out[p + 1] = 48
+                out[p] = 46
+                out[p + 1] = 48
                 return p + 2
             # digits split by the decimal point: write them, then shift the tail right by one
             end = _put_digits(out, p, m, nd)
@@ -234,7 +241,8 @@ def _put_float32(out, p, bits, pow10):
                 out[t] = out[t - 1]
             out[dot] = 46
             return end + 1
-        out[p] = 48; out[p + 1] = 46
+        out[p] = 48
+        out[p + 1] = 46
         p += 2
         for _ in range(-e10 - 1):
             out[p] = 48

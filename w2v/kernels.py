@@ -285,7 +285,7 @@ def sgns_pair(syn0, syn1neg, word, word2, alpha, negative, cum_table, guide, shi
     # the draws do not depend on the weights: draw once to prefetch the rows, then again to train
     s_ahead = state
     prefetch_row(syn1neg, word)
-    for d in range(negative):
+    for _ in range(negative):
         t_ahead, s_ahead = draw_negative_from(cum_table, guide, shift, alias, s_ahead)
         prefetch_row(syn1neg, t_ahead)
     for d in range(negative + 1):
