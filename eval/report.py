@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from data_prep.atomic import atomic_file
+from data_prep.flags import format_default
 
 from .metrics import WEIGHTS
 
@@ -40,7 +41,7 @@ def markdown(report: dict) -> str:
     k = info.get("k", 20)
     if info:
         lines += ["| setting | value |", "|---|---|"]
-        lines += [f"| {key} | {_fmt(v)} |" for key, v in info.items()]
+        lines += [f"| {key} | {format_default(v) if isinstance(v, float) else _fmt(v)} |" for key, v in info.items()]
         lines.append("")
     plots = set(report.get("plots") or ())
     if "events_per_aid.png" in plots:
@@ -168,6 +169,7 @@ def plot(report: dict, out_dir: str | os.PathLike, dataset=None) -> list[str]:
         for name, ls in losses.items():
             ax.plot(range(1, len(ls) + 1), ls, marker="o", label=name)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("mean SGNS loss per pair")
         ax.legend()
         ax.grid(alpha=0.3)

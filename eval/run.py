@@ -121,7 +121,8 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
                 model = train_model(train, tmp / "model", w2v, quiet)
                 report["info"]["model"] = "trained on the train split"
             losses["OTTO train split"] = [x for x in model.meta.get("epoch_losses", []) if x is not None]
-            timings["Word2Vec model (OTTO train split)"] = time.perf_counter() - t
+            timings["Word2Vec model (" + ("loaded" if model_dir else "trained on the OTTO train split") + ")"] = \
+                time.perf_counter() - t
         if not model_dir and n_models:
             report["info"]["Word2Vec"] = ", ".join(f"{a}={b}" for a, b in w2v.to_dict().items() if a != "workers")
 
