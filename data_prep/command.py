@@ -39,9 +39,10 @@ class ArgumentParser(argparse.ArgumentParser):
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse ``argv`` and run the chosen subcommand's ``func``; the one error policy of every CLI.
 
-    ``UsageError`` (a bad argument found after parsing) returns 2; other user errors
-    (``ValueError``/``OSError``, whose messages name the file, line or field) return 1; both print
-    one line ``PROG COMMAND: error: ...``. Ctrl-C returns 130. Outputs are written atomically, so
+    ``UsageError`` (a bad argument found after parsing) exits with status 2 (``SystemExit``, as
+    argparse does for the errors it finds); other user errors (``ValueError``/``OSError``, whose
+    messages name the file, line or field) return 1; both print one line
+    ``PROG COMMAND: error: ...``. Ctrl-C returns 130. Outputs are written atomically, so
     none of these leaves anything half-written behind.
     """
     args = parser.parse_args(argv)
@@ -53,7 +54,7 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         return 130
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
     except (ValueError, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1

@@ -889,6 +889,13 @@ def register(subparsers) -> None:
 
 
 def _main(args) -> int:
+    from .command import UsageError
+    try:  # every argument checked before any work, reported by its flag
+        n_items = default_items(args.sessions) if args.items is None else args.items
+        _check_args(args.sessions, n_items, args.seed, args.batch_sessions, args.threads)
+    except SynthError as exc:
+        name, _, why = str(exc).partition(": ")
+        raise UsageError(f"--{name.replace('_', '-')}: {why}") from None
     s = generate(args.out, args.sessions, args.items, args.seed, quiet=args.quiet,
                  threads=args.threads, batch_sessions=args.batch_sessions)
     if not args.quiet:

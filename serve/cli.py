@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         vars(args).update(asdict(config_from_args(ServerConfig, args)))
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     try:

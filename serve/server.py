@@ -82,7 +82,8 @@ class ServerConfig:
     max_session_events  events per POST /api/v1/recommendations session; 413 beyond.
     drain_timeout       on SIGTERM, seconds to wait for requests in flight before exiting anyway.
     access_log          log one line per request on stderr.
-    reuse_port          set SO_REUSEPORT on the listening socket (several processes on one port).
+    reuse_port          set SO_REUSEPORT on the listening socket (several processes on one port;
+                        otto-serve --workers > 1 implies it).
     type_weights        weight of clicks, carts and orders in the session vector.
     decay               recency decay: event i of n is weighted decay^(n-1-i), 0 < decay <= 1.
     """

@@ -68,8 +68,8 @@ def test_errors_are_one_line(sample_split, capsys, tmp_path):
     rc = main(["score", str(tmp_path / "missing.jsonl"), str(tmp_path / "missing.csv")])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and err.startswith("otto-eval score: error:")
-    rc = main(["predict", "--recommender", "blend", "--train", str(sample_split / "split" / "train"),
-               str(sample_split / "split" / "test_sessions.jsonl"), str(tmp_path / "x.csv"), "--quiet"])
+    rc = _status(["predict", "--recommender", "blend", "--train", str(sample_split / "split" / "train"),
+                  str(sample_split / "split" / "test_sessions.jsonl"), str(tmp_path / "x.csv"), "--quiet"])
     assert rc == 2 and "otto-eval predict: error: --model: recommender 'blend' needs" in capsys.readouterr().err
     rc = main(["split", str(sample_split / "ds"), str(sample_split / "split"), "--quiet"])
     assert rc == 1 and "already exists" in capsys.readouterr().err
@@ -80,7 +80,7 @@ def test_run_writes_report(sample_split, tmp_path, capsys):
     out = tmp_path / "report"
     rc = main(["run", str(sample_split / "ds"), str(out), "--split", str(sample_split / "split"),
                "--epochs", "1", "--vector-size", "8", "--min-count", "1", "--ne-types", "carts,orders", "--ne-min-len", "2",
-               "--ne-test-size", "0.25", "--ne-valid-size", "0.25", "--quiet", "--keep-submissions", "--plot"])
+               "--ne-test-size", "0.25", "--ne-valid-size", "0.25", "--keep-submissions", "--plot"])
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     assert list(rep["otto"]["results"]) == ["random", "popular", "history", "covisit", "w2v-item", "w2v-session", "blend"]
@@ -106,8 +106,11 @@ def test_run_writes_report(sample_split, tmp_path, capsys):
     rows = re.findall(r"^\| (.+?) \| \**([0-9.]+)\** \|$", md.split("## Time taken (s)")[1], flags=re.M)
     assert rows[-1][0] == "**total**" and float(rows[-1][1]) == pytest.approx(t["total"], abs=0.05)
     assert sum(float(v) for _, v in rows[:-1]) == pytest.approx(t["total"], abs=0.05 * len(rows))
-    # both trainings are labelled in the progress log
-    assert "| blend |" in capsys.readouterr().out
+    # both trainings are labelled in the progress log; the report goes to stdout
+    captured = capsys.readouterr()
+    assert "training Word2Vec model 1/2: on the OTTO train split (10 sessions)" in captured.err
+    assert "training Word2Vec model 2/2: on the original-study pairs' train part" in captured.err
+    assert "| blend |" in captured.out
 
 
 def test_run_subset_without_model_skips_an_empty_pair_protocol(sample_split, tmp_path, capsys):
@@ -119,7 +122,7 @@ def test_run_subset_without_model_skips_an_empty_pair_protocol(sample_split, tmp
     assert "skipped" in rep["nextevent"] and "model" not in rep["info"]
     assert (out / "split" / "test_labels.jsonl").exists()   # split made here is kept with the report
     capsys.readouterr()
-    assert main(["run", str(sample_split / "ds"), str(out), "--recommenders", "nope", "--quiet"]) == 2
+    assert _status(["run", str(sample_split / "ds"), str(out), "--recommenders", "nope", "--quiet"]) == 2
     assert "otto-eval run: error: --recommenders: unknown name 'nope'" in capsys.readouterr().err
     assert main(["run", str(sample_split / "ds"), str(out), "--recommenders", "random", "--quiet"]) == 1
     assert "already exists" in capsys.readouterr().err

@@ -135,6 +135,7 @@ def test_parser_errors_are_one_line_with_the_long_flag(capsys):
 @pytest.mark.parametrize("package, argv, message", [
     ("data_prep", ["convert", "a", "b", "--threads", "x"], "otto-prep convert: error: --threads: expected a positive integer, got 'x'"),
     ("data_prep", ["synth", "o.jsonl", "--sessions", "0"], "otto-prep synth: error: --sessions: expected a positive integer, got 0"),
+    ("data_prep", ["synth", "o.jsonl", "--sessions", str(2**41)], "otto-prep synth: error: --sessions: must be an integer in [1, 1099511627776]"),
     ("w2v", ["--epochs", "0", "D", "M"], "otto-train train: error: --epochs: must be >= 1 (an untrained model is never saved)"),
     ("w2v", ["train", "D", "M", "--window", "0"], "otto-train train: error: --window: must be >= 1"),
     ("w2v", ["index", "M", "--k", "5000"], "otto-train index: error: --k: expected at most 1000 neighbours per row"),
@@ -187,3 +188,11 @@ def test_training_without_pairs_is_an_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "no model was written" in err and err.count("\n") == 1, err
     assert not (tmp_path / "m").exists()
+
+
+def test_existing_output_names_the_flag(sample_dataset, tmp_path, capsys):
+    from data_prep.cli import main
+    (tmp_path / "out").mkdir()
+    rc = main(["convert", str(SAMPLE), str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err == f"otto-prep convert: error: {tmp_path / 'out'}: already exists (pass --overwrite to replace it)\n"

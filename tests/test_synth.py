@@ -377,9 +377,10 @@ def test_cli_writes_file_and_reports_errors_in_one_line(tmp_path, capsys):
     assert out.read_bytes() == ref.read_bytes()
     assert cli.main(["synth", str(tmp_path / "q.jsonl"), "--sessions", "5", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
-    assert cli.main(["synth", str(tmp_path / "bad.jsonl"), "--sessions", "0", "--quiet"]) == 1
+    with pytest.raises(SystemExit) as e:   # a bad value is a usage error: one line, exit 2
+        cli.main(["synth", str(tmp_path / "bad.jsonl"), "--sessions", "0", "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "sessions" in err and "Traceback" not in err
+    assert e.value.code == 2 and err.count("\n") == 0 and "--sessions" in err and "Traceback" not in err
     assert not (tmp_path / "bad.jsonl").exists()
 
 

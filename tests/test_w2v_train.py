@@ -198,22 +198,25 @@ def test_cli_trains_and_writes_a_model(tmp_path, capsys):
     ds = _dataset()
     write_dataset(tmp_path / "ds", ds.session_ids, ds.offsets, ds.aid, ds.ts, ds.type)
     rc = cli.main([str(tmp_path / "ds"), str(tmp_path / "model"), "--vector-size", "5", "--min-count", "1",
-                   "--epochs", "2", "--workers", "1", "--quiet", "--collapse-repeats", "--mode", "parity"])
+                   "--epochs", "2", "--workers", "1", "--quiet", "--collapse-repeats", "--mode", "parity",
+                   "--sample", "0"])  # (downsampling would drop every word of this 10-event corpus: nothing trained)
     assert rc == 0
     out = capsys.readouterr()
     assert "trained" in out.out and out.err == ""
     model = load_model(tmp_path / "model")
     assert model.vector_size == 5 and model.meta["config"]["mode"] == "parity"
     assert model.meta["stats"]["corpus_options"]["collapse_repeats"] is True
-    # existing output without --overwrite, a missing dataset and a bad value: one line, exit 1
+    # existing output without --overwrite, a missing dataset: one line, exit 1; a bad value: one line, exit 2
     assert cli.main([str(tmp_path / "ds"), str(tmp_path / "model"), "--quiet"]) == 1
     assert cli.main([str(tmp_path / "nope"), str(tmp_path / "m2"), "--quiet"]) == 1
-    assert cli.main([str(tmp_path / "ds"), str(tmp_path / "m3"), "--window", "0", "--quiet"]) == 1
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(tmp_path / "ds"), str(tmp_path / "m3"), "--window", "0", "--quiet"])
+    assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("otto-train train: error:") for line in err)
     assert "window" in err[2] and "Traceback" not in "".join(err)
     assert cli.main([str(tmp_path / "ds"), str(tmp_path / "model"), "--quiet", "--overwrite",
-                     "--min-count", "1", "--vector-size", "3", "--epochs", "1"]) == 0
+                     "--min-count", "1", "--vector-size", "3", "--epochs", "1", "--sample", "0"]) == 0
     assert load_model(tmp_path / "model").vector_size == 3
 
 
