@@ -19,10 +19,11 @@ argparse flags and back:
   default is false, ``--no-flag`` when it is true), ``X | None``, ``tuple`` (comma-separated, of
   the default's element type). ``FLAG_CHOICES = {"field": (...)}`` on the class gives choices.
 - **default and validation**: argparse stores ``None`` for a flag that was not given, so
-  :func:`config_from_args` can layer ``class defaults <- base (e.g. a named preset) <- flags
-  given <- values the command fixes``; the dataclass's own ``__post_init__`` validates the result, and its
-  ``"field: reason"`` messages come back as ``"--flag: reason"`` usage errors (exit status 2),
-  before any work starts.
+  :func:`config_from_args` can layer ``class defaults <- base <- flags given <- values the
+  command fixes``. ``base`` is where a named preset goes: a ``--preset NAME`` flag passes
+  ``base=PRESETS[NAME]``, and any flag given still wins over the preset. The dataclass's own
+  ``__post_init__`` validates the result; its ``"field: reason"`` messages come back as
+  ``"--flag: reason"`` usage errors (exit status 2), before any work starts.
 """
 from __future__ import annotations
 
