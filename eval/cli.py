@@ -9,12 +9,13 @@ import json
 import sys
 import time
 
-from data_prep.command import ArgumentParser, UsageError, positive_int, run_command
+from data_prep.command import ArgumentParser, UsageError, run_command
 from data_prep.dataset import Dataset
 from data_prep.flags import add_config_flags, config_from_args
 from w2v.trainer import add_config_flags as add_w2v_flags
 
 from .nextevent import PairParams
+from .run import EvalParams
 
 
 # ------------------------------------------------------------------------------------- predict
@@ -29,7 +30,7 @@ def _register_predict(sub) -> None:
     p.add_argument("--recommender", required=True, choices=NAMES, metavar="NAME", help=f"one of {', '.join(NAMES)}")
     p.add_argument("--train", required=True, metavar="DATASET", help="train dataset directory (e.g. OUT_DIR/train of 'otto-eval split')")
     p.add_argument("--model", metavar="MODEL_DIR", help="Word2Vec model directory (needed by w2v-item, w2v-session and blend)")
-    p.add_argument("--k", type=positive_int, default=20, metavar="K", help="predictions per session and type (default: 20)")
+    add_config_flags(p, EvalParams, only=("k",))
     p.add_argument("--seed", type=int, default=42, metavar="N", help="seed of the random recommender (default: 42)")
     R.add_tuning_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -41,6 +42,7 @@ def _cmd_predict(args) -> int:
     from .sessions_io import read_sessions
     from .submission import from_predictions, write_submission
     covisit, w2v_coef = R.tuning_from_flags(args)
+    k = config_from_args(EvalParams, args).k
     t0 = time.perf_counter()
     rec = R.make(args.recommender, seed=args.seed, covisit_params=covisit, progress=not args.quiet, w2v_coef=w2v_coef)
     model = None
@@ -52,7 +54,7 @@ def _cmd_predict(args) -> int:
     train = Dataset.open(args.train)
     test = read_sessions(args.test)
     rec.fit(train, model)
-    preds = rec.predict(test, args.k)
+    preds = rec.predict(test, k)
     write_submission(from_predictions(test.session_ids, preds), args.out)
     if not args.quiet:
         print(f"predict: {args.recommender} for {test.n_sessions:,} sessions in {time.perf_counter() - t0:.1f}s -> {args.out}",
@@ -68,7 +70,7 @@ def _register_score(sub) -> None:
                                    "(total = 0.10 clicks + 0.30 carts + 0.60 orders).")
     p.add_argument("labels", metavar="LABELS.jsonl", help="test_labels.jsonl of 'otto-eval split'")
     p.add_argument("submission", metavar="SUBMISSION.csv", help="Kaggle submission CSV")
-    p.add_argument("--k", type=positive_int, default=20, metavar="K", help="recall cutoff (default: 20)")
+    add_config_flags(p, EvalParams, only=("k",))
     p.add_argument("--detail", action="store_true", help="also print hits, truth counts and sessions without prediction")
     p.set_defaults(func=_cmd_score)
 
@@ -77,7 +79,8 @@ def _cmd_score(args) -> int:
     from .labels import read_labels
     from .metrics import score
     from .submission import read_submission
-    s = score(read_labels(args.labels), read_submission(args.submission), k=args.k, detail=args.detail)
+    k = config_from_args(EvalParams, args).k
+    s = score(read_labels(args.labels), read_submission(args.submission), k=k, detail=args.detail)
     print(json.dumps(s))
     return 0
 
@@ -91,7 +94,7 @@ def _register_pairs(sub) -> None:
                                    "validation pairs. Prints one JSON line.")
     p.add_argument("dataset", metavar="DATASET", help="dataset directory")
     add_config_flags(p, PairParams)
-    p.add_argument("--k", type=positive_int, default=20, metavar="K", help="cutoff (default: 20)")
+    add_config_flags(p, EvalParams, only=("k",))
     p.add_argument("--seed", type=int, default=42, metavar="N",
                    help="seed of the sampling, training and random baseline (default: 42)")
     p.add_argument("--model", metavar="MODEL_DIR", help="use this model (must be trained on the pair protocol's train part) instead of training one")
@@ -110,6 +113,7 @@ def _cmd_pairs(args) -> int:
     from .nextevent import eval_pairs, pair_split
     from .run import train_model
     pp = config_from_args(PairParams, args)
+    k = config_from_args(EvalParams, args).k
     w2v = None if args.model else config_from_flags(args, seed=args.seed)
     ds = Dataset.open(args.dataset)
     ps = pair_split(ds, types=pp.types, min_len=pp.min_len, test_size=pp.test_size,
@@ -127,8 +131,8 @@ def _cmd_pairs(args) -> int:
         for name in ("random", "popular", "covisit", "w2v-item"):
             rec = R.make(name, seed=args.seed).fit(ps.train, model)
             out["results"][name] = {
-                "test": eval_pairs(rec, ps.test_query, ps.test_target, ps.test_type, (args.k,))[args.k],
-                "valid": eval_pairs(rec, ps.valid_query, ps.valid_target, ps.valid_type, (args.k,))[args.k]}
+                "test": eval_pairs(rec, ps.test_query, ps.test_target, ps.test_type, (k,))[k],
+                "valid": eval_pairs(rec, ps.valid_query, ps.valid_target, ps.valid_type, (k,))[k]}
     print(json.dumps(out))
     return 0
 

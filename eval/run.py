@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,15 +46,33 @@ def train_model(train: Dataset, out_dir: Path, config, quiet: bool):
     return load_model(out_dir)
 
 
+@dataclass(frozen=True)
+class EvalParams:
+    """What is scored, for every ``otto-eval`` command that scores (``--k`` is shared by all of them).
+
+    k                    list length per session and type, and the recall / MRR cutoff.
+    next_click_sessions  full test sessions sampled for the next click at every position (0 = all).
+    max_hist             events of a prefix the recommenders see in the next-click protocol.
+    """
+
+    k: int = 20
+    next_click_sessions: int = 20_000
+    max_hist: int = 30
+
+    def __post_init__(self) -> None:
+        for name, lo in (("k", 1), ("next_click_sessions", 0), ("max_hist", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name}: must be an integer >= {lo}, got {v!r}")
+
+
 def _check(names, k: int, next_click_sessions: int | None, max_hist: int) -> None:
     for n in names:
         if n not in R.NAMES:
             raise ValueError(f"recommenders: unknown name {n!r} (expected some of {', '.join(R.NAMES)})")
     if not names:
         raise ValueError("recommenders: none given")
-    for name, v, lo in (("k", k, 1), ("max_hist", max_hist, 1), ("next_click_sessions", next_click_sessions or 1, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{name}: must be an integer >= {lo}, got {v!r}")
+    EvalParams(k, next_click_sessions or 0, max_hist)  # validates
 
 
 def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: SplitParams | None = None,
@@ -212,7 +231,6 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
 
 
 def register(sub) -> None:
-    from data_prep.command import positive_int
     from data_prep.flags import add_config_flags
     from w2v.trainer import add_config_flags as add_w2v_flags
     p = sub.add_parser(
@@ -232,11 +250,7 @@ def register(sub) -> None:
     p.add_argument("--model", dest="model_dir", metavar="MODEL_DIR", help="use this Word2Vec model for the OTTO protocol instead of training one")
     p.add_argument("--recommenders", default=",".join(R.NAMES), metavar="LIST",
                    help=f"comma-separated subset of {','.join(R.NAMES)} (default: all)")
-    p.add_argument("--k", type=positive_int, default=20, metavar="K", help="list length / recall cutoff (default: 20)")
-    p.add_argument("--next-click-sessions", type=int, default=20000, metavar="N",
-                   help="full test sessions sampled for next-click at every position (0 = all) (default: 20000)")
-    p.add_argument("--max-hist", type=positive_int, default=30, metavar="N",
-                   help="events of a prefix the recommenders see in the next-click protocol (default: 30)")
+    add_config_flags(p, EvalParams)
     g = p.add_argument_group("the original study's pair protocol")
     g.add_argument("--no-nextevent", action="store_true", help="skip the original study's pair protocol")
     add_config_flags(g, PairParams, prefix="ne-")
@@ -259,8 +273,7 @@ def _cmd_run(args) -> int:
     bad = [n for n in names if n not in R.NAMES] or ([] if names else ["(none)"])
     if bad:
         raise UsageError(f"--recommenders: unknown name {bad[0]!r} (expected some of {', '.join(R.NAMES)})")
-    if args.next_click_sessions < 0:
-        raise UsageError(f"--next-click-sessions: must be >= 0 (0 = all), got {args.next_click_sessions}")
+    ev = config_from_args(EvalParams, args)
     split = config_from_args(SplitParams, args, seed=args.seed)
     pairs = None if args.no_nextevent else config_from_args(PairParams, args, prefix="ne-")
     w2v = config_from_flags(args, seed=args.seed)
@@ -268,8 +281,8 @@ def _cmd_run(args) -> int:
     if args.plot:
         check_plotting()
     report = run_all(args.dataset, args.out_dir, split_dir=args.split_dir, split=split, model_dir=args.model_dir,
-                     w2v=w2v, names=names, k=args.k, next_click_sessions=args.next_click_sessions or None,
-                     max_hist=args.max_hist, pairs=pairs, covisit_params=covisit, w2v_coef=w2v_coef,
+                     w2v=w2v, names=names, k=ev.k, next_click_sessions=ev.next_click_sessions or None,
+                     max_hist=ev.max_hist, pairs=pairs, covisit_params=covisit, w2v_coef=w2v_coef,
                      do_plot=args.plot, keep_submissions=args.keep_submissions, overwrite=args.overwrite,
                      quiet=args.quiet)
     print(markdown(report))

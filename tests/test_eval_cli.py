@@ -137,8 +137,10 @@ def _status(argv) -> int:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--k", "0"], "--k: expected a positive integer, got 0"),
-    (["--k", "x"], "--k: expected a positive integer, got 'x'"),
+    (["--k", "0"], "--k: must be an integer >= 1, got 0"),
+    (["--k", "x"], "--k: expected an integer, got 'x'"),
+    (["--max-hist", "0"], "--max-hist: must be an integer >= 1, got 0"),
+    (["--next-click-sessions", "-1"], "--next-click-sessions: must be an integer >= 0, got -1"),
     (["--epochs", "0"], "--epochs: must be >= 1"),
     (["--vector-size", "0"], "--vector-size: must be >= 1"),
     (["--days", "0"], "--days: must be a number > 0"),

@@ -24,10 +24,11 @@ SAMPLE = Path(__file__).parent / "data" / "otto_sample_train.jsonl"
 def _config_classes():
     from eval.nextevent import PairParams
     from eval.recommenders import CovisitParams
+    from eval.run import EvalParams
     from eval.split import SplitParams
     from serve.server import ServerConfig
     from w2v.config import W2VConfig
-    return [W2VConfig, ServerConfig, CovisitParams, SplitParams, PairParams]
+    return [W2VConfig, ServerConfig, CovisitParams, SplitParams, PairParams, EvalParams]
 
 
 def _parsers():
@@ -140,7 +141,9 @@ def test_parser_errors_are_one_line_with_the_long_flag(capsys):
     ("w2v", ["train", "D", "M", "--window", "0"], "otto-train train: error: --window: must be >= 1"),
     ("w2v", ["index", "M", "--k", "5000"], "otto-train index: error: --k: expected at most 1000 neighbours per row"),
     ("w2v", ["bogus-command-or-dataset"], "otto-train train: error: the following arguments are required: MODEL_DIR"),
-    ("eval", ["score", "L", "S", "--k", "0"], "otto-eval score: error: --k: expected a positive integer, got 0"),
+    ("eval", ["score", "L", "S", "--k", "0"], "otto-eval score: error: --k: must be an integer >= 1, got 0"),
+    ("eval", ["predict", "T", "O", "--recommender", "popular", "--train", "D", "--k", "-3"],
+     "otto-eval predict: error: --k: must be an integer >= 1, got -3"),
     ("eval", ["pairs", "D", "--min-len", "1"], "otto-eval pairs: error: --min-len: must be >= 2"),
     ("serve", ["M", "--decay", "2"], "otto-serve: error: --decay: expected 0 < decay <= 1"),
     ("serve", ["M", "--max-body", "0"], "otto-serve: error: --max-body: expected a positive number"),
