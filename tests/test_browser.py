@@ -92,7 +92,7 @@ def _wait_for(driver, what: str, predicate):
         return WebDriverWait(driver, WAIT, poll_frequency=0.05,
                              ignored_exceptions=(StaleElementReferenceException, NoSuchElementException, ValueError,
                                                  IndexError)).until(lambda d: predicate(d))
-    except Exception as exc:  # noqa: BLE001 - re-raised with what was on the page
+    except Exception as exc:  # re-raised with what was on the page
         status = driver.find_element(By.ID, "status").text
         raise AssertionError(f"the page did not show {what} within {WAIT} s (status line: {status!r})") from exc
 
