@@ -10,6 +10,7 @@ import json
 import sys
 import time
 
+from data_prep.atomic import check_output
 from data_prep.command import run_command
 from data_prep.dataset import Dataset
 
@@ -37,6 +38,7 @@ def _cmd_predict(args) -> int:
     from . import recommenders as R
     from .sessions_io import read_sessions
     from .submission import from_predictions, write_submission
+    check_output(args.out, (args.test, args.train, args.model))
     if args.k < 1:
         raise ValueError(f"--k: must be >= 1, got {args.k}")
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.atomic import atomic_directory
+from data_prep.atomic import atomic_directory, check_output
 from data_prep.dataset import Dataset
 
 from . import recommenders as R
@@ -73,6 +73,7 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, days: f
     params = {k_: v[1] for k_, v in TRAIN_FLAGS.items()}
     params.update(train_params or {})
     out_dir = Path(out_dir)
+    check_output(out_dir, (dataset, split_dir, model_dir))
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass --overwrite to replace it)")
     timings: dict[str, float] = {}

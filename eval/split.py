@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.atomic import atomic_directory
+from data_prep.atomic import atomic_directory, check_output
 from data_prep.dataset import Dataset, write_dataset
 
 from .labels import Labels, labels_from_cut, write_labels
@@ -148,8 +148,9 @@ def register(sub) -> None:
 
 
 def _cmd_split(args) -> int:
-    ds = Dataset.open(args.dataset)
     out = Path(args.out_dir)
+    check_output(out, (args.dataset,))
+    ds = Dataset.open(args.dataset)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
     res = split_dataset(ds, days=args.days, seed=args.seed, min_train_len=args.min_train_len)

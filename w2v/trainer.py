@@ -457,6 +457,7 @@ def register(subparsers) -> None:
 
 
 def _cmd_train(args) -> int:
+    from data_prep.atomic import check_output
     from data_prep.dataset import Dataset
 
     kw = dict(vector_size=args.vector_size, window=args.window, negative=args.negative,
@@ -467,6 +468,7 @@ def _cmd_train(args) -> int:
         kw["workers"] = args.workers
     config = W2VConfig(**kw)
     out = Path(args.model_dir)
+    check_output(out, (args.dataset,))
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
     dataset = Dataset.open(args.dataset)
