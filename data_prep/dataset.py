@@ -171,7 +171,7 @@ class Dataset:
     def _check_unique_ids(self) -> None:
         """Session ids of a dataset *directory* are unique (in-memory views such as evaluation
         prefixes may repeat them, so the constructor does not require it)."""
-        where = str(self.path) if self.path is not None else "<dataset being written>"
+        where = self.path
         i, j = checks.first_repeat(self.session_ids)
         if j >= 0:
             raise DatasetError(f"{where}/session_ids.npy: row {j}: duplicate session id {int(self.session_ids[j])} (first at row {i})")
@@ -318,11 +318,11 @@ def write_dataset(out_dir: str | os.PathLike, session_ids: np.ndarray, offsets: 
     """
     arrays = {"session_ids": session_ids, "offsets": offsets, "aid": aid, "ts": ts, "type": type}
     arrays = {k: np.ascontiguousarray(v, dtype=ARRAYS[k]) for k, v in arrays.items()}
-    ds = Dataset(**arrays)  # validates shapes, offsets and values
+    out_dir = Path(out_dir)
+    ds = Dataset(**arrays, path=out_dir)  # validates shapes, offsets and values; errors name out_dir
     ds._check_unique_ids()
     meta = dataset_meta(ds.n_sessions, ds.n_events, ds.type_counts(), source=source,
                         bad_lines_skipped=bad_lines_skipped, extra=extra_meta)
-    out_dir = Path(out_dir)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)

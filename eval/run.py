@@ -11,6 +11,7 @@ import numpy as np
 
 from data_prep.atomic import atomic_directory, check_output
 from data_prep.dataset import Dataset
+from data_prep.npyio import read_json
 
 from . import recommenders as R
 from .labels import read_labels
@@ -87,7 +88,7 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, days: f
             test = read_sessions(sd / "test_sessions.jsonl")
             test_full = read_sessions(sd / "test_sessions_full.jsonl")
             labels = read_labels(sd / "test_labels.jsonl")
-            split_stats = json.loads((sd / "split.json").read_text()) if (sd / "split.json").exists() else \
+            split_stats = read_json(sd / "split.json") if (sd / "split.json").exists() else \
                 dict(train.meta.get("split", {}))
             split_stats.setdefault("train_sessions", train.n_sessions)
             split_stats.setdefault("test_sessions", test.n_sessions)

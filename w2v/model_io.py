@@ -204,10 +204,10 @@ def load_model(path: str | os.PathLike) -> Model:
         popular = load_npy(path / "popular.npy", "<i8", 2, error=ModelError)
         popular_counts = load_npy(path / "popular_counts.npy", "<i8", 2, error=ModelError)
     V, D = vectors.shape
+    validate_arrays(path, vectors, output, aids, counts, popular, popular_counts)
     if meta["vocab_size"] != V or meta["vector_size"] != D:
         raise ModelError(f"{path / 'meta.json'}: vocab_size/vector_size {meta['vocab_size']}/{meta['vector_size']} "
                          f"do not match vectors.npy {vectors.shape}")
-    validate_arrays(path, vectors, output, aids, counts, popular, popular_counts)
     model = Model(path, vectors, output, aids, counts, meta, popular=popular, popular_counts=popular_counts)
     if (path / "index.json").exists():
         model.neighbors, model.neighbor_scores, model.index_meta = _load_index(path, V, D)
