@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 __all__ = ["OutputPathError", "OutputWriteError", "atomic_directory", "atomic_file", "atomic_files",
-           "check_output", "clean_stale_siblings"]
+           "check_output", "clean_stale_siblings", "named_write_errors"]
 
 
 class OutputPathError(ValueError):
@@ -190,7 +190,11 @@ def _write_error(target: Path, exc: OSError) -> OutputWriteError | None:
 
 
 @contextlib.contextmanager
-def _translated_write_errors(target: Path) -> Iterator[None]:
+def named_write_errors(target: str | os.PathLike) -> Iterator[None]:
+    """Turn a lack-of-space ``OSError`` raised in the block into :class:`OutputWriteError`
+    naming ``target`` (the context managers below do this for their output; use it inside them
+    to name one file of several)."""
+    target = Path(target)
     try:
         yield
     except OutputWriteError:
@@ -244,7 +248,7 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False, *,
     _prepare(target, overwrite, inputs)
     tmp = _make_dir(target)
     try:
-        with _translated_write_errors(target):
+        with named_write_errors(target):
             yield tmp
             _swap_in(tmp, target)
     except BaseException:
@@ -264,7 +268,7 @@ def atomic_file(target: str | os.PathLike, mode: str = "wb", *,
     _prepare(target, True, inputs)
     fd, tmp = _open_new(target)
     try:
-        with _translated_write_errors(target):
+        with named_write_errors(target):
             with os.fdopen(fd, mode) as fh:
                 yield fh
                 fh.flush()
@@ -282,13 +286,14 @@ def atomic_files(directory: str | os.PathLike, names: Iterable[str], *,
     """Replace several files of ``directory`` together: yield ``{name: binary file}``, temporaries
     beside each target; when the block succeeds, every file is flushed and synced, then
     ``before_swap(directory)`` runs and the files are renamed into place in the order of
-    ``names``. On failure every temporary is removed and no target is touched.
+    ``names``. On failure every temporary is removed and no target is touched. Wrap each
+    file's writing in :func:`named_write_errors` to name that file in a disk-full error.
     """
     directory = Path(directory)
     names = list(names)
     opened: dict[str, tuple] = {}
     try:
-        with _translated_write_errors(directory):
+        with named_write_errors(directory):
             for name in names:
                 clean_stale_siblings(directory / name)
                 fd, tmp = _open_new(directory / name)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep import atomic, npyio
+from data_prep import atomic
 from data_prep.dataset import Dataset, DatasetError, write_dataset
 from w2v import model_io
 from w2v.model_io import ModelError, load_model, save_index, save_model
@@ -108,6 +108,7 @@ def test_deeply_nested_sidecar_is_one_line_not_recursion_error(ds_dir, model_dir
 
 
 def test_json_depth_skips_strings_and_bounds_size(tmp_path):
+    from data_prep import npyio
     assert npyio.json_depth(b'{"a": "[[[[[[", "b": [[1], {"c": "\\"]]"}]}') == 3
     p = tmp_path / "big.json"
     p.write_bytes(b" " * (npyio.MAX_JSON_BYTES + 1))
@@ -273,6 +274,7 @@ def test_writers_refuse_what_loaders_refuse(tmp_path):
 
 
 def test_error_classes_form_one_hierarchy():
+    from data_prep import npyio
     from w2v.interchange import Word2VecFormatError
     assert issubclass(model_io.NeighborIndexError, ModelError)
     for cls in (ModelError, DatasetError, Word2VecFormatError):
@@ -295,7 +297,7 @@ def test_failed_index_write_keeps_the_old_table(model_dir, monkeypatch):
     nb = np.zeros((V, 2), np.int32)
     with pytest.raises(atomic.OutputWriteError, match=r"cannot write: no space left on device") as e:
         save_index(model_dir, nb, np.zeros((V, 2), np.float32), {})
-    _one_line(e.value, model_dir)
+    _one_line(e.value, model_dir / "neighbor_scores.npy")
     monkeypatch.undo()
     assert {n: (model_dir / n).read_bytes() for n in model_io.INDEX_FILES} == before
     assert sorted(p.name for p in model_dir.iterdir() if p.name.startswith(".")) == []

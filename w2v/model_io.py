@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import checks
-from data_prep.atomic import atomic_directory, atomic_files
+from data_prep.atomic import atomic_directory, atomic_files, named_write_errors
 from data_prep.npyio import FormatError, check_fields, load_npy, read_json
 
 FORMAT_NAME = "otto-w2v-model"
@@ -274,9 +274,12 @@ def save_index(path: str | os.PathLike, neighbors: np.ndarray, scores: np.ndarra
     imeta = dict(info)
     imeta.update(format=INDEX_FORMAT_NAME, format_version=INDEX_FORMAT_VERSION, k=int(k))
     with atomic_files(path, INDEX_FILES, before_swap=_drop_old_index) as tmp:
-        np.save(tmp["neighbors.npy"], neighbors, allow_pickle=False)
-        np.save(tmp["neighbor_scores.npy"], scores, allow_pickle=False)
-        tmp["index.json"].write((json.dumps(imeta, indent=2) + "\n").encode("utf-8"))
+        with named_write_errors(path / "neighbors.npy"):
+            np.save(tmp["neighbors.npy"], neighbors, allow_pickle=False)
+        with named_write_errors(path / "neighbor_scores.npy"):
+            np.save(tmp["neighbor_scores.npy"], scores, allow_pickle=False)
+        with named_write_errors(path / "index.json"):
+            tmp["index.json"].write((json.dumps(imeta, indent=2) + "\n").encode("utf-8"))
 
 
 def _drop_old_index(path: Path) -> None:
