@@ -13,7 +13,8 @@ through the context managers here:
   removes the temporary and leaves the old output as it was.
 * Temporaries left by a run that was killed (SIGKILL, power loss) are removed by the next run
   writing the same output: a sibling matching the names above whose process id is no longer
-  running is stale. If such a run died between the two renames of the fallback swap, the old
+  running, and which no process holds an ``flock`` on (every writer locks its temporary), is
+  stale. If such a run died between the two renames of the fallback swap, the old
   output is put back first.
 * Files and directories are created with mode ``0666``/``0777`` minus the process umask, as
   ``open``/``mkdir`` would make them (a group-readable umask gives a group-readable model).
@@ -30,6 +31,11 @@ import os
 import re
 import secrets
 import shutil
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -93,6 +99,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _lock(fd: int) -> None:
+    """Hold an exclusive ``flock`` on ``fd`` for as long as it is open: the mark of a live writer
+    that ``clean_stale_siblings`` respects even across PID namespaces."""
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlocked(p: Path) -> bool:
+    """True when no process holds the ``flock`` of ``p`` (or locks are not available)."""
+    if fcntl is None:
+        return True
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return not os.path.lexists(p) or p.is_symlink()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _remove(p: Path) -> None:
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)
@@ -105,7 +136,8 @@ def clean_stale_siblings(target: str | os.PathLike) -> list[Path]:
     """Remove temporaries of ``target`` left by killed runs; return what was removed.
 
     Only names this module creates (``.<name>.tmp-<pid>-<hex>``, ``.<name>.old-<pid>-<hex>``)
-    whose process is no longer running are touched. When ``target`` is missing and a stale
+    whose process is no longer running, and on which no process holds the ``flock`` every writer
+    keeps on its temporary (a writer in another PID namespace), are touched. When ``target`` is missing and a stale
     ``.old-`` sibling exists (a run died between the two renames of a swap), it is renamed back
     to ``target`` instead of being removed.
     """
@@ -119,9 +151,9 @@ def clean_stale_siblings(target: str | os.PathLike) -> list[Path]:
     for kind in ("old", "tmp"):  # an old output is restored before anything else happens
         for name in sorted(names):
             m = pat.fullmatch(name)
-            if not m or m.group(1) != kind or _pid_alive(int(m.group(2))):
-                continue
             p = target.parent / name
+            if not m or m.group(1) != kind or _pid_alive(int(m.group(2))) or not _unlocked(p):
+                continue
             if kind == "old" and not os.path.lexists(target):
                 try:
                     os.rename(p, target)
@@ -214,23 +246,27 @@ def _prepare(target: Path, overwrite: bool, inputs: Iterable) -> None:
     clean_stale_siblings(target)
 
 
-def _make_dir(target: Path) -> Path:
+def _make_dir(target: Path) -> tuple[int, Path]:
     while True:
         tmp = _temp_sibling(target, "tmp")
         try:
             os.mkdir(tmp, 0o777)  # minus the umask
-            return tmp
         except FileExistsError:  # pragma: no cover - 32 random bits collided
             continue
+        fd = os.open(tmp, os.O_RDONLY)
+        _lock(fd)
+        return fd, tmp
 
 
 def _open_new(target: Path) -> tuple[int, Path]:
     while True:
         tmp = _temp_sibling(target, "tmp")
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         except FileExistsError:  # pragma: no cover
             continue
+        _lock(fd)
+        return fd, tmp
 
 
 # ------------------------------------------------------------------------------ context managers
@@ -246,7 +282,7 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False, *,
     """
     target = Path(target)
     _prepare(target, overwrite, inputs)
-    tmp = _make_dir(target)
+    lock, tmp = _make_dir(target)
     try:
         with named_write_errors(target):
             yield tmp
@@ -254,6 +290,8 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False, *,
     except BaseException:
         _remove(tmp)
         raise
+    finally:
+        os.close(lock)
 
 
 @contextlib.contextmanager

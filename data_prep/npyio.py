@@ -22,6 +22,7 @@ them as one line.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -110,7 +111,9 @@ def load_npy(path: str | Path, dtype: str | np.dtype, ndim: int, *,
         raise error(f"{path}: shape {tuple(shape)} (expected {ndim}-d)")
     if fortran and ndim > 1:
         raise error(f"{path}: stored in Fortran (column-major) order; expected C order")
-    need = offset + int(np.prod(shape, dtype=np.int64)) * got.itemsize
+    if any(n < 0 for n in shape):
+        raise error(f"{path}: header declares a negative dimension in shape {tuple(shape)}")
+    need = offset + math.prod(shape) * got.itemsize  # Python ints: no overflow
     if size < need:
         raise error(f"{path}: truncated: the header declares shape {tuple(shape)} of {got.str} "
                     f"({need} bytes with the header) but the file holds {size} bytes")

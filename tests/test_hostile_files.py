@@ -384,10 +384,20 @@ def test_stale_temporaries_of_killed_runs_are_cleaned(tmp_path):
     foreign.mkdir()
     other = tmp_path / f".other.tmp-{dead}-0badc0de"          # another output's temporary
     other.mkdir()
-    with atomic.atomic_directory(out) as tmp:
-        (tmp / "f").write_text("x")
+    locked = tmp_path / f".out.tmp-{dead}-1badc0de"  # pid unknown here, but its writer holds the lock
+    locked.mkdir()
+    import fcntl
+    fd = os.open(locked, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with atomic.atomic_directory(out) as tmp:
+            (tmp / "f").write_text("x")
+    finally:
+        os.close(fd)
     assert not stale_dir.exists()
-    assert live.exists() and foreign.exists() and other.exists()
+    assert live.exists() and foreign.exists() and other.exists() and locked.exists()
+    atomic.clean_stale_siblings(out)  # the lock is gone: now it is stale
+    assert not locked.exists()
 
 
 def test_killed_between_the_two_renames_restores_the_old_output(tmp_path):
