@@ -2,7 +2,6 @@
 score both protocols, and write one report (Markdown + JSON, optional plots)."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
