@@ -148,9 +148,9 @@ def register(sub) -> None:
 
 
 def _cmd_split(args) -> int:
-    out = Path(args.out_dir)
-    check_output(out, (args.dataset,))
+    check_output(args.out_dir, (args.dataset,))
     ds = Dataset.open(args.dataset)
+    out = Path(args.out_dir)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
     res = split_dataset(ds, days=args.days, seed=args.seed, min_train_len=args.min_train_len)
