@@ -26,7 +26,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from . import checks
 from .atomic import atomic_directory
+from .npyio import FormatError, check_fields, load_npy, read_json
 
 FORMAT_NAME = "otto-dataset"
 FORMAT_VERSION = 1
@@ -43,7 +45,7 @@ ARRAYS: dict[str, np.dtype] = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(FormatError):
     """A dataset directory is missing, corrupt or inconsistent. The message names the file."""
 
 
@@ -89,12 +91,16 @@ class Dataset:
     """Sessions in CSR layout, backed by memory-mapped arrays (or plain arrays in memory).
 
     ``Dataset.open(path)`` validates the directory; ``Dataset(...)`` wraps arrays directly
-    (used for filtered views and tests) and validates them the same way.
+    (used for filtered views and tests) and validates them the same way, except that session ids
+    may repeat in memory (evaluation prefixes do); ``open`` and ``write_dataset`` require them
+    unique. ``check_values=False``
+    skips the value scans (structure is always checked); it is meant for subsets of a dataset
+    that was already checked, such as ``filter``'s result.
     """
 
     def __init__(self, session_ids: np.ndarray, offsets: np.ndarray, aid: np.ndarray,
                  ts: np.ndarray, type: np.ndarray, meta: dict | None = None,
-                 path: Path | None = None):
+                 path: Path | None = None, check_values: bool = True):
         self.session_ids = session_ids
         self.offsets = offsets
         self.aid = aid
@@ -102,32 +108,29 @@ class Dataset:
         self.type = type
         self.path = path
         self.meta = dict(meta) if meta else {}
-        self._validate()
+        self._validate(check_values)
 
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Dataset":
-        """Open a dataset directory written by ``write_dataset`` (memory-mapped, read-only)."""
+        """Open a dataset directory written by ``write_dataset`` (memory-mapped, read-only).
+
+        Every file is checked (``validate_meta``, ``Dataset._validate``): a one-line
+        ``DatasetError`` names the file and the first problem found.
+        """
         path = Path(path)
         if not path.is_dir():
             raise DatasetError(f"{path}: not a dataset directory (it does not exist or is not a directory)")
-        meta_path = path / "meta.json"
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DatasetError(f"{meta_path}: missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{meta_path}: not valid JSON ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise DatasetError(f"{meta_path}: not an {FORMAT_NAME} meta file (format={meta.get('format') if isinstance(meta, dict) else None!r})")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(f"{meta_path}: format_version {meta.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
-        arrays = {}
-        for name, dtype in ARRAYS.items():
-            arrays[name] = _load_array(path / f"{name}.npy", dtype)
-        return cls(meta=meta, path=path, **arrays)
+        meta = read_json(path / "meta.json", error=DatasetError)
+        validate_meta(meta, path / "meta.json")
+        arrays = {name: load_npy(path / f"{name}.npy", dtype, 1, error=DatasetError) for name, dtype in ARRAYS.items()}
+        ds = cls(meta=meta, path=path, **arrays)
+        ds._check_unique_ids()
+        return ds
 
-    def _validate(self) -> None:
+    def _validate(self, check_values: bool = True) -> None:
+        """Shapes, dtypes and CSR structure always; with ``check_values`` also every value rule of
+        docs/FORMATS.md section 1 (one pass over each array, no temporaries)."""
         where = str(self.path) if self.path is not None else "<in-memory dataset>"
         for name, dtype in ARRAYS.items():
             arr = getattr(self, name)
@@ -146,15 +149,32 @@ class Dataset:
             raise DatasetError(f"{where}/offsets.npy: offsets[0] = {int(self.offsets[0])} (expected 0)")
         if self.offsets[-1] != E:
             raise DatasetError(f"{where}/offsets.npy: offsets[-1] = {int(self.offsets[-1])} (expected events = {E})")
-        if S and np.any(np.diff(self.offsets) < 0):
-            bad = int(np.argmax(np.diff(self.offsets) < 0))
-            raise DatasetError(f"{where}/offsets.npy: offsets decrease at session row {bad}")
-        if E and int(self.type.max()) > 2:
-            raise DatasetError(f"{where}/type.npy: type code {int(self.type.max())} (expected 0, 1 or 2)")
         if "n_sessions" in self.meta and self.meta["n_sessions"] != S:
             raise DatasetError(f"{where}/meta.json: n_sessions {self.meta['n_sessions']} does not match session_ids.npy ({S})")
         if "n_events" in self.meta and self.meta["n_events"] != E:
             raise DatasetError(f"{where}/meta.json: n_events {self.meta['n_events']} does not match aid.npy ({E})")
+        if not check_values:
+            return
+        bad = checks.first_descent(self.offsets, False)
+        if bad >= 0:
+            raise DatasetError(f"{where}/offsets.npy: offsets decrease at session row {bad - 1}")
+        bad = checks.first_outside(self.type, 0, 3)
+        if bad >= 0:
+            raise DatasetError(f"{where}/type.npy: event {bad}: type code {int(self.type[bad])} (expected 0, 1 or 2)")
+        bad = checks.first_below(self.aid, 0)
+        if bad >= 0:
+            raise DatasetError(f"{where}/aid.npy: event {bad}: aid {int(self.aid[bad])} is negative")
+        bad = checks.first_below(self.session_ids, 0)
+        if bad >= 0:
+            raise DatasetError(f"{where}/session_ids.npy: row {bad}: session id {int(self.session_ids[bad])} is negative")
+
+    def _check_unique_ids(self) -> None:
+        """Session ids of a dataset *directory* are unique (in-memory views such as evaluation
+        prefixes may repeat them, so the constructor does not require it)."""
+        where = self.path
+        i, j = checks.first_repeat(self.session_ids)
+        if j >= 0:
+            raise DatasetError(f"{where}/session_ids.npy: row {j}: duplicate session id {int(self.session_ids[j])} (first at row {i})")
 
     # ------------------------------------------------------------------ access
     @property
@@ -221,10 +241,13 @@ class Dataset:
         meta["filter"] = {"types": [TYPE_NAMES[c] for c in codes], "min_len": int(min_len)}
         return Dataset(np.ascontiguousarray(self.session_ids[sel]), offsets,
                        np.ascontiguousarray(self.aid[emask]), np.ascontiguousarray(self.ts[emask]),
-                       np.ascontiguousarray(self.type[emask]), meta=meta)
+                       np.ascontiguousarray(self.type[emask]), meta=meta, check_values=False)
 
     def take(self, rows: np.ndarray) -> "Dataset":
-        """The sessions at the given row positions (in that order), as an in-memory dataset."""
+        """The sessions at the given row positions (in that order), as an in-memory dataset.
+
+        A row given twice appears twice, with its session id (resampling); the values were checked
+        when this dataset was built, so they are not scanned again."""
         rows = np.asarray(rows, dtype=np.int64)
         starts, ends = self.offsets[rows], self.offsets[rows + 1]
         lens = ends - starts
@@ -233,21 +256,56 @@ class Dataset:
         idx = np.repeat(starts - offsets[:-1], lens) + np.arange(offsets[-1], dtype=np.int64)
         meta = {k: v for k, v in self.meta.items() if k not in ("n_sessions", "n_events", "counts")}
         return Dataset(np.ascontiguousarray(self.session_ids[rows]), offsets, self.aid[idx],
-                       self.ts[idx], self.type[idx], meta=meta)
+                       self.ts[idx], self.type[idx], meta=meta, check_values=False)
 
 
-def _load_array(path: Path, dtype: np.dtype) -> np.ndarray:
-    if not path.is_file():
-        raise DatasetError(f"{path}: missing")
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DatasetError(f"{path}: not a readable .npy array; the file may be truncated or corrupt ({exc})") from None
-    if arr.dtype != dtype:
-        raise DatasetError(f"{path}: dtype {arr.dtype.str} (expected {dtype.str})")
-    if arr.ndim != 1:
-        raise DatasetError(f"{path}: shape {arr.shape} (expected 1-d)")
-    return arr
+META_FIELDS = {
+    "format": ("str", True),
+    "format_version": ("int", True),
+    "n_sessions": ("count", False),
+    "n_events": ("count", False),
+    "counts": ("object", False),
+    "source": ("object|null", False),
+    "bad_lines_skipped": ("count", False),
+    "bad_line_examples": ("array", False),
+}
+
+
+def validate_meta(meta: dict, where: str | os.PathLike = "meta.json") -> None:
+    """Check a dataset ``meta.json`` object: format name and version, then the type of every
+    known field (``META_FIELDS``); a ``DatasetError`` names the file and the field."""
+    if meta.get("format") != FORMAT_NAME:
+        raise DatasetError(f"{where}: not an {FORMAT_NAME} meta file (format={meta.get('format')!r})")
+    check_fields(meta, META_FIELDS, where, error=DatasetError)
+    if meta["format_version"] != FORMAT_VERSION:
+        raise DatasetError(f"{where}: format_version {meta['format_version']!r} is not supported (expected {FORMAT_VERSION})")
+    if "counts" in meta:
+        check_fields(meta["counts"], {t: ("count", True) for t in TYPE_NAMES}, where,
+                     error=DatasetError, prefix="counts.")
+
+
+def dataset_meta(n_sessions: int, n_events: int, counts: dict[str, int] | Sequence[int], *,
+                 source: dict | None = None, bad_lines_skipped: int = 0,
+                 extra: dict | None = None) -> dict:
+    """The ``meta.json`` object of a dataset (docs/FORMATS.md section 1); every writer builds it here.
+
+    ``counts``: events per type, as ``{"clicks": n, ...}`` or ``[n_clicks, n_carts, n_orders]``;
+    ``extra`` keys are added last (e.g. ``bad_line_examples``, ``split``).
+    """
+    if not isinstance(counts, dict):
+        counts = {name: int(counts[c]) for c, name in enumerate(TYPE_NAMES)}
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "n_sessions": int(n_sessions),
+        "n_events": int(n_events),
+        "counts": {name: int(counts[name]) for name in TYPE_NAMES},
+        "source": source,
+        "bad_lines_skipped": int(bad_lines_skipped),
+    }
+    if extra:
+        meta.update(extra)
+    return meta
 
 
 def write_dataset(out_dir: str | os.PathLike, session_ids: np.ndarray, offsets: np.ndarray,
@@ -260,19 +318,11 @@ def write_dataset(out_dir: str | os.PathLike, session_ids: np.ndarray, offsets: 
     """
     arrays = {"session_ids": session_ids, "offsets": offsets, "aid": aid, "ts": ts, "type": type}
     arrays = {k: np.ascontiguousarray(v, dtype=ARRAYS[k]) for k, v in arrays.items()}
-    ds = Dataset(**arrays)  # validates shapes and offsets
-    meta = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "n_sessions": ds.n_sessions,
-        "n_events": ds.n_events,
-        "counts": ds.type_counts(),
-        "source": source,
-        "bad_lines_skipped": int(bad_lines_skipped),
-    }
-    if extra_meta:
-        meta.update(extra_meta)
     out_dir = Path(out_dir)
+    ds = Dataset(**arrays, path=out_dir)  # validates shapes, offsets and values; errors name out_dir
+    ds._check_unique_ids()
+    meta = dataset_meta(ds.n_sessions, ds.n_events, ds.type_counts(), source=source,
+                        bad_lines_skipped=bad_lines_skipped, extra=extra_meta)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from . import fastparse as fp
-from .atomic import atomic_directory, atomic_file
+from .atomic import atomic_directory, atomic_file, check_output
 from .command import positive_int
-from .dataset import (ARRAYS, FORMAT_NAME, FORMAT_VERSION, TYPE_CODES, TYPE_NAMES, Dataset)
+from .dataset import ARRAYS, TYPE_CODES, TYPE_NAMES, Dataset, dataset_meta
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -620,6 +620,7 @@ def convert(in_path: str | os.PathLike, out_dir: str | os.PathLike, *, block_siz
         raise ValueError(f"block_size: must be a positive integer, got {block_size!r}")
     if in_path.is_dir():
         raise IsADirectoryError(f"{in_path}: is a directory, not an OTTO JSONL file")
+    check_output(out_dir, (in_path,))
     size = in_path.stat().st_size
     name = str(in_path)
     n_threads = _check_threads(threads)
@@ -628,7 +629,7 @@ def convert(in_path: str | os.PathLike, out_dir: str | os.PathLike, *, block_siz
         stack.callback(raw.close)
         if stream is not raw:
             stack.callback(stream.close)
-        tmp = stack.enter_context(atomic_directory(out_dir, overwrite=overwrite))
+        tmp = stack.enter_context(atomic_directory(out_dir, overwrite=overwrite, inputs=(in_path,)))
         columns = {}
         for key, dtype in ARRAYS.items():
             columns[key] = _NpyAppender(tmp / f"{key}.npy", dtype)
@@ -659,17 +660,9 @@ def convert(in_path: str | os.PathLike, out_dir: str | os.PathLike, *, block_siz
             raise ReaderError(f"{name}: no valid OTTO record (all {conv.lines_done} lines were skipped)")
         for app in conv.out.values():
             app.close()
-        meta = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "n_sessions": conv.n_sessions,
-            "n_events": conv.n_events,
-            "counts": {TYPE_NAMES[c]: int(conv.counts[c]) for c in range(3)},
-            "source": {"name": in_path.name, "size": size},
-            "bad_lines_skipped": conv.n_bad,
-        }
-        if conv.examples:
-            meta["bad_line_examples"] = [{"line": ln, "reason": r} for ln, r in conv.examples]
+        examples = [{"line": ln, "reason": r} for ln, r in conv.examples]
+        meta = dataset_meta(conv.n_sessions, conv.n_events, conv.counts, source={"name": in_path.name, "size": size},
+                            bad_lines_skipped=conv.n_bad, extra={"bad_line_examples": examples} if examples else None)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     progress.update(size, size, conv.n_events, force=True)
     if conv.n_bad and not quiet:
@@ -693,6 +686,7 @@ def export(dataset: Dataset | str | os.PathLike, out_path: str | os.PathLike, *,
     if isinstance(batch_events, bool) or not isinstance(batch_events, int) or batch_events < 1:
         raise ValueError(f"batch_events: must be a positive integer, got {batch_events!r}")
     out_path = Path(out_path)
+    check_output(out_path, (ds.path,))
     where = str(ds.path) if ds.path is not None else "<in-memory dataset>"
     S = ds.n_sessions
     offsets = np.ascontiguousarray(ds.offsets)
@@ -704,7 +698,7 @@ def export(dataset: Dataset | str | os.PathLike, out_path: str | os.PathLike, *,
         if n_threads > 1 and ds.n_events >= batch_events // 4:
             pool = ThreadPoolExecutor(n_threads, thread_name_prefix="otto-prep-export")
             stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-        fh = stack.enter_context(atomic_file(out_path, "wb"))
+        fh = stack.enter_context(atomic_file(out_path, "wb", inputs=(ds.path,)))
         sink = gzip.GzipFile(filename="", fileobj=fh, mode="wb", compresslevel=6, mtime=0) if out_path.name.endswith(".gz") else fh
         s0 = 0
         while s0 < S:

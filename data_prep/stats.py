@@ -153,7 +153,7 @@ def plot(dataset: Dataset, out_png: str | Path, per_item: np.ndarray | None = No
     fig.tight_layout()
     out_png = Path(out_png)
     from .atomic import atomic_file
-    with atomic_file(out_png, "wb") as fh:
+    with atomic_file(out_png, "wb", inputs=(dataset.path,)) as fh:
         fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
     return pts

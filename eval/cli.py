@@ -9,6 +9,7 @@ import json
 import sys
 import time
 
+from data_prep.atomic import check_output
 from data_prep.command import ArgumentParser, UsageError, run_command
 from data_prep.dataset import Dataset
 from data_prep.flags import add_config_flags, config_from_args
@@ -43,6 +44,7 @@ def _cmd_predict(args) -> int:
     from .submission import from_predictions, write_submission
     covisit, w2v_coef = R.tuning_from_flags(args)
     k = config_from_args(EvalParams, args).k
+    check_output(args.out, (args.test, args.train, args.model))
     t0 = time.perf_counter()
     rec = R.make(args.recommender, seed=args.seed, covisit_params=covisit, progress=not args.quiet, w2v_coef=w2v_coef)
     model = None

@@ -176,6 +176,8 @@ def read_labels(path: str | os.PathLike) -> Labels:
                 obj = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise LabelsError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+            except RecursionError:
+                raise LabelsError(f"{path}:{lineno}: JSON nested too deeply") from None
             if not isinstance(obj, dict) or "session" not in obj or not isinstance(obj.get("labels"), dict):
                 raise LabelsError(f"{path}:{lineno}: expected {{\"session\": int, \"labels\": {{...}}}}")
             sid = obj["session"]

@@ -5,7 +5,6 @@ Every argument is validated before any work starts; the Word2Vec flags are ``ott
 (``w2v.trainer.add_config_flags``), so both train with the same defaults."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -13,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.atomic import atomic_directory
+from data_prep.atomic import atomic_directory, check_output
 from data_prep.dataset import Dataset
+from data_prep.npyio import read_json
 
 from . import recommenders as R
 from .labels import read_labels
@@ -96,6 +96,7 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
     if do_plot:
         check_plotting()
     out_dir = Path(out_dir)
+    check_output(out_dir, (dataset, split_dir, model_dir))
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass --overwrite to replace it)")
     timings: dict[str, float] = {}
@@ -109,7 +110,7 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
             test = read_sessions(sd / "test_sessions.jsonl")
             test_full = read_sessions(sd / "test_sessions_full.jsonl")
             labels = read_labels(sd / "test_labels.jsonl")
-            split_stats = json.loads((sd / "split.json").read_text()) if (sd / "split.json").exists() else \
+            split_stats = read_json(sd / "split.json") if (sd / "split.json").exists() else \
                 dict(train.meta.get("split", {}))
             split_stats.setdefault("train_sessions", train.n_sessions)
             split_stats.setdefault("test_sessions", test.n_sessions)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.atomic import atomic_directory
+from data_prep.atomic import atomic_directory, check_output
 from data_prep.dataset import Dataset, write_dataset
 
 from .labels import Labels, labels_from_cut, write_labels
@@ -187,6 +187,7 @@ def register(sub) -> None:
 def _cmd_split(args) -> int:
     from data_prep.flags import config_from_args
     params = config_from_args(SplitParams, args)
+    check_output(args.out_dir, (args.dataset,))
     out = Path(args.out_dir)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")

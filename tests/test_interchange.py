@@ -57,7 +57,7 @@ def test_model_round_trip_is_bit_exact(tmp_path, binary):
     m = _random_model(tmp_path / "m", V=60, D=9)
     vec = np.array(m.vectors)
     vec[1, :SPECIAL.size // 3] = SPECIAL[: SPECIAL.size // 3]
-    vec[2, :] = SPECIAL[-9:]  # inf, nan and friends
+    vec[2, :] = SPECIAL[-12:-3]  # the largest finite values (a model holds no inf or nan)
     save_model(tmp_path / "m2", vec, m.output, m.aids, m.counts, {})
     out = tmp_path / ("v.bin" if binary else "v.txt")
     ix.export_word2vec(tmp_path / "m2", out, binary=binary)
@@ -69,6 +69,20 @@ def test_model_round_trip_is_bit_exact(tmp_path, binary):
     assert back.meta["source"] == "word2vec-import"
     assert back.meta["output_known"] is False and back.meta["counts_known"] is False
     assert back.meta["imported_from"]["format"] == ("binary" if binary else "text")
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_non_finite_values_round_trip_as_files_but_never_become_a_model(tmp_path, binary):
+    vec = np.zeros((3, 9), np.float32)
+    vec[1] = SPECIAL[-9:]  # inf, -inf, nan and friends
+    out = tmp_path / ("v.bin" if binary else "v.txt")
+    ix.write_word2vec(out, np.array([4, 5, 6]), vec, binary=binary)
+    _, back, _ = ix.read_word2vec(out)
+    assert _bits_equal(back, vec)  # the file format carries them bit-exactly
+    where = "record 2" if binary else "line 3"
+    with pytest.raises(ix.Word2VecFormatError, match=rf"v\.(txt|bin): {where}: value 7 is inf; .*finite"):
+        ix.import_word2vec(out, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
 
 
 def test_export_output_vectors_and_loaded_model(tmp_path):
@@ -169,16 +183,21 @@ def test_chunking_does_not_change_results(tmp_path):
         assert np.array_equal(a1, a2) and _bits_equal(v1, v2) and _bits_equal(v1, m.vectors)
 
 
-def test_zero_row_model(tmp_path):
-    save_model(tmp_path / "z", np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32),
-               np.zeros(0, np.int64), np.zeros(0, np.int64), {})
+def test_zero_row_files_are_read_but_never_become_a_model(tmp_path):
+    from w2v.model_io import ModelError
+    with pytest.raises(ModelError, match=r"z/vectors\.npy: 0 rows"):
+        save_model(tmp_path / "z", np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32),
+                   np.zeros(0, np.int64), np.zeros(0, np.int64), {})
+    assert not (tmp_path / "z").exists()
     for binary in (False, True):
         out = tmp_path / f"z{binary}"
-        ix.export_word2vec(tmp_path / "z", out, binary=binary)
+        ix.write_word2vec(out, np.zeros(0, np.int64), np.zeros((0, 4), np.float32), binary=binary)
         assert out.read_bytes() == b"0 4\n"
-        ix.import_word2vec(out, tmp_path / f"back{binary}")
-        back = load_model(tmp_path / f"back{binary}")
-        assert back.vectors.shape == (0, 4) and back.aids.shape == (0,)
+        aids, vec, _ = ix.read_word2vec(out, binary=binary)
+        assert vec.shape == (0, 4) and aids.shape == (0,)
+        with pytest.raises(ix.Word2VecFormatError, match=r"line 1: the header declares 0 rows of 4 dimensions"):
+            ix.import_word2vec(out, tmp_path / f"back{binary}")
+        assert not (tmp_path / f"back{binary}").exists()
 
 
 def test_zero_dimensional_vectors(tmp_path):
@@ -187,6 +206,8 @@ def test_zero_dimensional_vectors(tmp_path):
         ix.write_word2vec(out, np.array([3, 1]), np.zeros((2, 0), np.float32), binary=binary)
         aids, vec, _ = ix.read_word2vec(out, binary=binary)
         assert aids.tolist() == [3, 1] and vec.shape == (2, 0)
+        with pytest.raises(ix.Word2VecFormatError, match=r"line 1: the header declares 2 rows of 0 dimensions"):
+            ix.import_word2vec(out, tmp_path / f"back{binary}")
 
 
 def test_auto_detect_and_forced_mode(tmp_path):

@@ -337,7 +337,7 @@ def test_export_refuses_what_otto_cannot_hold(tmp_path):
     empty_session = Dataset(offsets=np.array([0, 2, 2], np.int64), **ok)
     with pytest.raises(ValueError, match="row 1 .*no events"):
         export(empty_session, tmp_path / "a.jsonl")
-    neg = Dataset(offsets=np.array([0, 1, 2], np.int64), **dict(ok, aid=np.array([1, -2], np.int32)))
+    neg = Dataset(offsets=np.array([0, 1, 2], np.int64), **dict(ok, ts=np.array([1, -2], np.int64)))
     with pytest.raises(ValueError, match="row 1 .*negative"):
         export(neg, tmp_path / "b.jsonl")
     assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()

@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
-from data_prep.atomic import atomic_file
+from data_prep import checks
+from data_prep.atomic import atomic_file, check_output
+from data_prep.npyio import FormatError
 
 from .model_io import Model, load_model, save_model
 
@@ -46,7 +48,7 @@ __all__ = [
 ]
 
 
-class Word2VecFormatError(ValueError):
+class Word2VecFormatError(FormatError):
     """A word2vec file is malformed. The message names the file and the line or record."""
 
 
@@ -527,11 +529,13 @@ def _progress(enabled: bool, msg: str) -> None:
 
 
 def write_word2vec(out_path: str | os.PathLike, aids: np.ndarray, vectors: np.ndarray, *,
-                   binary: bool = False, chunk_bytes: int = 1 << 24, progress: bool = False) -> Path:
+                   binary: bool = False, chunk_bytes: int = 1 << 24, progress: bool = False,
+                   inputs: tuple = ()) -> Path:
     """Write ``aids`` (int [V], each >= 0) and ``vectors`` (float32 [V, D]) as a word2vec file.
 
     The file appears atomically at ``out_path``. ``chunk_bytes`` bounds the scratch buffer (rows
-    are encoded ``chunk_bytes // row_bytes`` at a time, at least one).
+    are encoded ``chunk_bytes // row_bytes`` at a time, at least one). ``inputs``: paths the
+    output must not be, contain or lie inside (``data_prep.atomic.check_output``).
     """
     out_path = Path(out_path)
     aids = np.asarray(aids)
@@ -549,7 +553,7 @@ def write_word2vec(out_path: str | os.PathLike, aids: np.ndarray, vectors: np.nd
     rows = max(1, int(chunk_bytes) // stride)
     out = np.empty(min(rows, max(V, 1)) * stride, np.uint8)
     lens = np.empty(min(rows, max(V, 1)), np.int64)
-    with atomic_file(out_path, "wb") as fh:
+    with atomic_file(out_path, "wb", inputs=inputs) as fh:
         fh.write(f"{V} {D}\n".encode("ascii"))
         for a in range(0, V, rows):
             b = min(V, a + rows)
@@ -571,9 +575,10 @@ def export_word2vec(model: str | os.PathLike | Model, out_path: str | os.PathLik
     if which not in ("vectors", "output"):
         raise ValueError(f"which={which!r}: expected 'vectors' or 'output'")
     if not isinstance(model, Model):
+        check_output(out_path, (model,))
         model = load_model(model)
     mat = model.vectors if which == "vectors" else model.output
-    return write_word2vec(out_path, model.aids, mat, binary=binary, progress=progress)
+    return write_word2vec(out_path, model.aids, mat, binary=binary, progress=progress, inputs=(model.path,))
 
 
 # --------------------------------------------------------------------------------------------
@@ -748,6 +753,21 @@ def read_word2vec(path: str | os.PathLike, *, binary: bool | None = None, window
     return keys, vecs, {"binary": bool(binary), "rows": V, "dim": D}
 
 
+def _check_importable(path: Path, vecs: np.ndarray, binary: bool) -> None:
+    """A model needs at least one row and one dimension, and finite values (docs/FORMATS.md
+    section 2); name the input line or record that breaks it."""
+    V, D = vecs.shape
+    if V == 0 or D == 0:
+        raise Word2VecFormatError(f"{path}: line 1: the header declares {V} rows of {D} dimensions; "
+                                  "a model needs at least one row and one dimension")
+    bad = checks.first_nonfinite(vecs.reshape(-1))
+    if bad >= 0:
+        r, c = divmod(bad, D)
+        where = f"record {r + 1}" if binary else f"line {r + 2}"
+        raise Word2VecFormatError(f"{path}: {where}: value {c + 1} is {float(vecs[r, c])}; "
+                                  "the vectors of a model must be finite")
+
+
 def import_word2vec(path: str | os.PathLike, out_model_dir: str | os.PathLike, *, binary: bool | None = None,
                     overwrite: bool = False, progress: bool = False) -> Path:
     """Import a word2vec text/binary file (ours, word2vec.c's or gensim's) as a model directory.
@@ -758,9 +778,11 @@ def import_word2vec(path: str | os.PathLike, out_model_dir: str | os.PathLike, *
     """
     path = Path(path)
     out_model_dir = Path(out_model_dir)
+    check_output(out_model_dir, (path,))
     if out_model_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_model_dir}: already exists (--overwrite, or overwrite=True, replaces it)")
     keys, vecs, info = read_word2vec(path, binary=binary, progress=progress)
+    _check_importable(path, vecs, info["binary"])
     meta = {
         "source": "word2vec-import",
         "imported_from": {"name": path.name, "size": path.stat().st_size,
@@ -770,7 +792,7 @@ def import_word2vec(path: str | os.PathLike, out_model_dir: str | os.PathLike, *
         "note": "output.npy is all zeros and counts.npy all zeros: a word2vec file holds neither",
     }
     return save_model(out_model_dir, vecs, np.zeros_like(vecs), keys, np.zeros(keys.shape[0], np.int64), meta,
-                      overwrite=overwrite)
+                      overwrite=overwrite, inputs=(path,))
 
 
 # --------------------------------------------------------------------------------------------

@@ -461,10 +461,12 @@ def register(subparsers) -> None:
 
 
 def _cmd_train(args) -> int:
+    from data_prep.atomic import check_output
     from data_prep.dataset import Dataset
 
     config = config_from_flags(args)
     out = Path(args.model_dir)
+    check_output(out, (args.dataset,))
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
     dataset = Dataset.open(args.dataset)
