@@ -4,28 +4,35 @@
 ``rec.predict(test: Dataset, k=20) -> {0: int64[S, k], 1: ..., 2: ...}``: for every test session
 (row order of ``test``), the ranked aids predicted for clicks (0), carts (1) and orders (2); ``-1``
 pads a row that has fewer than ``k`` candidates (only when the whole catalogue is smaller than k).
+After ``predict``, ``rec.limits`` counts what the recommender's limits dropped.
 
 All history/graph recommenders share one Numba kernel (``_score_kernel``), parameterised by:
 
 * history: each of the last ``max_hist`` events adds ``recency(pos) * type_weight[type]`` to its
   aid, with ``recency(pos) = 2**(0.1 + 0.9 * pos / (m - 1)) - 1`` (0.07 for the oldest of m events,
   1 for the newest; 1 when m = 1), times ``hist_coef``;
-* up to three neighbour graphs in aid space (co-visitation, Word2Vec): each distinct source aid
-  ``a`` of the history (or only the last aid with ``last_only``) with source weight
-  ``recency(last position of a)`` adds ``coef_g * source_weight * w(a, y) / max_y' w(a, y')`` to
-  every neighbour ``y``;
+* neighbour graphs in aid space (co-visitation, Word2Vec item neighbours), stacked in one CSR with
+  a coefficient each: each distinct source aid ``a`` of the history (or only the last aid with
+  ``last_only``) with source weight ``recency(last position of a)`` adds
+  ``coef_g * source_weight * w(a, y) / max_y' w(a, y')`` to every neighbour ``y``;
+* optionally one candidate list per session (the Word2Vec session rule of ``w2v.session`` in the
+  blend): candidate ``y`` with score ``c`` adds ``coef * c / max c`` (positive scores only);
 * ranking by score descending then aid ascending; free slots are filled from a fallback list
   (popular aids of the target type), skipping aids already chosen.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba as nb
 import numpy as np
 
 from data_prep.dataset import Dataset
+from data_prep.parallel import check_threads, run_ranges
+from w2v.keyed import KeyedVectors
+from w2v.model_io import popularity
+from w2v.session import DEFAULT_RULE, SessionRule, recommend as session_recommend
 
 from .covisit import CovisitGraph, build_covisit
 
@@ -33,25 +40,62 @@ NAMES = ("random", "popular", "history", "covisit", "w2v-item", "w2v-session", "
 DEFAULT_TYPE_WEIGHT = (1.0, 6.0, 3.0)
 
 
+class Sessions(NamedTuple):
+    """CSR sessions: ``offsets`` int64[S+1], ``aid`` int64[E] (>= 0), ``type_`` uint8[E]."""
+    offsets: np.ndarray
+    aid: np.ndarray
+    type_: np.ndarray
+
+
+class Scoring(NamedTuple):
+    """``type_w`` float64[3]; ``hist_coef`` float64; ``max_hist`` int (>= 1); ``last_only`` bool;
+    ``k`` int (>= 1); ``A`` int: aid space size (> every aid, neighbour and fallback aid)."""
+    type_w: np.ndarray
+    hist_coef: float
+    max_hist: int
+    last_only: bool
+    k: int
+    A: int
+
+
+class Stacked(NamedTuple):
+    """G graphs in one CSR: graph g's row ``a`` (``a < n_rows[g]``) is
+    ``nbr[indptr[base[g] + a]:indptr[base[g] + a + 1]]`` with weights ``w``; ``coef`` float64[G]
+    (a graph with coef 0 is skipped). base/n_rows int64[G], indptr int64[sum(n_rows + 1)],
+    nbr int64[N], w float32[N]."""
+    base: np.ndarray
+    n_rows: np.ndarray
+    indptr: np.ndarray
+    nbr: np.ndarray
+    w: np.ndarray
+    coef: np.ndarray
+
+
+class PerSession(NamedTuple):
+    """One candidate list per session: ``nbr`` int64[S, n] (-1 = none), ``w`` float32[S, n],
+    ``coef`` float64 (0: unused; then the arrays may be [S, 0])."""
+    nbr: np.ndarray
+    w: np.ndarray
+    coef: float
+
+
 # ---------------------------------------------------------------------------------------------
 # Score candidates of every session and keep the top k (see the module docstring for the math).
-#   offsets int64[S+1], aid int64[E] (>= 0, < A), type_ uint8[E]: the sessions (CSR)
-#   type_w float64[3]; hist_coef float64; max_hist int (>= 1); last_only bool
-#   three graphs, each passed as (indptr int64[Ag+1], nbr int64[N], w float32[N], coef float64);
-#   an aid >= Ag has no neighbours; a graph with coef 0 is skipped.
-#   fill int64[F]: fallback aids in order (all < A); k >= 1; A: aid space size (> every aid and
-#   every neighbour); sessions s_lo..s_hi-1 are scored into out int64[S, k] (pre-filled with -1;
-#   the caller runs disjoint ranges on threads, each call has its own O(A) scratch)
+#   ses: Sessions; sc: Scoring; g: Stacked; ps: PerSession; fill int64[F]: fallback aids in order
+#   (all < A); sessions s_lo..s_hi-1 are scored into out int64[S, k] (pre-filled with -1; the
+#   caller runs disjoint ranges on threads, each call has its own O(A) scratch)
 # Returns out; -1 where fewer than k distinct candidates + fallback aids exist.
-# Degenerate: empty session -> only fallback; graph rows with max weight <= 0 add nothing.
+# Degenerate: empty session -> only fallback; rows/lists with max weight <= 0 add nothing; an aid
+# >= n_rows[g] has no neighbours in graph g.
 # ---------------------------------------------------------------------------------------------
 @nb.njit(cache=True, nogil=True)
-def _score_kernel(offsets, aid, type_, type_w, hist_coef, max_hist, last_only,
-                  ip0, nb0, w0, c0, ip1, nb1, w1, c1, ip2, nb2, w2, c2, fill, k, A, s_lo, s_hi, out):
-    score = np.zeros(A, np.float64)
-    srcw = np.zeros(A, np.float64)
-    seen = np.zeros(A, np.bool_)
-    touched = np.empty(A, np.int64)
+def _score_kernel(s_lo, s_hi, ses, sc, g, ps, fill, out):
+    offsets, aid, type_ = ses.offsets, ses.aid, ses.type_
+    k, max_hist = sc.k, sc.max_hist
+    score = np.zeros(sc.A, np.float64)
+    srcw = np.zeros(sc.A, np.float64)
+    seen = np.zeros(sc.A, np.bool_)
+    touched = np.empty(sc.A, np.int64)
     for s in range(s_lo, s_hi):
         e1 = offsets[s + 1]
         e0 = max(offsets[s], e1 - max_hist)
@@ -68,60 +112,72 @@ def _score_kernel(offsets, aid, type_, type_w, hist_coef, max_hist, last_only,
                 seen[a] = True
                 touched[nt] = a
                 nt += 1
-            score[a] += hist_coef * rw * type_w[type_[e]]
+            score[a] += sc.hist_coef * rw * sc.type_w[type_[e]]
             if rw > srcw[a]:
                 srcw[a] = rw
         n_src = nt
         # graphs
-        for g in range(3):
-            if g == 0:
-                ip, nbr, ww, cg = ip0, nb0, w0, c0
-            elif g == 1:
-                ip, nbr, ww, cg = ip1, nb1, w1, c1
-            else:
-                ip, nbr, ww, cg = ip2, nb2, w2, c2
+        for gi in range(g.coef.shape[0]):
+            cg = g.coef[gi]
             if cg == 0.0:
                 continue
-            Ag = ip.shape[0] - 1
+            Ag = g.n_rows[gi]
+            b = g.base[gi]
             for si in range(n_src):
                 a = touched[si]
                 sw = srcw[a]
-                if last_only:
+                if sc.last_only:
                     if m == 0 or a != aid[e1 - 1]:
                         continue
                     sw = 1.0
                 if a >= Ag:
                     continue
-                r0 = ip[a]
-                r1 = ip[a + 1]
+                r0 = g.indptr[b + a]
+                r1 = g.indptr[b + a + 1]
                 if r1 == r0:
                     continue
-                mx = ww[r0]
+                mx = g.w[r0]
                 for r in range(r0 + 1, r1):
-                    if ww[r] > mx:
-                        mx = ww[r]
+                    if g.w[r] > mx:
+                        mx = g.w[r]
                 if mx <= 0:
                     continue
                 for r in range(r0, r1):
-                    y = nbr[r]
-                    if ww[r] <= 0:
+                    y = g.nbr[r]
+                    if g.w[r] <= 0:
                         continue
                     if not seen[y]:
                         seen[y] = True
                         touched[nt] = y
                         nt += 1
-                    score[y] += cg * sw * ww[r] / mx
+                    score[y] += cg * sw * g.w[r] / mx
+        # the session's own candidate list
+        if ps.coef != 0.0 and ps.nbr.shape[1] > 0:
+            mx = -np.inf
+            for c in range(ps.nbr.shape[1]):
+                if ps.nbr[s, c] >= 0 and ps.w[s, c] > mx:
+                    mx = ps.w[s, c]
+            if mx > 0:
+                for c in range(ps.nbr.shape[1]):
+                    y = ps.nbr[s, c]
+                    if y < 0 or ps.w[s, c] <= 0:
+                        continue
+                    if not seen[y]:
+                        seen[y] = True
+                        touched[nt] = y
+                        nt += 1
+                    score[y] += ps.coef * ps.w[s, c] / mx
         # rank: aid ascending, then stable sort by -score (ties keep aid order)
         cand = np.sort(touched[:nt])
-        sc = np.empty(nt, np.float64)
+        neg = np.empty(nt, np.float64)
         for i in range(nt):
-            sc[i] = -score[cand[i]]
-        order = np.argsort(sc, kind="mergesort")
+            neg[i] = -score[cand[i]]
+        order = np.argsort(neg, kind="mergesort")
         c = 0
         for i in range(nt):
             if c >= k:
                 break
-            if sc[order[i]] < 0.0:  # strictly positive score only
+            if neg[order[i]] < 0.0:  # strictly positive score only
                 out[s, c] = cand[order[i]]
                 c += 1
         f = 0
@@ -144,40 +200,6 @@ def _score_kernel(offsets, aid, type_, type_w, hist_coef, max_hist, last_only,
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Session vectors: out[s] = sum_e weights[e] * inv[rows[e]] * vectors[rows[e]] over the events e of
-# session s with rows[e] >= 0 and weights[e] > 0.
-#   offsets int64[S+1], rows int64[E] (-1 = not in vocabulary), weights float32[E],
-#   vectors float32[V, D] C-contiguous, inv float32[V] (0 for zero vectors), out float32[S, D] zeroed.
-# Returns has bool[S]: the session had at least one such event (a session whose vectors are all
-# zero still "has" one; its vector stays 0 and its top-k is then all-ties, ranked by row).
-# ---------------------------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True)
-def _session_vectors_kernel(offsets, rows, weights, vectors, inv, out):
-    S = offsets.shape[0] - 1
-    D = vectors.shape[1]
-    has = np.zeros(S, np.bool_)
-    for s in range(S):
-        for e in range(offsets[s], offsets[s + 1]):
-            r = rows[e]
-            if r < 0 or weights[e] <= 0:
-                continue
-            has[s] = True
-            f = weights[e] * inv[r]
-            for d in range(D):
-                out[s, d] += f * vectors[r, d]
-    return has
-
-
-# What the ``max_hist`` limit dropped, summed over calls of ``score_sessions`` (one call per target
-# type, so each dropped event is counted once per type); ``run`` reads and resets it per recommender.
-LIMIT_COUNTS: dict[str, int] = {}
-
-_EMPTY_IP = np.zeros(1, np.int64)
-_EMPTY_NB = np.zeros(0, np.int64)
-_EMPTY_W = np.zeros(0, np.float32)
-
-
 @dataclass
 class Graph:
     """A neighbour graph over aid space (CSR) and its coefficient in the score."""
@@ -191,59 +213,55 @@ class Graph:
         return Graph(g.indptr, g.nbr.astype(np.int64), g.w, coef)
 
 
+def stack_graphs(graphs) -> Stacked:
+    """The graphs as one :class:`Stacked` CSR (``indptr`` of graph g shifted by the edges before it)."""
+    n_rows = np.array([g.indptr.shape[0] - 1 for g in graphs], np.int64)
+    base = np.zeros(len(graphs), np.int64)
+    if len(graphs) > 1:
+        np.cumsum(n_rows[:-1] + 1, out=base[1:])
+    edges = np.array([g.nbr.shape[0] for g in graphs], np.int64)
+    shift = np.concatenate(([0], np.cumsum(edges)[:-1])) if len(graphs) else np.zeros(0, np.int64)
+    ip = [np.asarray(g.indptr, np.int64) + sh for g, sh in zip(graphs, shift)]
+    cat = (lambda parts, dt: np.ascontiguousarray(np.concatenate(parts), dt) if parts else np.zeros(0, dt))
+    return Stacked(base, n_rows, cat(ip, np.int64), cat([g.nbr for g in graphs], np.int64),
+                   cat([g.w for g in graphs], np.float32), np.array([float(g.coef) for g in graphs], np.float64))
+
+
 def score_sessions(test: Dataset, k: int, *, fill: np.ndarray, type_weight=DEFAULT_TYPE_WEIGHT,
                    hist_coef: float = 1.0, max_hist: int = 30, last_only: bool = False,
-                   graphs: tuple[Graph, ...] = (), n_threads: int | None = None) -> np.ndarray:
-    """Run ``_score_kernel`` on ``test``; returns int64[S, k]."""
-    if len(graphs) > 3:
-        raise ValueError("graphs: at most three")
+                   graphs: tuple[Graph, ...] = (), per_session: PerSession | None = None,
+                   n_threads: int | None = None) -> tuple[np.ndarray, dict]:
+    """Run ``_score_kernel`` on ``test``: ``(int64[S, k], limits)``; ``limits`` counts what
+    ``max_hist`` dropped (``events_beyond_max_hist``)."""
     if k < 1 or max_hist < 1:
         raise ValueError(f"k and max_hist must be >= 1 (got {k}, {max_hist})")
     aid = np.ascontiguousarray(test.aid, np.int64)
     fill = np.ascontiguousarray(fill, np.int64)
+    S = test.n_sessions
+    if per_session is None:
+        per_session = PerSession(np.full((S, 0), -1, np.int64), np.zeros((S, 0), np.float32), 0.0)
+    per_session = PerSession(np.ascontiguousarray(per_session.nbr, np.int64),
+                             np.ascontiguousarray(per_session.w, np.float32), float(per_session.coef))
+    if per_session.nbr.shape[0] != S or per_session.w.shape != per_session.nbr.shape:
+        raise ValueError(f"per_session: shapes {per_session.nbr.shape}/{per_session.w.shape} do not match [{S}, n]")
     A = 1
-    for arr in (aid, fill, *(g.nbr for g in graphs)):
+    for arr in (aid, fill, per_session.nbr, *(g.nbr for g in graphs)):
         if arr.size:
             A = max(A, int(arr.max()) + 1)
-    gs = list(graphs) + [Graph(_EMPTY_IP, _EMPTY_NB, _EMPTY_W, 0.0)] * (3 - len(graphs))
-    args = []
-    for g in gs:
-        args += [np.ascontiguousarray(g.indptr, np.int64), np.ascontiguousarray(g.nbr, np.int64),
-                 np.ascontiguousarray(g.w, np.float32), float(g.coef)]
-    nt = n_threads or nb.get_num_threads()
-    n_blocks = max(1, min(nt, test.n_sessions))
-    dropped = int(np.maximum(test.lengths() - max_hist, 0).sum())
-    LIMIT_COUNTS["events_beyond_max_hist"] = LIMIT_COUNTS.get("events_beyond_max_hist", 0) + dropped
-    S = test.n_sessions
+    ses = Sessions(np.ascontiguousarray(test.offsets, np.int64), aid, np.ascontiguousarray(test.type, np.uint8))
+    sc = Scoring(np.asarray(type_weight, np.float64), float(hist_coef), int(max_hist), bool(last_only), int(k), int(A))
     out = np.full((S, k), -1, np.int64)
-    common = (np.ascontiguousarray(test.offsets, np.int64), aid, np.ascontiguousarray(test.type, np.uint8),
-              np.asarray(type_weight, np.float64), float(hist_coef), int(max_hist), bool(last_only),
-              *args, fill, int(k), int(A))
-    bounds = [S * b // n_blocks for b in range(n_blocks + 1)]
-    if n_blocks == 1:
-        _score_kernel(*common, 0, S, out)
-    else:  # nogil kernel: threads share nothing but disjoint rows of out
-        with ThreadPoolExecutor(n_blocks) as pool:
-            list(pool.map(lambda b: _score_kernel(*common, bounds[b], bounds[b + 1], out), range(n_blocks)))
-    return out
+    # nogil kernel: threads share nothing but disjoint rows of out
+    run_ranges(S, check_threads(n_threads, "n_threads"), _score_kernel, ses, sc, stack_graphs(list(graphs)),
+               per_session, fill, out)
+    limits = {"events_beyond_max_hist": int(np.maximum(test.lengths() - max_hist, 0).sum())}
+    return out, limits
 
 
 def popular_lists(train: Dataset, top: int = 100) -> np.ndarray:
-    """int64[3, top]: aids by event count per type (count desc, aid asc); short rows filled
-    with the most frequent aids overall, so every row has min(top, distinct aids) entries."""
-    aid = np.asarray(train.aid, np.int64)
-    typ = np.asarray(train.type)
-    if aid.size == 0:
-        return np.zeros((3, 0), np.int64)
-    uniq, inv = np.unique(aid, return_inverse=True)
-    P = min(top, uniq.shape[0])
-    total = np.bincount(inv, minlength=uniq.shape[0])
-    out = np.zeros((3, P), np.int64)
-    for t in range(3):
-        c = np.bincount(inv[typ == t], minlength=uniq.shape[0])
-        order = np.lexsort((uniq, -total, -c))[:P]
-        out[t] = uniq[order]
-    return out
+    """int64[3, P]: ``w2v.model_io.popularity`` of the train events (count desc, aid asc),
+    ``P = min(top, distinct aids)``."""
+    return popularity(np.asarray(train.aid), np.asarray(train.type), top)[0]
 
 
 class Recommender:
@@ -257,6 +275,7 @@ class Recommender:
             raise ValueError(f"{self.name}: needs a Word2Vec model")
         self.model = model
         self.popular = popular_lists(train)
+        self.limits = {}
         return self
 
     def predict(self, test: Dataset, k: int = 20) -> dict[int, np.ndarray]:  # pragma: no cover
@@ -276,6 +295,7 @@ class RandomRec(Recommender):
 
     def fit(self, train, model=None):
         self.catalogue = np.unique(np.asarray(train.aid, np.int64))
+        self.limits = {}
         return self
 
     def predict(self, test, k=20):
@@ -320,8 +340,11 @@ class HistoryRec(Recommender):
         self.max_hist = max_hist
 
     def predict(self, test, k=20):
-        return {t: score_sessions(test, k, fill=self.popular[t], type_weight=self.type_weight,
-                                  max_hist=self.max_hist) for t in range(3)}
+        res = {}
+        for t in range(3):
+            res[t], self.limits = score_sessions(test, k, fill=self.popular[t], type_weight=self.type_weight,
+                                                 max_hist=self.max_hist)
+        return res
 
 
 @dataclass
@@ -395,45 +418,46 @@ class CovisitRec(Recommender):
         return [Graph.of(g["carts_orders"], 1.0), Graph.of(g["buy2buy"], 1.0)]
 
     def predict(self, test, k=20):
-        return {t: score_sessions(test, k, fill=self.popular[t], type_weight=self.params.type_weight,
-                                  hist_coef=self.hist_coef, max_hist=self.params.max_events,
-                                  graphs=tuple(self._graphs(t))) for t in range(3)}
+        return self._predict(test, k)
+
+    def _predict(self, test, k, extra: Graph | None = None, per_session: PerSession | None = None):
+        res = {}
+        for t in range(3):
+            graphs = self._graphs(t) + ([extra] if extra is not None else [])
+            res[t], self.limits = score_sessions(test, k, fill=self.popular[t], type_weight=self.params.type_weight,
+                                                 hist_coef=self.hist_coef, max_hist=self.params.max_events,
+                                                 graphs=tuple(graphs), per_session=per_session)
+        return res
 
     def info(self):
         return {name: g.stats for name, g in (self.graphs or {}).items()}
 
 
-def _aid_lookup(aids: np.ndarray) -> np.ndarray:
-    """Dense aid -> model row table (-1 = not in the vocabulary)."""
-    aids = np.asarray(aids, np.int64)
-    table = np.full(int(aids.max()) + 1 if aids.size else 1, -1, np.int64)
-    table[aids] = np.arange(aids.shape[0])
-    return table
+def _keyed(model) -> KeyedVectors:
+    return model if isinstance(model, KeyedVectors) else KeyedVectors.from_model(model)
 
 
 def w2v_graph(model, query_aids: np.ndarray, n: int = 20, n_threads: int | None = None) -> tuple[Graph, dict]:
-    """Word2Vec cosine neighbours (aid space) of ``query_aids``.
+    """Word2Vec cosine neighbours (aid space) of ``query_aids``; ``model`` is a loaded model or
+    its ``KeyedVectors``.
 
     Uses the model's neighbour table when it exists and holds at least ``n`` columns; otherwise
     computes the exact top-n (excluding the query's own row) with ``w2v.knn.topk_batch`` for the
     queried aids only. Aids outside the vocabulary get no neighbours (counted).
     """
-    aids = np.asarray(model.aids, np.int64)
-    table = _aid_lookup(aids)
+    from w2v.knn import topk_batch
+    kv = _keyed(model)
     q = np.unique(np.asarray(query_aids, np.int64))
-    q = q[q < table.shape[0]]
-    rows = table[q]
-    known = rows >= 0
+    rows, known = kv.lookup(q)
     q, rows = q[known], rows[known]
-    stats = {"queried_aids": int(np.unique(query_aids).size), "aids_in_vocab": int(q.size)}
-    if model.neighbors is not None and model.neighbors.shape[1] >= n:
-        nbr_rows = np.asarray(model.neighbors[rows, :n], np.int64)
-        sc = np.asarray(model.neighbor_scores[rows, :n], np.float32)
+    stats = {"queried_aids": int(known.shape[0]), "aids_in_vocab": int(q.size)}
+    if kv.table_k >= n:
+        nbr_rows = np.asarray(kv.neighbor_rows[rows, :n], np.int64)
+        sc = np.asarray(kv.neighbor_scores[rows, :n], np.float32)
         stats["source"] = "model neighbour table"
     else:
-        from w2v.knn import inverse_norms, topk_batch
-        vec = np.asarray(model.vectors, np.float32)
-        sc, nbr_rows = topk_batch(vec, inverse_norms(vec), vec[rows], n, exclude_self=rows, n_threads=n_threads)
+        vec = kv.vectors
+        sc, nbr_rows = topk_batch(vec, kv.inv_norms, vec[rows], n, exclude_self=rows, n_threads=n_threads)
         nbr_rows = np.asarray(nbr_rows, np.int64)
         sc = np.asarray(sc, np.float32)
         stats["source"] = "exact top-k computed for the queried aids"
@@ -443,7 +467,7 @@ def w2v_graph(model, query_aids: np.ndarray, n: int = 20, n_threads: int | None 
     counts[q] = valid.sum(axis=1)
     indptr = np.zeros(A + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
-    nbr = aids[nbr_rows[valid]]  # q is ascending (np.unique), so rows are in indptr order
+    nbr = kv.aids[nbr_rows[valid]]  # q is ascending (np.unique), so rows are in indptr order
     w = sc[valid]
     return Graph(indptr, nbr, w.astype(np.float32), 1.0), stats
 
@@ -464,106 +488,82 @@ class W2VItemRec(Recommender):
             g, self.stats = self.graph, {"source": "precomputed"}
         else:
             g, self.stats = w2v_graph(self.model, np.asarray(test.aid)[ends], self.n_neighbors)
-        return {t: score_sessions(test, k, fill=self.popular[t], hist_coef=0.0, last_only=True,
-                                  graphs=(g,)) for t in range(3)}
-
-    def info(self):
-        return getattr(self, "stats", {})
-
-
-class W2VSessionRec(Recommender):
-    """Cosine top-k to the session vector: the recency- and type-weighted mean of the unit
-    vectors of the session's last ``max_hist`` in-vocabulary events. Sessions with no
-    in-vocabulary event get the popular list."""
-
-    name = "w2v-session"
-    needs_model = True
-
-    def __init__(self, type_weight=DEFAULT_TYPE_WEIGHT, max_hist: int = 30, q_block: int = 65536):
-        self.type_weight = np.asarray(type_weight, np.float64)
-        self.max_hist = max_hist
-        self.q_block = q_block
-
-    def fit(self, train, model=None):
-        from w2v.knn import inverse_norms
-        super().fit(train, model)
-        self.vec = np.ascontiguousarray(model.vectors, np.float32)
-        self.inv = inverse_norms(self.vec)  # once per model, shared by session_vectors and predict
-        return self
-
-    def session_vectors(self, test: Dataset) -> tuple[np.ndarray, np.ndarray]:
-        """float32[S, D] unnormalised session vectors and bool[S] (has an in-vocabulary event)."""
-        vec, inv = self.vec, self.inv
-        table = _aid_lookup(self.model.aids)
-        aid = np.asarray(test.aid, np.int64)
-        row = np.where(aid < table.shape[0], table[np.minimum(aid, table.shape[0] - 1)], -1)
-        lens = test.lengths()
-        L = np.repeat(lens, lens)
-        from_end = L - 1 - (np.arange(test.n_events) - np.repeat(test.offsets[:-1], lens))
-        m = np.minimum(L, self.max_hist)
-        p = (m - 1 - from_end).astype(np.float64)
-        rw = np.where(m > 1, 2.0 ** (0.1 + 0.9 * p / np.maximum(m - 1, 1)) - 1.0, 1.0)
-        w = np.where(from_end < self.max_hist, rw * self.type_weight[np.asarray(test.type)], 0.0)
-        out = np.zeros((test.n_sessions, vec.shape[1]), np.float32)
-        has = _session_vectors_kernel(np.ascontiguousarray(test.offsets, np.int64), row, w.astype(np.float32),
-                                      vec, inv, out)
-        return out, has
-
-    def predict(self, test, k=20):
-        from w2v.knn import topk_batch
-        qv, has = self.session_vectors(test)
-        vec, inv = self.vec, self.inv
-        aids = np.asarray(self.model.aids, np.int64)
-        S = test.n_sessions
-        res = {t: np.full((S, k), -1, np.int64) for t in range(3)}
-        qi = np.flatnonzero(has)
-        kk = min(k, vec.shape[0])
-        for b in range(0, qi.shape[0], self.q_block):
-            sel = qi[b:b + self.q_block]
-            _, r = topk_batch(vec, inv, np.ascontiguousarray(qv[sel]), kk)
-            r = np.asarray(r, np.int64)
-            a = np.where(r >= 0, aids[np.maximum(r, 0)], -1)
-            for t in range(3):
-                res[t][sel, :kk] = a
+        res = {}
         for t in range(3):
-            row = self.popular[t][:k]
-            res[t][~has, :row.shape[0]] = row
-        self.stats = {"sessions_without_vocab_event": int((~has).sum()),
-                      "events_beyond_max_hist": int(np.maximum(test.lengths() - self.max_hist, 0).sum())}
+            res[t], self.limits = score_sessions(test, k, fill=self.popular[t], hist_coef=0.0, last_only=True,
+                                                 graphs=(g,))
         return res
 
     def info(self):
         return getattr(self, "stats", {})
 
 
+class W2VSessionRec(Recommender):
+    """The service's session answer (``w2v.session.recommend`` with ``rule``): cosine top-k to the
+    weighted sum of the session's unit vectors. Sessions with no known aid, and free slots, get the
+    popular list of the target type."""
+
+    name = "w2v-session"
+    needs_model = True
+
+    def __init__(self, rule: SessionRule = DEFAULT_RULE, q_block: int = 65536):
+        self.rule = rule.validate()
+        self.q_block = q_block
+
+    def fit(self, train, model=None):
+        super().fit(train, model)
+        self.kv = _keyed(model)  # the inverse norms once per model
+        return self
+
+    def predict(self, test, k=20):
+        r = session_recommend(self.kv, test.offsets, test.aid, test.type, k, self.rule, q_block=self.q_block)
+        res = {}
+        for t in range(3):
+            # the list as ranked, then the popular aids not already in it
+            res[t], _ = score_sessions(test, k, fill=self.popular[t], hist_coef=0.0, max_hist=1,
+                                       per_session=PerSession(r.aids, _rank_weights(r.aids), 1.0))
+        self.stats = {"sessions_without_vocab_event": int((~r.has).sum()), "unknown_events": r.unknown_events,
+                      "exact_rescans": r.exact_rescans}
+        self.limits = {"events_beyond_max_events": int(np.maximum(test.lengths() - self.rule.max_events, 0).sum())
+                       if self.rule.max_events else 0}
+        return res
+
+    def info(self):
+        return getattr(self, "stats", {})
+
+
+def _rank_weights(aids: np.ndarray) -> np.ndarray:
+    """float32 weights that keep a ranked list's order in ``_score_kernel`` (k, k-1, ..., 1)."""
+    k = aids.shape[1]
+    w = np.broadcast_to(np.arange(k, 0, -1, dtype=np.float32), aids.shape).copy()
+    w[aids < 0] = 0
+    return w
+
+
 class BlendRec(CovisitRec):
     """Our best: the co-visitation recommender (history first, then co-visitation neighbours)
-    plus the Word2Vec neighbours of every history aid, weighted by ``w2v_coef``.
-
-    The default 0.05 was chosen on an independent synthetic set (200k sessions, generator seed 1,
-    split seed 7) from {0.05, 0.1, 0.2, 0.5}: larger weights let cosine neighbours displace
-    co-visited aids and lose recall; at 0.05 they mostly rank the slots co-visitation leaves empty
-    and break its ties."""
+    plus the Word2Vec session answer (``w2v.session.recommend``, its top ``n_neighbors`` with their
+    cosine scores), weighted by ``w2v_coef``; see the module docstring."""
 
     name = "blend"
     needs_model = True
 
     def __init__(self, params: CovisitParams | None = None, hist_coef: float = 10.0, w2v_coef: float = 0.05,
-                 n_neighbors: int = 20, progress: bool = False, graphs=None, w2v: Graph | None = None):
+                 n_neighbors: int = 20, progress: bool = False, graphs=None, rule: SessionRule = DEFAULT_RULE):
         super().__init__(params, hist_coef, progress, graphs)
         self.w2v_coef = w2v_coef
         self.n_neighbors = n_neighbors
-        self.w2v = w2v  # precomputed neighbours (w2v_graph) covering every aid predicted for
+        self.rule = rule.validate()
+
+    def fit(self, train, model=None):
+        super().fit(train, model)
+        self.kv = _keyed(model)
+        return self
 
     def predict(self, test, k=20):
-        if self.w2v is not None:
-            g, self.w2v_stats = self.w2v, {"source": "precomputed"}
-        else:
-            g, self.w2v_stats = w2v_graph(self.model, np.asarray(test.aid), self.n_neighbors)
-        g = Graph(g.indptr, g.nbr, g.w, self.w2v_coef)
-        return {t: score_sessions(test, k, fill=self.popular[t], type_weight=self.params.type_weight,
-                                  hist_coef=self.hist_coef, max_hist=self.params.max_events,
-                                  graphs=tuple(self._graphs(t) + [g])) for t in range(3)}
+        r = session_recommend(self.kv, test.offsets, test.aid, test.type, self.n_neighbors, self.rule)
+        self.w2v_stats = {"sessions_without_vocab_event": int((~r.has).sum()), "exact_rescans": r.exact_rescans}
+        return self._predict(test, k, per_session=PerSession(r.aids, r.scores, self.w2v_coef))
 
     def info(self):
         d = super().info()
@@ -589,7 +589,7 @@ def make(name: str, *, seed: int = 0, covisit_graphs=None, covisit_params: Covis
     if name == "w2v-session":
         return W2VSessionRec()
     if name == "blend":
-        return BlendRec(covisit_params, progress=progress, graphs=covisit_graphs, w2v_coef=w2v_coef, w2v=w2v)
+        return BlendRec(covisit_params, progress=progress, graphs=covisit_graphs, w2v_coef=w2v_coef)
     raise ValueError(f"recommender: unknown name {name!r} (expected one of {', '.join(NAMES)})")
 
 

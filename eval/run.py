@@ -154,7 +154,7 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
             log("co-visitation graphs built: " + ", ".join(f"{n} {g.stats['edges']:,} edges" for n, g in covisit_graphs.items()))
 
         w2v_nb = None
-        if "w2v-item" in names or "blend" in names:
+        if "w2v-item" in names:
             t = time.perf_counter()
             w2v_nb, nb_stats = R.w2v_graph(model, np.asarray(test_full.aid), 20)
             timings["Word2Vec neighbours of the test aids"] = time.perf_counter() - t
@@ -171,10 +171,9 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
             rec.fit(train, model)
             fit_s = time.perf_counter() - t
             t = time.perf_counter()
-            R.LIMIT_COUNTS.clear()
             preds = rec.predict(test, k)
             pred_s = time.perf_counter() - t
-            limits = dict(R.LIMIT_COUNTS)
+            limits = dict(rec.limits)
             sub = from_predictions(test.session_ids, preds)
             if keep_submissions:
                 write_submission(sub, tmp / f"submission_{name}.csv")

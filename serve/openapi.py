@@ -18,14 +18,15 @@ from .app import DEFAULT_K, MAX_AID, MAX_K, STATIC_FILES
 DISTRIBUTION = "otto-recommender"
 
 SESSION_RULE = (
-    "Session recommendations. Events e_0..e_{n-1} are taken in the order given (oldest first). "
+    "Session recommendations (the rule otto-eval's w2v-session scores; docs/ALGORITHM.md, "
+    "'Session recommendations'). Events e_0..e_{n-1} are taken in the order given (oldest first). "
     "Event i gets weight w_i = type_weight[type_i] * decay^(n-1-i), with type_weight = "
     "{clicks: %s, carts: %s, orders: %s} and decay = %s (server parameters). The query vector is "
     "q = sum_i w_i * v_i / ||v_i|| over the events whose aid is in the model's vocabulary (a repeated aid "
     "counts once per occurrence; zero vectors contribute nothing). Events with unknown aids are skipped "
     "(keeping their position i) and reported: in the X-Unknown-Aids header, and in the 'unknown' field when "
-    "scores=true. The answer is the exact cosine top-k of q over the whole vocabulary, EXCLUDING every aid "
-    "that occurs in the session, ordered by score descending then vocabulary row ascending. "
+    "scores=true. The answer is the exact cosine top-k of q over the whole vocabulary, aids of the session "
+    "included, ordered by score descending then vocabulary row ascending. "
     "If no aid is known the answer is 404. At most %d events per request (413 beyond). "
     "'aids': [a, b, ...] is short for events of type clicks."
 )
@@ -94,7 +95,7 @@ STATIC_DESCRIPTIONS = {   # route -> (summary, description)
 }
 
 
-def openapi_document(max_session_events: int = 500, type_weights=(1.0, 3.0, 6.0), decay: float = 0.9) -> dict:
+def openapi_document(max_session_events: int = 500, type_weights=(1.0, 6.0, 3.0), decay: float = 0.8) -> dict:
     not_ready = "no model loaded (with Retry-After), or overloaded: connection limit reached (with Retry-After)"
     static_paths = {
         path: {"get": {"summary": STATIC_DESCRIPTIONS[path][0],

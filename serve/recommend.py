@@ -12,14 +12,13 @@ Rules (also stated in the OpenAPI description):
   itself, ordered by score descending then vocabulary row ascending. From the precomputed
   neighbour table when the model has one and ``k`` is at most its width, otherwise the exact
   top-k kernel. Table slots holding row ``-1`` (vocabularies smaller than the table) are dropped.
-* **session** — events ``e_0 .. e_{n-1}`` in the order given (oldest first). Event ``i`` gets
-  weight ``w_i = type_weight[type_i] * decay ** (n - 1 - i)`` with ``type_weight = {clicks: 1,
-  carts: 3, orders: 6}`` and ``decay = 0.9`` (both parameters). The query is
-  ``q = sum_i w_i * v_i / ||v_i||`` over the events whose aid is in the vocabulary (a repeated aid
-  contributes once per occurrence; zero vectors contribute nothing); events with unknown aids are
-  skipped but keep their position ``i``, and are reported back. The answer is the exact cosine
-  top-``k`` of ``q`` over the whole vocabulary **excluding every aid of the session**. If no aid
-  is known the request is answered 404.
+* **session** — :func:`w2v.session.recommend`, the rule ``otto-eval``'s ``w2v-session`` scores
+  (docs/ALGORITHM.md, "Session recommendations"): event ``i`` of ``n`` gets weight
+  ``type_weight[type_i] * decay ** (n - 1 - i)`` (``type_weight`` and ``decay`` are server
+  parameters, default ``w2v.session.DEFAULT_RULE``); the answer is the exact cosine top-``k`` of the
+  weighted sum of the known events' unit vectors, the session's own aids included. Events with
+  unknown aids are skipped but keep their position ``i``, and are reported back. If no aid is
+  known the request is answered 404.
 """
 from __future__ import annotations
 
@@ -29,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from w2v import knn
 from w2v.keyed import KeyedVectors
 from w2v.model_io import Model, load_model
+from w2v.session import DEFAULT_RULE, SessionRule, recommend
 
 from data_prep.dataset import TYPE_NAMES
 
-DEFAULT_TYPE_WEIGHTS = (1.0, 3.0, 6.0)
-DEFAULT_DECAY = 0.9
+DEFAULT_TYPE_WEIGHTS = DEFAULT_RULE.type_weights
+DEFAULT_DECAY = DEFAULT_RULE.decay
 
 
 class UnknownAid(LookupError):
@@ -56,16 +55,9 @@ class Recommender:
 
     def __init__(self, model: Model, *, type_weights: tuple[float, float, float] = DEFAULT_TYPE_WEIGHTS,
                  decay: float = DEFAULT_DECAY):
-        if len(type_weights) != 3 or any(not np.isfinite(w) or w < 0 for w in type_weights):
-            raise ValueError(f"type_weights: expected three finite non-negative numbers, got {type_weights!r}")
-        if not (0.0 < decay <= 1.0):
-            raise ValueError(f"decay: expected 0 < decay <= 1, got {decay!r}")
+        self.rule = SessionRule(tuple(float(w) for w in type_weights), "decay", float(decay)).validate()
         self.model = model
         self.kv = KeyedVectors.from_model(model)
-        self.vectors = model.vectors
-        self.inv_norms = self.kv.inv_norms
-        self.type_weights = np.asarray(type_weights, dtype=np.float32)
-        self.decay = float(decay)
         self.table_k = 0 if model.neighbors is None else int(model.neighbors.shape[1])
         self.loaded_at = time.time()
         self._warm_up()
@@ -117,25 +109,17 @@ class Recommender:
         aids, scores = self.kv.neighbors(aid, k)
         return aids.tolist(), scores.tolist()
 
-    def session_weights(self, n: int, types: np.ndarray) -> np.ndarray:
-        """``w_i = type_weight[types[i]] * decay ** (n - 1 - i)`` as float32[n]."""
-        decay = np.power(np.float64(self.decay), np.arange(n - 1, -1, -1, dtype=np.float64))
-        return (self.type_weights[types].astype(np.float64) * decay).astype(np.float32)
-
     def session(self, aids: list[int], types: list[int], k: int) -> SessionResult:
-        """Recommendations for a session (see the module docstring for the exact rule)."""
+        """Recommendations for one session (see the module docstring for the exact rule)."""
         n = len(aids)
-        weights_all = self.session_weights(n, np.asarray(types, dtype=np.int64))
-        rows_all, known = self.kv.lookup(np.asarray(aids, dtype=np.int64))
-        if not known.any():
+        res = recommend(self.kv, np.array([0, n], np.int64), np.asarray(aids, np.int64),
+                        np.asarray(types, np.int64), k, self.rule, n_threads=1)
+        if not res.has[0]:
             raise UnknownAid(f"none of the {n} session aid(s) is in the model's vocabulary")
+        _, known = self.kv.lookup(np.asarray(aids, np.int64))
         unknown = [a for a, ok in zip(aids, known.tolist()) if not ok]
-        rows = rows_all[known]
-        weights = weights_all[known]
-        query = knn.session_vector(self.vectors, self.inv_norms, rows, weights)
-        scores, out_rows = knn.topk(self.vectors, self.inv_norms, query, k, exclude=np.unique(rows))
-        return SessionResult(self.model.aids[out_rows].tolist(), scores.tolist(), unknown, int(rows.shape[0]))
-
+        got = res.aids[0] >= 0
+        return SessionResult(res.aids[0][got].tolist(), res.scores[0][got].tolist(), unknown, int(known.sum()))
 
 def type_code(name: str) -> int:
     """``"clicks"|"carts"|"orders"`` -> 0|1|2 (``ValueError`` otherwise)."""

@@ -104,8 +104,10 @@ def test_threads_do_not_change_the_result():
     ds = ds_from(sessions)
     g = R.Graph.of(build_covisit(ds, mode="unit"), 1.0)
     fill = np.arange(30, 60)
-    one = R.score_sessions(ds, 7, fill=fill, graphs=(g,), n_threads=1)
-    three = R.score_sessions(ds, 7, fill=fill, graphs=(g,), n_threads=3)
+    one, lim1 = R.score_sessions(ds, 7, fill=fill, graphs=(g,), n_threads=1)
+    empty = R.Graph(np.zeros(4, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), 1.0)
+    three, lim3 = R.score_sessions(ds, 7, fill=fill, graphs=(empty, g), n_threads=3)   # g second in the stack
+    assert lim1 == lim3 == {"events_beyond_max_hist": 0}
     np.testing.assert_array_equal(one, three)
     assert np.all(one >= 0)  # enough fallback aids for every slot
     assert all(len(set(r)) == 7 for r in one.tolist())

@@ -62,8 +62,9 @@ def ref_topk(vectors, query, k, exclude=()):
     return rows[order], s[order]
 
 
-def session_query(vectors, rows, types, decay=0.9, weights=(1.0, 3.0, 6.0), n=None):
-    """Reference session vector; ``rows[i] = -1`` marks an unknown aid at position i."""
+def session_query(vectors, rows, types, decay=0.8, weights=(1.0, 6.0, 3.0), n=None):
+    """Reference session vector of the default rule (float64); ``rows[i] = -1`` marks an unknown aid
+    at position i."""
     v = np.asarray(vectors, np.float64)
     n = len(rows) if n is None else n
     q = np.zeros(v.shape[1])

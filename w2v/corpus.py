@@ -15,6 +15,8 @@ import numpy as np
 
 from data_prep.dataset import Dataset, parse_types
 
+from .keyed import AidIndex
+
 
 @dataclass(frozen=True)
 class Sentences:
@@ -149,31 +151,15 @@ def sentences_from_sequences(sequences: Iterable[Sequence[int] | np.ndarray],
     return Sentences(np.ascontiguousarray(words), offsets, stats)
 
 
-def map_to_vocab(sentences: Sentences, vocab_aids: np.ndarray) -> Corpus:
-    """Replace each word by its vocabulary row; drop (and count) out-of-vocabulary words."""
-    words = sentences.words
-    vocab_aids = np.asarray(vocab_aids, dtype=np.int64)
-    top = max(int(words.max()) if words.size else 0, int(vocab_aids.max()) if vocab_aids.size else 0)
-    dense = (not words.size or int(words.min()) >= 0) and top < 4 * words.shape[0] + 2**20
-    if vocab_aids.size and dense:
-        # dense ids (aids): a lookup table instead of a binary search per word
-        lut = np.full(top + 1, -1, np.int32)
-        lut[vocab_aids] = np.arange(vocab_aids.shape[0], dtype=np.int32)
-        rows = lut[words]
-        inv = rows >= 0
-    elif vocab_aids.size:
-        order = np.argsort(vocab_aids, kind="stable")
-        sorted_aids = vocab_aids[order]
-        pos = np.searchsorted(sorted_aids, words)
-        pos_c = np.minimum(pos, sorted_aids.shape[0] - 1)
-        inv = (sorted_aids[pos_c] == words) if words.size else np.zeros(0, bool)
-        rows = order[pos_c]
-    else:
-        inv = np.zeros(words.shape[0], bool)
-        rows = np.zeros(words.shape[0], np.int64)
+def map_to_vocab(sentences: Sentences, vocab_aids) -> Corpus:
+    """Replace each word by its vocabulary row; drop (and count) out-of-vocabulary words.
+
+    ``vocab_aids``: the vocabulary's aids in row order, or its ``w2v.keyed.AidIndex``."""
+    index = vocab_aids if isinstance(vocab_aids, AidIndex) else AidIndex(np.asarray(vocab_aids, dtype=np.int64))
+    rows, inv = index.lookup(sentences.words, np.int32)
     csum = np.concatenate(([0], np.cumsum(inv, dtype=np.int64)))
     offsets = csum[sentences.offsets]
     tokens = np.ascontiguousarray(rows[inv], dtype=np.int32)
     stats = dict(sentences.stats)
-    stats.update(oov_words=int(words.shape[0] - tokens.shape[0]), tokens=int(tokens.shape[0]))
+    stats.update(oov_words=int(sentences.words.shape[0] - tokens.shape[0]), tokens=int(tokens.shape[0]))
     return Corpus(tokens, offsets, sentences.lengths().astype(np.int64), stats)

@@ -1,8 +1,10 @@
 """``KeyedVectors``: aid-keyed access to a vector matrix and its neighbour table.
 
-Aids are keys, rows are positions; one is never taken for the other. The aid -> row map is a
-sorted copy of the aids plus the argsort permutation (``np.searchsorted``), not a dict: 1.86M
-aids cost 30 MB and a lookup is a binary search.
+Aids are keys, rows are positions; one is never taken for the other. The aid -> row map
+(:class:`AidIndex`, the only one in the project: the trainer's corpus, the service and the
+evaluation all use it) is a dense ``int32`` table indexed by aid when the aids are dense enough
+(largest aid below ``4 V + 2**20``, as OTTO's are: 1.86M aids cost 7.4 MB), otherwise a sorted
+copy of the aids plus the argsort permutation (``np.searchsorted``, a binary search per lookup).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 
 from . import knn
 
-__all__ = ["KeyedVectors"]
+__all__ = ["AidIndex", "KeyedVectors"]
 
 
 def _as_aid(aid) -> int:
@@ -21,6 +23,72 @@ def _as_aid(aid) -> int:
     if isinstance(aid, (bool, np.bool_)) or not isinstance(aid, (numbers.Integral, np.integer)):
         raise KeyError(f"aid {aid!r}: not an integer aid")
     return int(aid)
+
+
+class AidIndex:
+    """aid -> vocabulary row for ``aids`` (integers, unique; row ``i`` holds ``aids[i]``)."""
+
+    def __init__(self, aids):
+        aids = np.asarray(aids)
+        if aids.ndim != 1:
+            raise ValueError(f"aids: expected a 1-d array, got shape {aids.shape}")
+        if aids.size and aids.dtype.kind not in "iu":
+            raise ValueError(f"aids: expected integers, got dtype {aids.dtype}")
+        aids = aids.astype(np.int64, copy=False)
+        order = np.argsort(aids, kind="stable")
+        sorted_aids = aids[order]
+        if sorted_aids.size > 1:
+            dup = np.flatnonzero(sorted_aids[1:] == sorted_aids[:-1])
+            if dup.size:
+                raise ValueError(f"aids: aid {int(sorted_aids[dup[0]])} appears more than once")
+        self.aids = aids
+        self._sorted = sorted_aids
+        self._order = order.astype(np.int64, copy=False)
+        V = aids.shape[0]
+        self._lut = None
+        if V and sorted_aids[0] >= 0 and sorted_aids[-1] < 4 * V + 2**20 and V < 2**31:
+            self._lut = np.full(int(sorted_aids[-1]) + 1, -1, np.int32)
+            self._lut[aids] = np.arange(V, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return int(self.aids.shape[0])
+
+    def row(self, aid) -> int:
+        """Row of ``aid``; ``KeyError`` naming the aid when it is not in the vocabulary."""
+        a = _as_aid(aid)
+        if self._lut is not None:
+            r = int(self._lut[a]) if 0 <= a < self._lut.shape[0] else -1
+            if r < 0:
+                raise KeyError(f"aid {a} is not in the vocabulary")
+            return r
+        sa = self._sorted
+        p = sa.searchsorted(a)
+        if p == sa.shape[0] or sa[p] != a:
+            raise KeyError(f"aid {a} is not in the vocabulary")
+        return int(self._order[p])
+
+    def lookup(self, aids, dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised map: ``(rows [n], known bool[n])`` of the flattened ``aids``; unknown aids get
+        row ``-1``. ``dtype`` of the rows: int64, or int32 to halve the memory of a large corpus.
+        ``KeyError`` for non-integer input."""
+        a = np.asarray(aids)
+        if a.size and a.dtype.kind not in "iu":
+            raise KeyError(f"aids: expected integer aids, got dtype {a.dtype}")
+        a = a.ravel()
+        if self._lut is not None:
+            top = self._lut.shape[0]
+            rows = self._lut.take(a, mode="clip").astype(dtype, copy=False)
+            if a.size and (a.min() < 0 or a.max() >= top):
+                rows[(a < 0) | (a >= top)] = -1
+            return rows, rows >= 0
+        a = a.astype(np.int64, copy=False)
+        sa = self._sorted
+        if sa.shape[0] == 0:
+            return np.full(a.shape[0], -1, np.int64), np.zeros(a.shape[0], bool)
+        p = np.minimum(sa.searchsorted(a), sa.shape[0] - 1)
+        known = sa[p] == a
+        rows = np.where(known, self._order[p], -1).astype(dtype, copy=False)
+        return rows, known
 
 
 class KeyedVectors:
@@ -41,15 +109,7 @@ class KeyedVectors:
         aids = np.asarray(aids)
         if aids.shape != (vectors.shape[0],):
             raise ValueError(f"aids: shape {aids.shape} does not match the {vectors.shape[0]} rows of vectors")
-        if aids.size and aids.dtype.kind not in "iu":
-            raise ValueError(f"aids: expected integers, got dtype {aids.dtype}")
-        aids = aids.astype(np.int64, copy=False)
-        order = np.argsort(aids, kind="stable")
-        sorted_aids = aids[order]
-        if sorted_aids.size > 1:
-            dup = np.flatnonzero(sorted_aids[1:] == sorted_aids[:-1])
-            if dup.size:
-                raise ValueError(f"aids: aid {int(sorted_aids[dup[0]])} appears more than once")
+        index = AidIndex(aids)
         if (neighbors is None) != (neighbor_scores is None):
             raise ValueError("neighbors/neighbor_scores: give both or neither")
         if neighbors is not None:
@@ -58,12 +118,11 @@ class KeyedVectors:
                 raise ValueError(f"neighbors/neighbor_scores: shapes {neighbors.shape}/{neighbor_scores.shape} "
                                  f"do not match [V={vectors.shape[0]}, k]")
         self.vectors = vectors
-        self.aids = aids
+        self.index = index
+        self.aids = index.aids
         self.neighbor_rows = neighbors
         self.neighbor_scores = neighbor_scores
         self.n_threads = int(n_threads)
-        self._sorted_aids = sorted_aids
-        self._order = order.astype(np.int64, copy=False)
         self._table_k = -1 if neighbors is None else int(neighbors.shape[1])
         self.inv_norms = knn.inverse_norms(vectors)
 
@@ -94,26 +153,11 @@ class KeyedVectors:
 
     def row(self, aid) -> int:
         """Row of ``aid``; ``KeyError`` naming the aid when it is not in the vocabulary."""
-        a = _as_aid(aid)
-        sa = self._sorted_aids
-        p = sa.searchsorted(a)
-        if p == sa.shape[0] or sa[p] != a:
-            raise KeyError(f"aid {a} is not in the vocabulary")
-        return int(self._order[p])
+        return self.index.row(aid)
 
-    def lookup(self, aids) -> tuple[np.ndarray, np.ndarray]:
-        """Vectorised map: ``(rows int64[n], known bool[n])``; unknown aids get row ``-1``."""
-        a = np.asarray(aids)
-        if a.size and a.dtype.kind not in "iu":
-            raise KeyError(f"aids: expected integer aids, got dtype {a.dtype}")
-        a = a.astype(np.int64, copy=False).ravel()
-        sa = self._sorted_aids
-        if sa.shape[0] == 0:
-            return np.full(a.shape[0], -1, np.int64), np.zeros(a.shape[0], bool)
-        p = np.minimum(sa.searchsorted(a), sa.shape[0] - 1)
-        known = sa[p] == a
-        rows = np.where(known, self._order[p], -1)
-        return rows, known
+    def lookup(self, aids, dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised map: ``(rows [n], known bool[n])``; unknown aids get row ``-1`` (``AidIndex.lookup``)."""
+        return self.index.lookup(aids, dtype)
 
     def rows(self, aids) -> np.ndarray:
         """Rows of ``aids`` (int64); ``KeyError`` naming the first unknown aid."""

@@ -185,6 +185,13 @@ def _dot(q, v, j):
 # Single-query scan
 # --------------------------------------------------------------------------------------------
 
+@njit(cache=True, nogil=True)
+def scan_score(q, vectors, row_scale, q_scale, j):
+    """The score of row ``j`` exactly as :func:`topk` computes it (bit for bit, in any kernel that
+    calls this): ``(q . v_j) * row_scale[j] * q_scale`` in float32 (``_dot``)."""
+    return _dot(q, vectors, j) * row_scale[j] * q_scale
+
+
 # One pass over rows lo..hi-1 (ascending) of `vectors`, keeping the K best in (hs, hid), then
 # sorting them best first.
 #   s_j = (q . v_j) * row_scale[j] * q_scale
@@ -198,7 +205,7 @@ def _dot(q, v, j):
 def _scan_kernel(vectors, row_scale, q, q_scale, lo, hi, hs, hid):
     t = hs[0]
     for j in range(lo, hi):
-        s = _dot(q, vectors, j) * row_scale[j] * q_scale
+        s = scan_score(q, vectors, row_scale, q_scale, j)
         if s > t:
             heap_replace_root(hs, hid, s, j)
             t = hs[0]
@@ -213,7 +220,7 @@ def _scan_kernel(vectors, row_scale, q, q_scale, lo, hi, hs, hid):
 def _score_rows_kernel(vectors, row_scale, q, q_scale, rows, out):
     for t in range(rows.shape[0]):
         r = rows[t]
-        out[t] = _dot(q, vectors, r) * row_scale[r] * q_scale
+        out[t] = scan_score(q, vectors, row_scale, q_scale, r)
 
 
 # Phase 1 of topk_exact_int8: one pass over rows lo..hi-1 (ascending) of the int8 codes giving,

@@ -1,0 +1,295 @@
+"""Session recommendations from a Word2Vec model: the one rule the service answers with and
+``otto-eval`` scores (``w2v-session``, and the Word2Vec term of ``blend``).
+
+The rule (:class:`SessionRule`; chosen by held-out score, see docs/ALGORITHM.md, "Session
+recommendations", and bench/RESULTS.md section 8) for a session of events ``e_0 .. e_{n-1}``,
+oldest first:
+
+* only the last ``max_events`` events count (all when ``None``); of those, event ``i`` gets the
+  weight ``w_i = type_weights[type_i] * r_i`` with the recency ``r_i``
+
+  - ``recency="decay"``: ``r_i = decay ** (n - 1 - i)``;
+  - ``recency="log2"``: ``r_i = 2 ** (0.1 + 0.9 * p / (m - 1)) - 1`` for the ``p``-th (from 0) of
+    the ``m`` counted events (1 when ``m = 1``);
+
+  computed in float64;
+* the query is ``q = sum_i w_i * v_i / ||v_i||`` over the counted events whose aid is in the
+  vocabulary (an unknown aid keeps its position; a repeated aid counts once per occurrence;
+  zero vectors contribute nothing), accumulated in float64 in event order and rounded to
+  float32 once;
+* the answer is the exact cosine top-``k`` of ``q`` (:func:`w2v.knn.topk`'s scores, order score
+  descending then vocabulary row ascending), excluding every aid of the session when
+  ``exclude_session``. A session without any known aid has no answer (``has = False``).
+
+:func:`recommend` answers many sessions at once and returns exactly what :func:`knn.topk` returns
+for each one: candidates come from the batched tiles (``knn.topk_batch``), are re-scored with the
+scan's own arithmetic (``knn.scan_score``) and kept only when a bound on the difference between
+the two kernels' scores proves that no other row can enter the top ``k``; otherwise (rare) that
+session is scanned exactly. So the service (one session) and the evaluation (all test sessions)
+give the same list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from data_prep.parallel import check_threads, run_ranges
+
+from . import knn
+from .keyed import KeyedVectors
+from .knn import scan_score
+
+__all__ = ["SessionRule", "SessionRecs", "DEFAULT_RULE", "event_weights", "session_queries", "recommend"]
+
+RECENCY = ("decay", "log2")
+
+
+@dataclass(frozen=True)
+class SessionRule:
+    """Every knob of the session rule (see the module docstring)."""
+
+    type_weights: tuple = (1.0, 6.0, 3.0)
+    recency: str = "decay"
+    decay: float = 0.8
+    max_events: int | None = None
+    exclude_session: bool = False
+
+    def validate(self) -> "SessionRule":
+        """Raise ``ValueError`` naming the first bad field; return self."""
+        tw = tuple(self.type_weights)
+        if len(tw) != 3 or any(not np.isfinite(w) or w < 0 for w in tw):
+            raise ValueError(f"type_weights: expected three finite non-negative numbers, got {self.type_weights!r}")
+        if self.recency not in RECENCY:
+            raise ValueError(f"recency: expected one of {', '.join(RECENCY)}, got {self.recency!r}")
+        if not (0.0 < self.decay <= 1.0):
+            raise ValueError(f"decay: expected 0 < decay <= 1, got {self.decay!r}")
+        if self.max_events is not None and (isinstance(self.max_events, bool) or int(self.max_events) < 1):
+            raise ValueError(f"max_events: expected None or an integer >= 1, got {self.max_events!r}")
+        return self
+
+
+DEFAULT_RULE = SessionRule()
+
+
+def event_weights(offsets: np.ndarray, types: np.ndarray, rule: SessionRule = DEFAULT_RULE) -> np.ndarray:
+    """``float64[E]``: the weight ``w_i`` of every event of the CSR sessions ``offsets`` (int64
+    ``[S+1]``) with type codes ``types`` (``[E]``, 0..2); 0 for events before the last
+    ``max_events`` of their session."""
+    offsets = np.asarray(offsets, np.int64)
+    types = np.asarray(types)
+    lens = np.diff(offsets)
+    E = int(offsets[-1]) if offsets.size else 0
+    if types.shape != (E,):
+        raise ValueError(f"types: shape {types.shape} does not match the {E} events of offsets")
+    if E and (types.min() < 0 or types.max() > 2):
+        raise ValueError("types: type codes must be 0 (clicks), 1 (carts) or 2 (orders)")
+    L = np.repeat(lens, lens)
+    from_end = L - 1 - (np.arange(E, dtype=np.int64) - np.repeat(offsets[:-1], lens))
+    m = L if rule.max_events is None else np.minimum(L, int(rule.max_events))
+    if rule.recency == "decay":
+        r = np.power(np.float64(rule.decay), from_end.astype(np.float64))
+    else:
+        p = (m - 1 - from_end).astype(np.float64)
+        r = np.where(m > 1, 2.0 ** (0.1 + 0.9 * p / np.maximum(m - 1, 1)) - 1.0, 1.0)
+    w = np.asarray(rule.type_weights, np.float64)[types.astype(np.int64)] * r
+    if rule.max_events is not None:
+        w[from_end >= int(rule.max_events)] = 0.0
+    return w
+
+
+# Query vectors: out[s] = float32(sum_e weights[e] * inv[rows[e]] * vectors[rows[e]]) over the
+# counted events e of session s (the last max_events, all when max_events = 0), in order, with
+# rows[e] >= 0; accumulated in float64.
+#   offsets int64[S+1]; rows int64[E] (-1 = not in the vocabulary); weights float64[E] (>= 0);
+#   vectors float32[V, D] C-contiguous; inv float32[V] (0 for zero rows); sessions lo..hi-1;
+#   out float32[S, D]; has bool[S] (set: the session has at least one counted known event).
+# Degenerate: a session whose counted vectors or weights are all zero has a zero query (every
+# score 0, so its top-k is the first k rows).
+@njit(cache=True, nogil=True)
+def _queries_kernel(lo, hi, offsets, rows, weights, max_events, vectors, inv, out, has):
+    D = vectors.shape[1]
+    acc = np.zeros(D, np.float64)
+    for s in range(lo, hi):
+        acc[:] = 0.0
+        h = False
+        e0 = offsets[s] if max_events == 0 else max(offsets[s], offsets[s + 1] - max_events)
+        for e in range(e0, offsets[s + 1]):
+            r = rows[e]
+            if r < 0:
+                continue
+            h = True
+            f = weights[e] * np.float64(inv[r])
+            if f == 0.0:
+                continue
+            for d in range(D):
+                acc[d] += f * np.float64(vectors[r, d])
+        has[s] = h
+        for d in range(D):
+            out[s, d] = np.float32(acc[d])
+
+
+def session_queries(kv: KeyedVectors, offsets, aids, types, rule: SessionRule = DEFAULT_RULE,
+                    n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(queries float32[S, D], rows int64[E], has bool[S])`` of the CSR sessions: the query
+    vectors of the rule, every event's vocabulary row (-1 unknown) and whether the session has a
+    counted known event."""
+    offsets = np.ascontiguousarray(offsets, np.int64)
+    rows, _ = kv.lookup(aids)
+    w = event_weights(offsets, types, rule)
+    S = offsets.shape[0] - 1
+    out = np.zeros((S, kv.vector_size), np.float32)
+    has = np.zeros(S, np.bool_)
+    run_ranges(S, check_threads(n_threads, "n_threads"), _queries_kernel, offsets, rows, w,
+               int(rule.max_events or 0), kv.vectors, kv.inv_norms, out, has, min_per_range=256)
+    return out, rows, has
+
+
+@dataclass
+class SessionRecs:
+    """``aids``/``scores`` ``[S, k]`` (best first; ``-1``/``-inf`` padding, a whole row for a session
+    with ``has = False``), ``has`` bool[S], ``unknown_events`` int (events whose aid is not in the
+    vocabulary) and ``exact_rescans`` int (sessions whose candidates could not be certified)."""
+
+    aids: np.ndarray
+    scores: np.ndarray
+    has: np.ndarray
+    unknown_events: int
+    exact_rescans: int
+
+
+# Certify batched candidates (see the module docstring). For session i (rows lo..hi-1 of the
+# arrays): cand[i] int64[K] rows best first by the batched kernel (-1 padding), cand_s[i] float32[K]
+# their batched scores; excl[eo[i]:eo[i+1]] int64 sorted rows to skip; queries float32[S, D] and
+# q_scale float32[S] (1/||q||). The eligible candidates are re-scored with knn.scan_score and the
+# best k (score desc, row asc, -inf/NaN dropped) written to out_r/out_s[i] (int64/float32 [S, k],
+# pre-filled -1/-inf). ok[i] = True when the result is provably topk's: every row was a candidate
+# (complete), or the k-th exact score t satisfies cand_s[i, K-1] + eps < t, so a row outside the
+# candidates (batched score <= cand_s[i, K-1], exact score < that + eps) scores strictly below t.
+@njit(cache=True, nogil=True)
+def _certify_kernel(lo, hi, cand, cand_s, excl, eo, vectors, inv, queries, q_scale, complete, eps,
+                    out_r, out_s, ok):
+    K = cand.shape[1]
+    k = out_r.shape[1]
+    rows = np.empty(K, np.int64)
+    sc = np.empty(K, np.float64)
+    for i in range(lo, hi):
+        n = 0
+        for c in range(K):
+            r = cand[i, c]
+            if r < 0:
+                continue
+            skip = False
+            for x in range(eo[i], eo[i + 1]):
+                if excl[x] == r:
+                    skip = True
+                    break
+            if skip:
+                continue
+            s = scan_score(queries[i], vectors, inv, q_scale[i], r)
+            if not (s > -np.inf):  # -inf and NaN are never returned
+                continue
+            rows[n] = r
+            sc[n] = -np.float64(s)
+            n += 1
+        order = np.argsort(rows[:n])
+        rr = rows[:n][order]
+        ss = sc[:n][order]
+        o2 = np.argsort(ss, kind="mergesort")  # score desc; ties keep row order
+        m = min(k, n)
+        for t in range(m):
+            out_r[i, t] = rr[o2[t]]
+            out_s[i, t] = np.float32(-ss[o2[t]])
+        if complete:
+            ok[i] = True
+        elif m < k or cand[i, K - 1] < 0:
+            ok[i] = False
+        else:
+            ok[i] = np.float64(cand_s[i, K - 1]) + eps < -ss[o2[k - 1]]
+
+
+# Candidates fetched beyond k + excluded rows (so the certificate usually holds).
+MARGIN = 8
+
+
+def _certificate_eps(D: int) -> float:
+    """Bound on |batched score - scan score| for any (query, row): each kernel is within
+    ``(D + 4) u`` of the real cosine (a float32 dot of D terms, ``gamma_D``, plus the roundings of
+    the two inverse norms and two scalings; ``u = 2^-24``), doubled, plus an absolute 2^-100 for
+    subnormal products. Finite vectors only; non-finite scores fail the test and are rescanned."""
+    return (2.0 * D + 16.0) * 2.0 ** -24 + 2.0 ** -100
+
+
+def recommend(kv: KeyedVectors, offsets, aids, types, k: int, rule: SessionRule = DEFAULT_RULE,
+              n_threads: int | None = None, q_block: int = 65536) -> SessionRecs:
+    """The rule's top-``k`` for every CSR session (``offsets`` int64[S+1], ``aids``/``types`` [E]),
+    equal to :func:`knn.topk` of each session's query with the session's rows excluded (when
+    ``exclude_session``). ``q_block`` bounds the sessions held in one batch."""
+    rule.validate()
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k: must be >= 1 (got {k})")
+    nt = check_threads(n_threads, "n_threads")
+    offsets = np.ascontiguousarray(offsets, np.int64)
+    queries, rows, has = session_queries(kv, offsets, aids, types, rule, nt)
+    S = offsets.shape[0] - 1
+    V, D = kv.vectors.shape
+    out_a = np.full((S, k), -1, np.int64)
+    out_s = np.full((S, k), -np.inf, np.float32)
+    unknown = int((rows < 0).sum())
+    # excluded rows per session: the distinct known rows of the whole session, sorted
+    lens = np.diff(offsets)
+    if rule.exclude_session and rows.size:
+        sess = np.repeat(np.arange(S, dtype=np.int64), lens)
+        known = rows >= 0
+        key = np.unique(sess[known] * max(V, 1) + rows[known])
+        ex_s, excl = key // max(V, 1), key % max(V, 1)
+        n_ex = np.bincount(ex_s, minlength=S).astype(np.int64)
+    else:
+        excl, n_ex = np.zeros(0, np.int64), np.zeros(S, np.int64)
+    eo = np.zeros(S + 1, np.int64)
+    np.cumsum(n_ex, out=eo[1:])
+    if V == 0 or not has.any():
+        return SessionRecs(out_a, out_s, has, unknown, 0)
+    q_scale = knn.inverse_norms(queries)
+    vec, inv = kv.vectors, kv.inv_norms
+    eps = _certificate_eps(D)
+    todo = np.flatnonzero(has)
+    rescan = []
+    if todo.shape[0] <= 4:  # a few sessions (the service): the exact scan directly
+        rescan, todo = todo.tolist(), todo[:0]
+    n_direct = len(rescan)
+    # sessions with about the same number of excluded rows share a candidate count
+    bucket = np.zeros(S, np.int64)
+    pos = n_ex > 0
+    bucket[pos] = 1 << np.ceil(np.log2(n_ex[pos])).astype(np.int64)
+    for b in np.unique(bucket[todo]):
+        grp = todo[bucket[todo] == b]
+        K = min(V, k + int(b) + MARGIN)
+        complete = K >= V
+        for g0 in range(0, grp.shape[0], q_block):
+            sel = grp[g0:g0 + q_block]
+            qs = np.ascontiguousarray(queries[sel])
+            cs, cr = knn.topk_batch(vec, inv, qs, K, n_threads=nt)
+            sub_eo = np.zeros(sel.shape[0] + 1, np.int64)
+            np.cumsum(n_ex[sel], out=sub_eo[1:])
+            sub_ex = (np.concatenate([excl[eo[s]:eo[s + 1]] for s in sel]) if rule.exclude_session and excl.size
+                      else np.zeros(0, np.int64))
+            r_out = np.full((sel.shape[0], k), -1, np.int64)
+            s_out = np.full((sel.shape[0], k), -np.inf, np.float32)
+            ok = np.zeros(sel.shape[0], np.bool_)
+            run_ranges(sel.shape[0], nt, _certify_kernel, cr, cs, sub_ex, sub_eo, vec, inv, qs,
+                       q_scale[sel], complete, eps, r_out, s_out, ok, min_per_range=256)
+            good = sel[ok]
+            out_a[good] = r_out[ok]
+            out_s[good] = s_out[ok]
+            rescan.extend(sel[~ok].tolist())
+    for s in rescan:
+        sc, r = knn.topk(vec, inv, queries[s], k, exclude=excl[eo[s]:eo[s + 1]], n_threads=nt)
+        out_a[s, :r.shape[0]] = r
+        out_s[s, :r.shape[0]] = sc
+    n_rescan = len(rescan) - n_direct
+    valid = out_a >= 0
+    out_a[valid] = kv.aids[out_a[valid]]
+    return SessionRecs(out_a, out_s, has, unknown, n_rescan)
