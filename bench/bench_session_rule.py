@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     p.add_argument("model", help="model directory trained on SPLIT/train")
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--only", default=None, help="comma-separated variant numbers (from 0) to run")
+    p.add_argument("--blend", default=None, metavar="COEFS",
+                   help="also score co-visitation and the blend at these comma-separated --w2v-coef values")
     args = p.parse_args(argv)
     train = Dataset.open(os.path.join(args.split, "train"))
     test = read_sessions(os.path.join(args.split, "test_sessions.jsonl"))
@@ -82,6 +84,18 @@ def main(argv=None) -> int:
         s = score(labels, from_predictions(test.session_ids, preds), k=args.k)
         print(f"| {name} | {s['clicks']:.4f} | {s['carts']:.4f} | {s['orders']:.4f} | **{s['total']:.4f}** | "
               f"{sec:.1f} |", flush=True)
+    if args.blend:
+        from eval import recommenders as R
+        graphs = R.build_covisit_set(train, R.CovisitParams())
+        model = load_model(args.model)
+        print("\n| recommender | w2v_coef | clicks | carts | orders | **total** | s |\n|---|---|---|---|---|---|---|")
+        for name, coef in [("covisit", None)] + [("blend", float(c)) for c in args.blend.split(",")]:
+            t0 = time.perf_counter()
+            rec = R.make(name, covisit_graphs=graphs, **({} if coef is None else {"w2v_coef": coef}))
+            preds = rec.fit(train, model).predict(test, args.k)
+            s = score(labels, from_predictions(test.session_ids, preds), k=args.k)
+            print(f"| {name} | {'' if coef is None else coef} | {s['clicks']:.4f} | {s['carts']:.4f} | "
+                  f"{s['orders']:.4f} | **{s['total']:.4f}** | {time.perf_counter() - t0:.1f} |", flush=True)
     print(f"load after: {os.getloadavg()}", file=sys.stderr)
     return 0
 

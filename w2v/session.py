@@ -2,7 +2,7 @@
 ``otto-eval`` scores (``w2v-session``, and the Word2Vec term of ``blend``).
 
 The rule (:class:`SessionRule`; chosen by held-out score, see docs/ALGORITHM.md, "Session
-recommendations", and bench/RESULTS.md section 8) for a session of events ``e_0 .. e_{n-1}``,
+recommendations", and bench/RESULTS.md, "Session rule") for a session of events ``e_0 .. e_{n-1}``,
 oldest first:
 
 * only the last ``max_events`` events count (all when ``None``); of those, event ``i`` gets the
