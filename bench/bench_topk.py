@@ -50,7 +50,9 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
-from w2v import knn  # noqa: E402
+from data_prep.parallel import run_tasks, split_ranges  # noqa: E402
+from w2v import knn, knn_int8  # noqa: E402
+from w2v.knn_int8 import Int8Stats  # noqa: E402
 from w2v.keyed import KeyedVectors  # noqa: E402
 
 
@@ -66,10 +68,7 @@ def _stream_sum(v, lo, hi):
 
 
 def stream_floor(v, threads):
-    V = v.shape[0]
-    b = np.linspace(0, V, threads + 1).astype(np.int64)
-    args = [(v, int(b[t]), int(b[t + 1])) for t in range(threads)]
-    knn._run_threads(_stream_sum, args)
+    run_tasks(_stream_sum, [(v, lo, hi) for lo, hi in split_ranges(v.shape[0], threads)])
 
 
 def p50(fn, queries, warm=2):
@@ -126,30 +125,29 @@ def bench_matrix(V, D, rng, out):
     for t in (1, 2):
         row(f"ours topk exact, {t} thread(s)",
             p50(lambda q: knn.topk(v, inv, v[q], k, exclude=np.array([q]), n_threads=t), qrows))
-    codes, scales = knn.quantize_rows(v, inv)
+    codes, scales = knn_int8.quantize_rows(v, inv)
     hits = {k: 0, ARGS.rerank: 0}
     for q in qrows:
         e = set(knn.topk(v, inv, v[q], k, exclude=np.array([q]))[1].tolist())
         for rr in hits:
-            r = knn.topk_reduced(v, inv, codes, scales, v[q], k, exclude=np.array([q]), rerank=rr)[1]
+            r = knn_int8.topk_reduced(v, inv, codes, scales, v[q], k, exclude=np.array([q]), rerank=rr)[1]
             hits[rr] += len(e & set(r.tolist()))
     recall_k = hits[k] / (len(qrows) * k)
     recall = hits[ARGS.rerank] / (len(qrows) * k)
     for t in (1, 2):
         row(f"ours topk_reduced int8, {t} thread(s)",
-            p50(lambda q: knn.topk_reduced(v, inv, codes, scales, v[q], k, exclude=np.array([q]),
+            p50(lambda q: knn_int8.topk_reduced(v, inv, codes, scales, v[q], k, exclude=np.array([q]),
                                            rerank=ARGS.rerank, n_threads=t), qrows),
             f"recall@{k} {recall:.4f} with rerank {ARGS.rerank} ({recall_k:.4f} with rerank {k})")
-    cands, fallbacks = [], 0
+    cands, st = [], Int8Stats()
     for q in qrows:
-        st = {}
-        r = knn.topk_exact_int8(v, inv, codes, scales, v[q], k, exclude=np.array([q]), stats=st)
+        r = knn_int8.topk_exact_int8(v, inv, codes, scales, v[q], k, exclude=np.array([q]), stats=st)
         assert np.array_equal(r[1], knn.topk(v, inv, v[q], k, exclude=np.array([q]))[1])
-        cands.append(st["candidates"])
-        fallbacks += st["fallback"] is not None
+        cands.append(st.last_candidates)
+    fallbacks = st.fallbacks
     for t in (1, 2):
         row(f"ours topk_exact_int8, {t} thread(s)",
-            p50(lambda q: knn.topk_exact_int8(v, inv, codes, scales, v[q], k, exclude=np.array([q]),
+            p50(lambda q: knn_int8.topk_exact_int8(v, inv, codes, scales, v[q], k, exclude=np.array([q]),
                                               n_threads=t), qrows),
             f"exact (rows equal topk); median {statistics.median(cands):.0f} rows re-scored, "
             f"{fallbacks} exact-scan fallbacks")

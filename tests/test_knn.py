@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from w2v import knn
+from w2v import knn_int8
 
 ATOL = 2e-6  # cosines are in [-1, 1]: float32 dots of <= 16 terms stay far inside this
 
@@ -340,14 +341,14 @@ def test_reduced_precision_reranks_exactly():
     v = rng.standard_normal((3000, 24)).astype(np.float32)
     v[0] = 0
     inv = knn.inverse_norms(v)
-    codes, scales = knn.quantize_rows(v, inv)
+    codes, scales = knn_int8.quantize_rows(v, inv)
     assert codes.dtype == np.int8 and np.abs(codes).max() == 127 and scales[0] == 0
     unit = knn.normalize_rows(v)
     assert np.abs(codes * scales[:, None] - unit).max() <= scales.max() / 2 + 1e-7
     hits = 0
     for qi in range(1, 40):
         es, er = knn.topk(v, inv, v[qi], 10, exclude=[qi])
-        rs, rr = knn.topk_reduced(v, inv, codes, scales, v[qi], 10, exclude=[qi], rerank=50)
+        rs, rr = knn_int8.topk_reduced(v, inv, codes, scales, v[qi], 10, exclude=[qi], rerank=50)
         assert rr.shape == (10,) and qi not in rr
         # re-ranked scores are the exact kernel's scores for those rows (bit-identical)
         full_s, full_r = knn.topk(v, inv, v[qi], 3000)

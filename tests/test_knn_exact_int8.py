@@ -9,14 +9,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from w2v import knn
+from w2v import knn_int8
+from w2v.knn_int8 import Int8Stats
 
 
 def _both(v, query, k, exclude, n_threads, **kw):
     inv = knn.inverse_norms(v)
-    codes, scales = knn.quantize_rows(v, inv)
+    codes, scales = knn_int8.quantize_rows(v, inv)
     want = knn.topk(v, inv, query, k, exclude=exclude, n_threads=n_threads)
-    stats = {}
-    got = knn.topk_exact_int8(v, inv, codes, scales, query, k, exclude=exclude,
+    stats = Int8Stats()
+    got = knn_int8.topk_exact_int8(v, inv, codes, scales, query, k, exclude=exclude,
                               n_threads=n_threads, stats=stats, **kw)
     return want, got, stats
 
@@ -75,20 +77,18 @@ def test_prunes_and_matches_on_random_matrix():
         want, got, stats = _both(v, v[qi], 15, [qi], t)
         _assert_same(want, got)
         if qi != 5:  # a real query: the int8 bound must leave far fewer rows than V
-            assert stats["fallback"] is None
-            assert 15 <= stats["candidates"] < 2000
+            assert stats.fallbacks == 0 and stats.queries == 1
+            assert 15 <= stats.last_candidates == stats.candidates < 2000
         else:  # zero query: exact fallback
-            assert stats["fallback"] == "query"
+            assert stats.query == 1 and stats.last_candidates == -1
 
 
 def test_candidate_overflow_falls_back_exactly():
     rng = np.random.default_rng(1)
     v = rng.standard_normal((3000, 8)).astype(np.float32)
-    before = knn.EXACT_INT8_FALLBACKS["overflow"]
     want, got, stats = _both(v, v[0], 10, None, 1, max_candidates=10)
     _assert_same(want, got)
-    assert stats == {"candidates": -1, "fallback": "overflow"}
-    assert knn.EXACT_INT8_FALLBACKS["overflow"] == before + 1
+    assert (stats.overflow, stats.query, stats.candidates, stats.last_candidates) == (1, 0, 0, -1)
 
 
 def test_all_ties_keep_row_order():
@@ -102,13 +102,13 @@ def test_all_ties_keep_row_order():
 def test_argument_errors():
     v = np.ones((4, 3), np.float32)
     inv = knn.inverse_norms(v)
-    codes, scales = knn.quantize_rows(v, inv)
+    codes, scales = knn_int8.quantize_rows(v, inv)
     with pytest.raises(ValueError, match="codes"):
-        knn.topk_exact_int8(v, inv, codes[:, :2], scales, v[0], 2)
+        knn_int8.topk_exact_int8(v, inv, codes[:, :2], scales, v[0], 2)
     with pytest.raises(ValueError, match="max_candidates"):
-        knn.topk_exact_int8(v, inv, codes, scales, v[0], 2, max_candidates=0)
+        knn_int8.topk_exact_int8(v, inv, codes, scales, v[0], 2, max_candidates=0)
     with pytest.raises(ValueError, match="exclude"):
-        knn.topk_exact_int8(v, inv, codes, scales, v[0], 2, exclude=[4])
+        knn_int8.topk_exact_int8(v, inv, codes, scales, v[0], 2, exclude=[4])
 
 
 @pytest.mark.parametrize("D", [2, 3, 8])
@@ -118,13 +118,13 @@ def test_many_queries_low_dim(D):
     rng = np.random.default_rng(D)
     v = rng.standard_normal((6000, D)).astype(np.float32)
     inv = knn.inverse_norms(v)
-    codes, scales = knn.quantize_rows(v, inv)
+    codes, scales = knn_int8.quantize_rows(v, inv)
     queries = rng.standard_normal((60, D)).astype(np.float32)
     with mock.patch.object(knn, "MIN_ROWS_PER_THREAD", 1000):
         for i, q in enumerate(queries):
             t = 1 + i % 2
             _assert_same(knn.topk(v, inv, q, 3, n_threads=t),
-                         knn.topk_exact_int8(v, inv, codes, scales, q, 3, n_threads=t))
+                         knn_int8.topk_exact_int8(v, inv, codes, scales, q, 3, n_threads=t))
 
 
 def test_interval_holds_at_worst_case_quantisation_error():
@@ -139,7 +139,7 @@ def test_interval_holds_at_worst_case_quantisation_error():
     sign[:, 0] = 0.0
     v = (c + 0.499 * sign).astype(np.float32) * np.float32(0.37)
     inv = knn.inverse_norms(v)
-    codes, scales = knn.quantize_rows(v, inv)
+    codes, scales = knn_int8.quantize_rows(v, inv)
     assert np.array_equal(codes.astype(np.float64), c)
     cbound = 0.5 + 260.0 * (D + 4) * 2.0 ** -24
     cand = np.empty(1, np.int64)
@@ -153,11 +153,11 @@ def test_interval_holds_at_worst_case_quantisation_error():
             s = np.empty(1, np.float32)
             knn._score_rows_kernel(v, inv, q, q_scale, np.array([j]), s)
             hl, hid = np.full(1, -np.inf), np.full(1, -1, np.int64)
-            knn._bound_scan_kernel(codes, scales, inv, q, q_scale, l1, qn, cbound, j, j + 1, hl, hid, cand)
+            knn_int8._bound_scan_kernel(codes, scales, inv, q, q_scale, l1, qn, cbound, j, j + 1, hl, hid, cand)
             lower = hl[0]
             assert lower <= s[0]
             hl, hid = np.full(1, np.float64(s[0])), np.full(1, -1, np.int64)
-            n = knn._bound_scan_kernel(codes, scales, inv, q, q_scale, l1, qn, cbound, j, j + 1, hl, hid, cand)
+            n = knn_int8._bound_scan_kernel(codes, scales, inv, q, q_scale, l1, qn, cbound, j, j + 1, hl, hid, cand)
             assert n == 1  # upper bound >= s_j
             a = (codes[j].astype(np.float64) @ q) * scales[j] * q_scale
             worst = max(worst, abs(s[0] - a) / (scales[j] * q_scale * l1))
