@@ -420,12 +420,13 @@ def dedup_scan(status, sess, line0, start, state, keys, vals):
 # --------------------------------------------------------------------------- writer kernels
 @njit(cache=True, nogil=True)
 def _ndigits(v):
-    """Decimal digits of a non-negative int64 (1 for 0)."""
-    n = 1
-    while v >= 10:
-        v //= 10
-        n += 1
-    return n
+    """Decimal digits of a non-negative int64 (1 for 0): comparisons with powers of ten, no division."""
+    d = 1
+    p = 10
+    while d < 19 and v >= p:
+        p *= 10
+        d += 1
+    return d
 
 
 @njit(cache=True, nogil=True)
@@ -438,12 +439,18 @@ def _put_lit(out, p, lit, m):
 
 @njit(cache=True, nogil=True)
 def _put_uint(out, p, v):
-    """Write int64 ``v >= 0`` in decimal (no leading zeros; ``0`` for 0) at ``out[p:]``; return the end."""
+    """Write int64 ``v >= 0`` in decimal (no leading zeros; ``0`` for 0) at ``out[p:]``; return the end.
+
+    The project's one integer-to-ASCII routine (the synthetic generator writes through this module
+    too); unsigned division by 10, so there are no sign fix-ups."""
     n = _ndigits(v)
+    x = np.uint64(v)
+    ten = np.uint64(10)
     q = p + n
     for i in range(n):
-        out[q - 1 - i] = 48 + v % 10
-        v //= 10
+        y = x // ten
+        out[q - 1 - i] = np.uint8(48 + (x - y * ten))
+        x = y
     return q
 
 

@@ -60,7 +60,10 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from . import fastparse
 from .atomic import atomic_file
+from .parallel import default_threads, run_ranges
+from .splitmix import GOLDEN, mix64
 
 T0_MS = 1659304800000            # 2022-07-31 22:00:00 UTC, first ts of the OTTO train set
 WINDOW_MS = 28 * 24 * 3600 * 1000  # four weeks
@@ -70,9 +73,7 @@ MIN_SESSION_LEN = 2
 RELATED = 8                       # related-list length R
 LOCAL_WINDOW = 8                  # a "local" related item is within this many indices (same topic)
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = GOLDEN
 _KEY_ITEMS = np.uint64(0x6A09E667F3BCC908)
 _KEY_SESSIONS = np.uint64(0xBB67AE8584CAA73B)
 _KEY_TOPICS = np.uint64(0x3C6EF372FE94F82B)
@@ -161,28 +162,21 @@ class SynthError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Random numbers: SplitMix64. State is one uint64; every draw returns (new_state, value).
-# Streams are keyed by hashing (key, index), so each session/item has its own stream.
+# Random numbers: SplitMix64 (data_prep.splitmix). State is one uint64; every draw returns
+# (new_state, value). Streams are keyed by hashing (key, index), so each session/item has its own
+# stream.
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
-def _mix64(z):
-    """SplitMix64 finalizer: a bijective avalanche of a uint64."""
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
-
-
 @njit(cache=True, nogil=True)
 def _stream(key, index):
     """Initial state of stream ``index`` under ``key`` (uint64, int) -> uint64."""
-    return _mix64(key ^ _mix64(np.uint64(index) + _GOLDEN))
+    return mix64(key ^ mix64(np.uint64(index) + _GOLDEN))
 
 
 @njit(cache=True, nogil=True)
 def _uniform(state):
     """(state) -> (state', u) with u uniform in [0, 1) at 53-bit resolution."""
     state = state + _GOLDEN
-    return state, float(_mix64(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return state, float(mix64(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
 @njit(cache=True, nogil=True)
@@ -306,7 +300,7 @@ class Catalog:
 def _seed_key(seed: int, salt: np.uint64) -> np.uint64:
     s = np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)
     with np.errstate(over="ignore"):
-        return np.uint64(_mix64(np.uint64(s ^ salt)))
+        return np.uint64(mix64(np.uint64(s ^ salt)))
 
 
 def build_catalog(n_items: int, seed: int, params: SynthParams | None = None, threads: int = 1) -> Catalog:
@@ -323,13 +317,13 @@ def build_catalog(n_items: int, seed: int, params: SynthParams | None = None, th
     topic_start[-1] = M
     item_topic = np.repeat(np.arange(K, dtype=np.int32), np.diff(topic_start))
     w = np.empty(M, dtype=np.float64)
-    _run_ranges(M, threads, _item_weights_kernel, _seed_key(seed, _KEY_ITEMS), params.sigma_item,
-                params.z_cap, params.w_floor, w)
+    run_ranges(M, threads, _item_weights_kernel, _seed_key(seed, _KEY_ITEMS), params.sigma_item,
+               params.z_cap, params.w_floor, w, min_per_range=1024)
     cum_w = np.zeros(M + 1, dtype=np.float64)
     np.cumsum(w, out=cum_w[1:])
     related = np.empty((M, RELATED), dtype=np.int32)
-    _run_ranges(M, threads, _related_kernel, _seed_key(seed, _KEY_ITEMS), topic_start, item_topic,
-                cum_w, params.p_local, related)
+    run_ranges(M, threads, _related_kernel, _seed_key(seed, _KEY_ITEMS), topic_start, item_topic,
+               cum_w, params.p_local, related, min_per_range=1024)
     aid_of = _permutation_kernel(_seed_key(seed, _KEY_PERM), M)
     return Catalog(topic_start, item_topic, cum_w, related, aid_of)
 
@@ -574,103 +568,8 @@ def _sessions_kernel(lo_row, hi_row, key, first_session, n_total, offsets, topic
 
 
 # ---------------------------------------------------------------------------------------------
-# JSON formatting
+# JSON formatting: the one compact OTTO JSONL writer (data_prep.fastparse.export_sizes/export_fill)
 # ---------------------------------------------------------------------------------------------
-_TYPE_BYTES = [b"clicks", b"carts", b"orders"]
-_TYPE_TABLE = np.zeros((3, 8), dtype=np.uint8)
-_TYPE_LEN = np.array([len(t) for t in _TYPE_BYTES], dtype=np.int64)
-for _i, _t in enumerate(_TYPE_BYTES):
-    _TYPE_TABLE[_i, :len(_t)] = np.frombuffer(_t, dtype=np.uint8)
-_HEAD = np.frombuffer(b'{"session":', dtype=np.uint8)
-_MID = np.frombuffer(b',"events":[', dtype=np.uint8)
-_EV_AID = np.frombuffer(b'{"aid":', dtype=np.uint8)
-_EV_TS = np.frombuffer(b',"ts":', dtype=np.uint8)
-_EV_TYPE = np.frombuffer(b',"type":"', dtype=np.uint8)
-_EV_END = np.frombuffer(b'"}', dtype=np.uint8)
-_TAIL = np.frombuffer(b']}\n', dtype=np.uint8)
-
-
-@njit(cache=True, nogil=True)
-def _ndigits(x):
-    """Decimal digits of a non-negative integer < 10**19 (1 for 0); comparisons, no division."""
-    d = 1
-    p = 10
-    while d < 19 and x >= p:
-        p *= 10
-        d += 1
-    return d
-
-
-@njit(cache=True, nogil=True)
-def _put(buf, pos, lit):
-    """Copy the uint8 literal ``lit`` to buf[pos:]; return the position after it."""
-    for k in range(lit.shape[0]):
-        buf[pos + k] = lit[k]
-    return pos + lit.shape[0]
-
-
-@njit(cache=True, nogil=True)
-def _put_int(buf, pos, x):
-    """Write non-negative ``x`` in decimal at buf[pos:] (unsigned division, so no sign fix-ups)."""
-    d = _ndigits(x)
-    v = np.uint64(x)
-    ten = np.uint64(10)
-    p = pos + d - 1
-    for _ in range(d):
-        q = v // ten
-        buf[p] = np.uint8(48 + (v - q * ten))
-        v = q
-        p -= 1
-    return pos + d
-
-
-@njit(cache=True, nogil=True)
-def _line_bytes_kernel(lo, hi, first_session, offsets, aid, ts, typ, type_len, fixed, out):
-    """out[j] = exact byte length of session first_session + j's JSON line, j in [lo, hi) (int64 [B]).
-
-    fixed = (len(head)+len(mid)+len(tail), per-event fixed bytes without the type name); aid: int32
-    aids [E], ts int64 [E] (non-negative), typ uint8 [E]; events are separated by one comma.
-    """
-    for j in range(lo, hi):
-        n = fixed[0] + _ndigits(first_session + j)
-        a, b = offsets[j], offsets[j + 1]
-        for e in range(a, b):
-            n += fixed[1] + _ndigits(aid[e]) + _ndigits(ts[e]) + type_len[typ[e]]
-        if b > a:
-            n += b - a - 1
-        out[j] = n
-
-
-@njit(cache=True, nogil=True)
-def _format_kernel(lo, hi, first_session, offsets, aid, ts, typ, line_start, buf, type_table, type_len,
-                   head, mid, ev_aid, ev_ts, ev_type, ev_end, tail):
-    """Write the compact OTTO JSON line of rows j in [lo, hi) into buf at line_start[j] (uint8 [total]).
-
-    line_start: int64 [B+1], cumulative line lengths from ``_line_bytes_kernel``. Literal pieces are
-    uint8 arrays; type_table uint8 [3, 8] holds the type names, type_len their lengths.
-    """
-    for j in range(lo, hi):
-        p = line_start[j]
-        p = _put(buf, p, head)
-        p = _put_int(buf, p, first_session + j)
-        p = _put(buf, p, mid)
-        for e in range(offsets[j], offsets[j + 1]):
-            if e > offsets[j]:
-                buf[p] = 44  # ','
-                p += 1
-            p = _put(buf, p, ev_aid)
-            p = _put_int(buf, p, np.int64(aid[e]))
-            p = _put(buf, p, ev_ts)
-            p = _put_int(buf, p, ts[e])
-            p = _put(buf, p, ev_type)
-            t = typ[e]
-            for k in range(type_len[t]):
-                buf[p + k] = type_table[t, k]
-            p += type_len[t]
-            p = _put(buf, p, ev_end)
-        p = _put(buf, p, tail)
-
-
 def format_batch(first_session: int, offsets: np.ndarray, aid: np.ndarray, ts: np.ndarray,
                  typ: np.ndarray, threads: int = 1) -> np.ndarray:
     """Compact OTTO JSONL bytes (uint8 array) of consecutive sessions numbered from ``first_session``.
@@ -678,48 +577,26 @@ def format_batch(first_session: int, offsets: np.ndarray, aid: np.ndarray, ts: n
     offsets int64 [B+1], aid int32 [E] (>= 0), ts int64 [E] (>= 0), typ uint8 [E] in {0, 1, 2}.
     Equal to ``json.dumps(obj, separators=(",", ":")) + "\\n"`` per session.
     """
-    fixed = np.array([_HEAD.size + _MID.size + _TAIL.size,
-                      _EV_AID.size + _EV_TS.size + _EV_TYPE.size + _EV_END.size], dtype=np.int64)
     B = offsets.shape[0] - 1
+    sids = np.arange(first_session, first_session + B, dtype=np.int64)
+    offsets = np.ascontiguousarray(offsets, np.int64)
+    aid = np.ascontiguousarray(aid, np.int32)
     lens = np.empty(B, dtype=np.int64)
-    _run_ranges(B, threads, _line_bytes_kernel, first_session, offsets, aid, ts, typ, _TYPE_LEN, fixed, lens)
+    run_ranges(B, threads, lambda lo, hi: fastparse.export_sizes(sids, offsets, aid, ts, typ, 0, lo, hi, lens),
+               min_per_range=1024)
+    if B and lens.min() < 0:
+        raise SynthError(f"session {first_session + int(np.argmax(lens < 0))}: cannot be written as an OTTO record")
     line_start = np.zeros(B + 1, dtype=np.int64)
     np.cumsum(lens, out=line_start[1:])
     buf = np.empty(int(line_start[-1]), dtype=np.uint8)
-    _run_ranges(B, threads, _format_kernel, first_session, offsets, aid, ts, typ, line_start, buf,
-                _TYPE_TABLE, _TYPE_LEN, _HEAD, _MID, _EV_AID, _EV_TS, _EV_TYPE, _EV_END, _TAIL)
+    run_ranges(B, threads, lambda lo, hi: fastparse.export_fill(sids, offsets, aid, ts, typ, 0, lo, hi, line_start, buf),
+               min_per_range=1024)
     return buf
 
 
 # ---------------------------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------------------------
-def default_threads() -> int:
-    """CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _run_ranges(n: int, threads: int, kernel, *args) -> None:
-    """Call ``kernel(lo, hi, *args)`` over ``threads`` contiguous ranges covering [0, n).
-
-    The kernels release the GIL (nogil) and write disjoint slices, so the ranges run on a thread
-    pool; every kernel derives its randomness from (key, global index), so the split never
-    changes a result.
-    """
-    threads = max(1, min(int(threads), n // 1024 or 1))
-    if threads == 1:
-        kernel(0, n, *args)
-        return
-    bounds = [n * k // threads for k in range(threads + 1)]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = [pool.submit(kernel, bounds[k], bounds[k + 1], *args) for k in range(threads)]
-        for f in futures:
-            f.result()
-
-
 def default_items(n_sessions: int) -> int:
     """Items for ``n_sessions`` at the real ratio (12,899,779 sessions : 1,855,603 items), >= 1."""
     return max(1, int(round(n_sessions * ITEMS_PER_SESSION)))
@@ -740,7 +617,7 @@ def generate_batch(catalog: Catalog, first_session: int, n_batch: int, n_session
         start_cdf = start_time_table(params.daily_amplitude)
     key = _seed_key(seed, _KEY_SESSIONS)
     lengths = np.empty(n_batch, dtype=np.int64)
-    _run_ranges(n_batch, threads, _lengths_kernel, key, first_session, pv, lengths)
+    run_ranges(n_batch, threads, _lengths_kernel, key, first_session, pv, lengths, min_per_range=1024)
     offsets = np.zeros(n_batch + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     E = int(offsets[-1])
@@ -749,9 +626,9 @@ def generate_batch(catalog: Catalog, first_session: int, n_batch: int, n_session
     typ = np.empty(E, dtype=np.uint8)
     dropped = np.empty(n_batch, dtype=np.int64)
     compressed = np.empty(n_batch, dtype=np.int64)
-    _run_ranges(n_batch, threads, _sessions_kernel, key, first_session, n_sessions, offsets,
-                catalog.topic_start, catalog.item_topic, catalog.cum_w, catalog.related, start_cdf,
-                pv, item, ts, typ, dropped, compressed)
+    run_ranges(n_batch, threads, _sessions_kernel, key, first_session, n_sessions, offsets,
+               catalog.topic_start, catalog.item_topic, catalog.cum_w, catalog.related, start_cdf,
+               pv, item, ts, typ, dropped, compressed, min_per_range=1024)
     aid = catalog.aid_of[item]
     return offsets, aid, ts, typ, item, dropped, compressed
 

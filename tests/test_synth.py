@@ -245,7 +245,7 @@ def test_sessions_stay_mostly_in_one_topic():
 # ------------------------------------------------------------------ kernels vs references
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(st.tuples(st.integers(0, 2**31 - 1), st.integers(0, 2**62), st.integers(0, 2)),
-                         min_size=0, max_size=4), min_size=1, max_size=5),
+                         min_size=1, max_size=4), min_size=1, max_size=5),
        st.integers(0, 2**40))
 def test_format_batch_equals_json_dumps(sessions, first):
     lens = [len(s) for s in sessions]
@@ -262,6 +262,12 @@ def test_format_batch_equals_json_dumps(sessions, first):
                    separators=(",", ":")) + "\n"
         for i, s in enumerate(sessions)).encode()
     assert got == want
+
+
+def test_format_batch_refuses_a_session_without_events():
+    # the generator never makes one (sessions have >= 2 events); the shared writer refuses it
+    with pytest.raises(synth.SynthError, match="session 8"):
+        synth.format_batch(7, np.array([0, 1, 1]), np.zeros(1, np.int32), np.zeros(1, np.int64), np.zeros(1, np.uint8))
 
 
 @settings(max_examples=80, deadline=None)

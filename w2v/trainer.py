@@ -14,14 +14,14 @@ from typing import Callable, Iterable, Sequence
 import numba
 import numpy as np
 
+from data_prep.splitmix import splitmix64 as _splitmix64
+
 from . import kernels
 from .config import W2VConfig
 from .corpus import (Corpus, Sentences, map_to_vocab, sentences_from_dataset,
                      sentences_from_sequences)
 from .model_io import load_model, popularity, save_model
 from .vocab import build_vocab, cum_table, sample_ints
-
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def gensim_initial_vectors(n_words: int, vector_size: int, seed: int) -> np.ndarray:
@@ -33,15 +33,6 @@ def gensim_initial_vectors(n_words: int, vector_size: int, seed: int) -> np.ndar
     v -= 1.0
     v /= vector_size
     return v
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _M64
-        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
-        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
-        return x ^ (x >> np.uint64(31))
 
 
 def fast_job_states(seed: int, epoch: int, n_jobs: int) -> np.ndarray:
