@@ -51,11 +51,13 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def run_tasks(fn, args_list) -> None:
-    """``fn(*args)`` for every tuple of ``args_list``: the first on this thread, the rest on the
+def run_tasks(fn, args_list, pool=None) -> None:
+    """``fn(*args)`` for every tuple of ``args_list``: the first on this thread, the rest on
+    ``pool`` (an executor the caller owns, e.g. to bound the threads of one stage) or on the
     shared pool. Waits for all; the first exception raised is re-raised (after all finished)."""
     args_list = list(args_list)
-    futures = [_pool().submit(fn, *a) for a in args_list[1:]]
+    pool = _pool() if pool is None else pool
+    futures = [pool.submit(fn, *a) for a in args_list[1:]]
     try:
         if args_list:
             fn(*args_list[0])

@@ -33,6 +33,7 @@ from . import fastparse as fp
 from .atomic import atomic_directory, atomic_file, check_output
 from .command import positive_int
 from .dataset import ARRAYS, TYPE_CODES, TYPE_NAMES, Dataset, dataset_meta
+from .parallel import check_threads, run_tasks
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -483,24 +484,11 @@ def _split_run(pool, n: int, call) -> None:
     if pool is None or n <= 1:
         call(0, n)
         return
-    futures = [pool.submit(call, k, k + 1) for k in range(n)]
-    for f in futures:
-        f.result()
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    run_tasks(call, [(k, k + 1) for k in range(n)], pool)
 
 
 def _check_threads(threads) -> int:
-    if threads is None:
-        return _default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
-        raise ValueError(f"threads: must be an integer from 1 to 1024, got {threads!r}")
-    return threads
+    return check_threads(threads, "threads")
 
 
 class _Inline:

@@ -7,19 +7,13 @@ private random stream per job. docs/ALGORITHM.md describes both.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 
+from data_prep.parallel import default_threads
+
 MODES = ("fast", "parity")
 SIGMOID_EDGES = ("skip", "clip")
-
-
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -63,7 +57,7 @@ class W2VConfig:
     epochs: int = 5
     min_count: int = 5
     seed: int = 1
-    workers: int = field(default_factory=_default_workers)
+    workers: int = field(default_factory=default_threads)
     mode: str = "fast"
     sigmoid_edge: str = "skip"
     max_sentence_len: int | None = None
