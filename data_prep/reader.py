@@ -22,7 +22,6 @@ import mmap
 import os
 import struct
 import sys
-import time
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +33,7 @@ from .atomic import atomic_directory, atomic_file, check_output
 from .command import positive_int
 from .dataset import ARRAYS, TYPE_CODES, TYPE_NAMES, Dataset, dataset_meta
 from .parallel import check_threads, run_tasks
+from .progress import Progress
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -50,46 +50,6 @@ class ReaderError(ValueError):
 
 class _BadRecord(Exception):
     """A line that is JSON but not a valid OTTO record (internal; carries the reason)."""
-
-
-# =========================================================================== progress
-class _Progress:
-    """Rate-limited progress on stderr: nothing for the first second, then every 0.5 s (tty) or 5 s.
-
-    ``total`` is in the units of ``done`` (input bytes for convert, events for export).
-    """
-
-    def __init__(self, label: str, total: int | None, quiet: bool):
-        self.label = label
-        self.total = total if total else None
-        self.quiet = quiet
-        self.t0 = time.monotonic()
-        self.tty = sys.stderr.isatty()
-        self.every = 0.5 if self.tty else 5.0
-        self.next = self.t0 + 1.0
-        self.printed = False
-
-    def due(self) -> bool:
-        """Whether ``update`` would print now (lets callers skip computing its arguments)."""
-        return not self.quiet and time.monotonic() >= self.next
-
-    def update(self, done: int, nbytes: int, events: int, force: bool = False) -> None:
-        if self.quiet:
-            return
-        now = time.monotonic()
-        if now < self.next and not (force and self.printed):
-            return
-        self.next = now + self.every
-        el = max(now - self.t0, 1e-9)
-        mb = nbytes / 1e6
-        msg = f"{self.label}: {mb:,.0f} MB, {events:,} events, {mb / el:,.0f} MB/s"
-        if self.total:
-            frac = min(done / self.total, 1.0)
-            eta = el * (1 - frac) / frac if frac > 0 else float("nan")
-            msg += f", {100 * frac:5.1f}%, ETA {eta:,.0f} s"
-        end = "\r" if self.tty and not force else "\n"
-        print(msg.ljust(79) if self.tty else msg, end=end, file=sys.stderr, flush=True)
-        self.printed = True
 
 
 # =========================================================================== .npy streaming
@@ -538,7 +498,7 @@ def _readinto_full(stream, buf: np.ndarray, name: str) -> int:
     return got
 
 
-def _feed_stream(stream, raw, conv: _Converter, block_size: int, read_pool, progress: _Progress) -> None:
+def _feed_stream(stream, raw, conv: _Converter, block_size: int, read_pool, progress: Progress) -> None:
     """Feed a stream (gzip) in ``block_size`` pieces; the next piece is read while one is parsed."""
     bufs = [np.empty(block_size, np.uint8), np.empty(block_size, np.uint8)]
     k = 0
@@ -551,13 +511,13 @@ def _feed_stream(stream, raw, conv: _Converter, block_size: int, read_pool, prog
         conv.feed(bufs[k % 2][:got], eof)
         if progress.due():
             pos = raw.tell()
-            progress.update(pos, pos, conv.n_events)
+            progress.update(pos, f"{conv.n_events:,} events")
         if eof:
             return
         k += 1
 
 
-def _feed_mapped(raw, size: int, conv: _Converter, block_size: int, progress: _Progress) -> None:
+def _feed_mapped(raw, size: int, conv: _Converter, block_size: int, progress: Progress) -> None:
     """Feed a plain file through read-only memory maps of about ``block_size`` bytes each.
 
     The parser reads the page cache in place (no copy into a buffer); each window is unmapped
@@ -583,7 +543,7 @@ def _feed_mapped(raw, size: int, conv: _Converter, block_size: int, progress: _P
                 pass
         pos = end
         if progress.due():
-            progress.update(pos, pos, conv.n_events)
+            progress.update(pos, f"{conv.n_events:,} events")
 
 
 def convert(in_path: str | os.PathLike, out_dir: str | os.PathLike, *, block_size: int = DEFAULT_BLOCK_SIZE,
@@ -636,7 +596,7 @@ def convert(in_path: str | os.PathLike, out_dir: str | os.PathLike, *, block_siz
             stack.callback(parse_pool.shutdown, wait=True, cancel_futures=True)
         conv = _Converter(name, on_bad_line, n_threads, parse_pool, max(block_size // 32, 64), write_pool)
         conv.out = columns
-        progress = _Progress(f"convert {in_path.name}", size, quiet)
+        progress = Progress(f"convert {in_path.name}", size, unit="MB", scale=1e-6, quiet=quiet)
         if stream is raw and size > 0 and hasattr(mmap, "mmap"):
             _feed_mapped(raw, size, conv, block_size, progress)
         else:
@@ -652,7 +612,7 @@ def convert(in_path: str | os.PathLike, out_dir: str | os.PathLike, *, block_siz
         meta = dataset_meta(conv.n_sessions, conv.n_events, conv.counts, source={"name": in_path.name, "size": size},
                             bad_lines_skipped=conv.n_bad, extra={"bad_line_examples": examples} if examples else None)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    progress.update(size, size, conv.n_events, force=True)
+    progress.close(size, f"{conv.n_events:,} events")
     if conv.n_bad and not quiet:
         ex = "; ".join(f"line {ln}: {r}" for ln, r in conv.examples[:EXAMPLES_PRINTED])
         more = ", ..." if conv.n_bad > EXAMPLES_PRINTED else ""
@@ -678,7 +638,7 @@ def export(dataset: Dataset | str | os.PathLike, out_path: str | os.PathLike, *,
     where = str(ds.path) if ds.path is not None else "<in-memory dataset>"
     S = ds.n_sessions
     offsets = np.ascontiguousarray(ds.offsets)
-    progress = _Progress(f"export {out_path.name}", ds.n_events, quiet)
+    progress = Progress(f"export {out_path.name}", ds.n_events, unit="events", quiet=quiet)
     buf = np.empty(0, np.uint8)
     written = 0
     with contextlib.ExitStack() as stack:
@@ -712,11 +672,11 @@ def export(dataset: Dataset | str | os.PathLike, out_path: str | os.PathLike, *,
                                                                 s0, cut[a], cut[b], pos, buf))  # noqa: B023 - run now
             sink.write(memoryview(buf[:total]))
             written += total
-            progress.update(int(offsets[s1]), written, int(offsets[s1]))
+            progress.update(int(offsets[s1]), f"{written / 1e6:,.0f} MB written")
             s0 = s1
         if sink is not fh:
             sink.close()
-    progress.update(ds.n_events, written, ds.n_events, force=True)
+    progress.close(ds.n_events, f"{written / 1e6:,.0f} MB written")
     return out_path
 
 

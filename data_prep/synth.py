@@ -63,6 +63,7 @@ from numba import njit
 from . import fastparse
 from .atomic import atomic_file
 from .parallel import default_threads, run_ranges
+from .progress import Progress
 from .splitmix import GOLDEN, mix64
 
 T0_MS = 1659304800000            # 2022-07-31 22:00:00 UTC, first ts of the OTTO train set
@@ -645,22 +646,6 @@ def _check_args(n_sessions, n_items, seed, batch_sessions, threads):
         raise SynthError(f"threads: must be a positive integer, got {threads!r}")
 
 
-class _Progress:
-    def __init__(self, total: int, quiet: bool, label: str = "synth"):
-        self.total, self.quiet, self.label = total, quiet, label
-        self.t0 = self.last = time.perf_counter()
-        self.shown = -1
-
-    def update(self, done: int, nbytes: int, force: bool = False) -> None:
-        now = time.perf_counter()
-        if self.quiet or (not force and now - self.last < 1.0) or (force and done == self.shown):
-            return
-        self.last, self.shown = now, done
-        el = max(now - self.t0, 1e-9)
-        print(f"{self.label}: {done:,}/{self.total:,} sessions ({100.0 * done / self.total:.1f}%), "
-              f"{nbytes / 1e6:,.1f} MB, {nbytes / 1e6 / el:,.1f} MB/s", file=sys.stderr, flush=True)
-
-
 def generate(out_path: str | os.PathLike, n_sessions: int, n_items: int | None = None, seed: int = 0, *,
              quiet: bool = False, threads: int | None = None, batch_sessions: int = 65536,
              params: SynthParams | None = None) -> dict:
@@ -684,7 +669,7 @@ def generate(out_path: str | os.PathLike, n_sessions: int, n_items: int | None =
     item_counts = np.zeros(n_items, dtype=np.int64)
     type_counts = np.zeros(3, dtype=np.int64)
     dropped_orders = compressed = n_events = n_bytes = 0
-    progress = _Progress(n_sessions, quiet)
+    progress = Progress("synth", n_sessions, unit="sessions", quiet=quiet)
     with atomic_file(out_path, "wb") as raw, ThreadPoolExecutor(max_workers=1) as writer:
         fh = (gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0)
               if out_path.suffix == ".gz" else raw)
@@ -704,7 +689,7 @@ def generate(out_path: str | os.PathLike, n_sessions: int, n_items: int | None =
                 compressed += int(comp.sum())
                 n_events += int(offsets[-1])
                 n_bytes += int(buf.shape[0])
-                progress.update(first + nb, n_bytes)
+                progress.update(first + nb, f"{n_bytes / 1e6:,.1f} MB")
             if pending_write is not None:
                 pending_write.result()
         finally:
@@ -729,7 +714,7 @@ def generate(out_path: str | os.PathLike, n_sessions: int, n_items: int | None =
         "sessions_time_compressed": compressed,
         "seconds": round(seconds, 3),
     }
-    progress.update(n_sessions, n_bytes, force=True)
+    progress.close(n_sessions, f"{n_bytes / 1e6:,.1f} MB")
     return summary
 
 

@@ -23,15 +23,15 @@ The result is a CSR graph over aid space: the neighbours of aid a are
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import numba as nb
 import numpy as np
 
 from data_prep.dataset import Dataset, parse_types
+from data_prep.progress import Progress
 
-KEY_SHIFT = np.int64(1 << 31)
+KEY_SHIFT = 1 << 31   # pair key = x * KEY_SHIFT + y (aids < 2**31)
 MODES = {"time": 0, "type": 1, "unit": 2}
 
 
@@ -111,7 +111,7 @@ def _pairs_kernel(offsets, aid, ts, type_, s0, s1, type_ok, max_events, window_m
                     wt = type_w[type_[eb]]
                 else:
                     wt = 1.0
-                lk[nl] = np.int64(x) * 2147483648 + np.int64(y)
+                lk[nl] = np.int64(x) * KEY_SHIFT + np.int64(y)
                 lw[nl] = wt
                 nl += 1
         if nl == 0:
@@ -180,15 +180,15 @@ def _topn_kernel(keys, ws, top_n):
     dropped = 0
     i = 0
     while i < n:
-        x = keys[i] // 2147483648
+        x = keys[i] // KEY_SHIFT
         j = i
-        while j < n and keys[j] // 2147483648 == x:
+        while j < n and keys[j] // KEY_SHIFT == x:
             j += 1
         # keys i..j-1 share x and are y-ascending; stable sort by -w keeps y ascending on ties
         order = np.argsort(-ws[i:j], kind="mergesort")
         c = min(top_n, j - i)
         for r in range(c):
-            nbr[M] = np.int32(keys[i + order[r]] % 2147483648)
+            nbr[M] = np.int32(keys[i + order[r]] % KEY_SHIFT)
             w[M] = ws[i + order[r]]
             M += 1
         dropped += (j - i) - c
@@ -239,6 +239,7 @@ def build_covisit(ds: Dataset, *, types=None, mode: str = "unit", window_ms: int
         bounds.append(min(max(s1, s0 + 1), S))
     part_edges = np.linspace(0, A, n_parts + 1).astype(np.int64)
     rows_all, counts_all, nbr_all, w_all = [], [], [], []
+    bar = Progress(name, n_parts * S, unit="sessions", quiet=not progress)
     skipped = 0
     dropped = 0
     n_pairs = 0
@@ -259,8 +260,7 @@ def build_covisit(ds: Dataset, *, types=None, mode: str = "unit", window_ms: int
             if acc_n > chunk_pairs and len(acc_k) > 1:
                 k_, w_ = _reduce_kernel(np.concatenate(acc_k), np.concatenate(acc_w))
                 acc_k, acc_w, acc_n = [k_], [w_], k_.shape[0]
-            if progress:
-                print(f"\r{name}: part {p + 1}/{n_parts}, sessions {s1}/{S}", end="", file=sys.stderr, flush=True)
+            bar.update(p * S + s1, f"part {p + 1}/{n_parts}")
         if len(acc_k) != 1:
             k_, w_ = _reduce_kernel(np.concatenate(acc_k) if acc_k else np.zeros(0, np.int64),
                                     np.concatenate(acc_w) if acc_w else np.zeros(0, np.float32))
@@ -273,8 +273,7 @@ def build_covisit(ds: Dataset, *, types=None, mode: str = "unit", window_ms: int
         counts_all.append(cnt)
         nbr_all.append(nbr)
         w_all.append(w)
-    if progress:
-        print(file=sys.stderr)
+    bar.close(n_parts * S)
     rows = np.concatenate(rows_all)
     counts = np.concatenate(counts_all)
     per_aid = np.zeros(A, np.int64)

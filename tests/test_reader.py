@@ -483,16 +483,26 @@ def test_many_short_bad_lines_in_one_block(tmp_path):
         convert(src, tmp_path / "ds2", quiet=True, block_size=2048)
 
 
-def test_progress_line(capsys, monkeypatch):
-    p = reader._Progress("convert x", 1000, quiet=False)
-    p.next = 0.0
-    p.update(250, 250_000_000, 12345)
+def test_convert_reports_progress_as_lines_in_a_log(tmp_path, monkeypatch, capsys):
+    # stderr captured by pytest is not a terminal: complete lines, no carriage returns
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(GOOD % i + "\n" for i in range(3000)))
+    monkeypatch.setattr(reader.Progress, "due", lambda self: True)
+    monkeypatch.setattr(reader.Progress, "__init__", _eager_init(reader.Progress.__init__))
+    convert(src, tmp_path / "ds", block_size=4096)
     err = capsys.readouterr().err
-    assert "convert x: 250 MB, 12,345 events" in err and "MB/s" in err and "25.0%" in err and "ETA" in err
-    q = reader._Progress("convert x", 1000, quiet=True)
-    q.next = 0.0
-    q.update(250, 250, 1, force=True)
-    assert not q.due() and capsys.readouterr().err == ""
+    lines = [ln for ln in err.splitlines() if ln.startswith("convert in.jsonl: ")]
+    assert len(lines) >= 3 and "\r" not in err
+    assert all(" MB (" in ln and "MB/s" in ln and "ETA" in ln and "events" in ln for ln in lines)
+    assert "(100.0%)" in lines[-1] and "3,000 events" in lines[-1]
+    convert(src, tmp_path / "ds2", block_size=4096, quiet=True)
+    assert capsys.readouterr().err == ""
+
+
+def _eager_init(init):
+    def wrapped(self, *a, **kw):
+        init(self, *a, **dict(kw, every=0.0, first=0.0))
+    return wrapped
 
 
 # --------------------------------------------------------------------------- atomicity

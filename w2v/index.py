@@ -10,6 +10,7 @@ import sys
 import time
 
 from data_prep.command import positive_int
+from data_prep.progress import Progress
 
 from . import knn
 from .model_io import load_model, save_index
@@ -47,22 +48,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _progress_printer(start: float):
-    state = {"last": 0.0}
-
-    def report(done: int, total: int) -> None:
-        now = time.perf_counter()
-        if done < total and now - state["last"] < 1.0:
-            return
-        state["last"] = now
-        el = now - start
-        eta = el / done * (total - done) if done else 0.0
-        print(f"index: {done}/{total} rows ({100.0 * done / max(total, 1):.1f}%), "
-              f"{el:.1f} s elapsed, ~{eta:.0f} s left", file=sys.stderr, flush=True)
-
-    return report
-
-
 def run(args) -> int:
     model = load_model(args.model_dir)
     V, D = model.vectors.shape
@@ -77,7 +62,7 @@ def run(args) -> int:
         print(f"index: {V} rows x {D} dims, k={args.k}, {threads} threads, "
               f"tiles {args.q_block}x{args.i_block}", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    progress = None if args.quiet else _progress_printer(start)
+    progress = None if args.quiet else Progress("index", V, unit="rows").report
     neighbors, scores = knn.build_neighbor_table(model.vectors, args.k, q_block=args.q_block,
                                                  i_block=args.i_block, n_threads=threads,
                                                  progress=progress)

@@ -6,7 +6,6 @@ this module only drives it (jobs, learning rates, random streams, progress, book
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -14,6 +13,7 @@ from typing import Callable, Iterable, Sequence
 import numba
 import numpy as np
 
+from data_prep.progress import Progress
 from data_prep.splitmix import splitmix64 as _splitmix64
 
 from . import kernels
@@ -53,28 +53,6 @@ def job_alphas(job_starts: np.ndarray, n_sentences: int, cur_epoch: int, epochs:
     progress = (cur_epoch + epoch_progress) / epochs
     a = alpha - (alpha - min_alpha) * progress
     return np.maximum(min_alpha, a).astype(np.float32)
-
-
-class _Progress:
-    """One self-overwriting progress line on stderr, at most every ``every`` seconds."""
-
-    def __init__(self, enabled: bool, every: float = 1.0):
-        self.enabled = enabled
-        self.every = every
-        self.last = 0.0
-        self.shown = False
-
-    def show(self, text: str, force: bool = False) -> None:
-        now = time.perf_counter()
-        if self.enabled and (force or now - self.last >= self.every):
-            self.last = now
-            self.shown = True
-            print("\r" + text.ljust(100), end="", file=sys.stderr, flush=True)
-
-    def end(self) -> None:
-        if self.enabled and self.shown:
-            print(file=sys.stderr, flush=True)
-            self.shown = False
 
 
 class Word2Vec:
@@ -204,7 +182,7 @@ class Word2Vec:
             self.output = self.output.copy()
         corpus = self.corpus
         job_starts = kernels.gensim_jobs(corpus.raw_lengths, cfg.batch_words)
-        bar = _Progress(progress)
+        bar = Progress("train", quiet=not progress)
         losses = []
         for cur_epoch in range(epochs):
             alphas = job_alphas(job_starts, corpus.n_sentences, cur_epoch, epochs, cfg.alpha, cfg.min_alpha)
@@ -232,7 +210,7 @@ class Word2Vec:
                 cb(self, self.epochs_trained, loss)
         return losses
 
-    def _epoch_parity(self, job_starts, alphas, bar: _Progress, label: str) -> dict:
+    def _epoch_parity(self, job_starts, alphas, bar: Progress, label: str) -> dict:
         """One epoch exactly as a single gensim worker runs it: per job, two ``randint(0, 2**24)``
         draws seed the LCG, words are downsampled (LCG), ``randint(0, window, n)`` gives the
         reduced windows, then the pairs are trained (LCG negatives). Downsampling and the numpy
@@ -283,7 +261,7 @@ class Word2Vec:
         return dict(loss_sum=loss_sum, pairs=int(pairs), kept_words=int(kept), dropped_by_job_cap=int(dropped),
                     jobs=int(n_jobs), threads=1)
 
-    def _epoch_fast(self, job_starts, alphas, bar: _Progress, label: str) -> dict:
+    def _epoch_fast(self, job_starts, alphas, bar: Progress, label: str) -> dict:
         """One epoch on ``workers`` threads (Hogwild), grouped in segments for progress output."""
         cfg, corpus = self.config, self.corpus
         s_int, c_tab, e_tab = self.tables()
