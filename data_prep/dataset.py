@@ -28,6 +28,7 @@ import numpy as np
 
 from . import checks
 from .atomic import atomic_directory
+from .csr import select_events
 from .npyio import FormatError, check_fields, load_npy, read_json
 
 FORMAT_NAME = "otto-dataset"
@@ -221,27 +222,17 @@ class Dataset:
         if min_len < 0:
             raise ValueError(f"min_len: must be >= 0, got {min_len}")
         codes = parse_types(types)
-        if codes == (0, 1, 2):
-            keep = None
-            lens = self.lengths()
-        else:
-            keep = np.isin(self.type, np.array(codes, dtype=np.uint8))
-            csum = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
-            lens = csum[self.offsets[1:]] - csum[self.offsets[:-1]]
-        sel = lens >= max(min_len, 1) if min_len > 0 else np.ones(self.n_sessions, bool)
-        if keep is None and sel.all():
-            return self
-        # event mask = type kept AND session selected
-        sess_of_event = np.repeat(sel, self.lengths())
-        emask = sess_of_event if keep is None else (sess_of_event & keep)
-        new_lens = lens[sel]
-        offsets = np.zeros(int(sel.sum()) + 1, dtype=np.int64)
-        np.cumsum(new_lens, out=offsets[1:])
+        if codes == (0, 1, 2) and (min_len == 0 or self.lengths().min(initial=min_len) >= min_len):
+            return self  # nothing to drop
+        keep = (np.ones(self.n_events, bool) if codes == (0, 1, 2)
+                else np.isin(self.type, np.array(codes, dtype=np.uint8)))
+        sel = select_events(self.offsets, keep, min_len)
         meta = {k: v for k, v in self.meta.items() if k not in ("n_sessions", "n_events", "counts")}
         meta["filter"] = {"types": [TYPE_NAMES[c] for c in codes], "min_len": int(min_len)}
-        return Dataset(np.ascontiguousarray(self.session_ids[sel]), offsets,
-                       np.ascontiguousarray(self.aid[emask]), np.ascontiguousarray(self.ts[emask]),
-                       np.ascontiguousarray(self.type[emask]), meta=meta, check_values=False)
+        e = sel.events
+        return Dataset(np.ascontiguousarray(self.session_ids[sel.sessions]), sel.offsets,
+                       np.ascontiguousarray(self.aid[e]), np.ascontiguousarray(self.ts[e]),
+                       np.ascontiguousarray(self.type[e]), meta=meta, check_values=False)
 
     def take(self, rows: np.ndarray) -> "Dataset":
         """The sessions at the given row positions (in that order), as an in-memory dataset.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from data_prep.csr import offsets_from_lengths, select_events
 from data_prep.dataset import Dataset, parse_types
 
 from .metrics import rank_metrics
@@ -89,10 +90,8 @@ def pair_split(ds: Dataset, types="orders", min_len: int = 3, test_size: float |
     # train: every sequence without its last item
     keep = np.ones(f.n_events, bool)
     keep[last] = False
-    lens = f.lengths() - 1
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    train = Dataset(f.session_ids.copy(), offsets, np.ascontiguousarray(f.aid[keep]),
+    sel = select_events(f.offsets, keep, 0)
+    train = Dataset(f.session_ids.copy(), sel.offsets, np.ascontiguousarray(f.aid[keep]),
                     np.ascontiguousarray(f.ts[keep]), np.ascontiguousarray(f.type[keep]))
     perm = np.random.default_rng(seed).permutation(n)
     ti, vi = perm[:n_test], perm[n_test:n_test + n_valid]
@@ -166,8 +165,7 @@ def prefix_sessions(full: Dataset, max_hist: int = 30, max_sessions: int | None 
     sess = np.repeat(np.arange(sub.n_sessions), lens)[e]
     start = np.maximum(off[sess], e + 1 - max_hist)
     plen = e + 1 - start
-    offsets = np.zeros(e.size + 1, np.int64)
-    np.cumsum(plen, out=offsets[1:])
+    offsets = offsets_from_lengths(plen)
     idx = np.repeat(start - offsets[:-1], plen) + np.arange(offsets[-1], dtype=np.int64)
     pre = Dataset(np.asarray(sub.session_ids, np.int64)[sess], offsets, np.ascontiguousarray(sub.aid[idx]),
                   np.ascontiguousarray(sub.ts[idx]), np.ascontiguousarray(sub.type[idx]))

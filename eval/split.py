@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.atomic import atomic_directory, check_output
+from data_prep.csr import select_events
 from data_prep.dataset import Dataset, write_dataset
 
 from .labels import Labels, labels_from_cut, write_labels
@@ -71,15 +72,11 @@ def _select_events(ds: Dataset, emask: np.ndarray, min_len: int) -> tuple[Datase
 
     Returns the in-memory dataset and the number of sessions dropped for being too short.
     """
-    csum = np.concatenate(([0], np.cumsum(emask, dtype=np.int64)))
-    lens = csum[ds.offsets[1:]] - csum[ds.offsets[:-1]]
-    sel = lens >= min_len
-    emask = emask & np.repeat(sel, ds.lengths())
-    offsets = np.zeros(int(sel.sum()) + 1, np.int64)
-    np.cumsum(lens[sel], out=offsets[1:])
-    out = Dataset(np.ascontiguousarray(ds.session_ids[sel]), offsets, np.ascontiguousarray(ds.aid[emask]),
-                  np.ascontiguousarray(ds.ts[emask]), np.ascontiguousarray(ds.type[emask]))
-    return out, int((~sel).sum())
+    sel = select_events(ds.offsets, emask, min_len)
+    e = sel.events
+    out = Dataset(np.ascontiguousarray(ds.session_ids[sel.sessions]), sel.offsets, np.ascontiguousarray(ds.aid[e]),
+                  np.ascontiguousarray(ds.ts[e]), np.ascontiguousarray(ds.type[e]))
+    return out, int((~sel.sessions).sum())
 
 
 def split_dataset(ds: Dataset, days: float = 7, seed: int = 42, min_train_len: int = 2) -> SplitResult:

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from data_prep.csr import offsets_from_lengths, select_events
 from data_prep.dataset import Dataset, parse_types
 
 from .keyed import AidIndex
@@ -64,12 +65,6 @@ class Corpus:
         return int(np.diff(self.offsets).max()) if self.n_sentences else 0
 
 
-def _csr(lengths: np.ndarray) -> np.ndarray:
-    offsets = np.zeros(lengths.shape[0] + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return offsets
-
-
 def split_long(words: np.ndarray, offsets: np.ndarray, max_len: int | None) -> tuple[np.ndarray, dict]:
     """Split every sentence longer than ``max_len`` into consecutive pieces of ``max_len`` words
     (the last piece holds the rest). No word is dropped; returns the new offsets and counts."""
@@ -78,7 +73,7 @@ def split_long(words: np.ndarray, offsets: np.ndarray, max_len: int | None) -> t
         return offsets, dict(sentences_split=0, extra_pieces=0)
     pieces = np.maximum(1, -(-lengths // max_len))  # ceil, an empty sentence stays one piece
     rep_start = np.repeat(offsets[:-1], pieces)
-    k = np.arange(int(pieces.sum()), dtype=np.int64) - np.repeat(_csr(pieces)[:-1], pieces)
+    k = np.arange(int(pieces.sum()), dtype=np.int64) - np.repeat(offsets_from_lengths(pieces)[:-1], pieces)
     starts = rep_start + k * max_len
     ends = np.minimum(starts + max_len, np.repeat(offsets[1:], pieces))
     new_offsets = np.concatenate([starts, offsets[-1:]]).astype(np.int64)
@@ -101,32 +96,18 @@ def sentences_from_dataset(dataset: Dataset, types=None, min_session_len: int = 
     aid = np.asarray(dataset.aid)
     n_events_in = int(aid.shape[0])
     if codes != (0, 1, 2):
-        keep = np.isin(np.asarray(dataset.type), np.array(codes, dtype=np.uint8))
-    else:
-        keep = None
-    if keep is not None:
-        csum = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
-        offsets = csum[offsets]
-        aid = aid[keep]
+        by_type = select_events(offsets, np.isin(np.asarray(dataset.type), np.array(codes, dtype=np.uint8)), 0)
+        offsets, aid = by_type.offsets, aid[by_type.events]
     dropped_type = n_events_in - int(aid.shape[0])
-    dropped_repeat = 0
+    keep = np.ones(aid.shape[0], bool)
     if collapse_repeats and aid.shape[0] > 1:
-        rep = np.zeros(aid.shape[0], bool)
-        rep[1:] = aid[1:] == aid[:-1]
-        rep[offsets[:-1][offsets[:-1] < aid.shape[0]]] = False  # first event of a session is never a repeat
-        if rep.any():
-            csum = np.concatenate(([0], np.cumsum(~rep, dtype=np.int64)))
-            offsets = csum[offsets]
-            aid = aid[~rep]
-            dropped_repeat = int(rep.sum())
-    lengths = np.diff(offsets)
-    short = lengths < min_session_len
-    dropped_short_sessions = int(short.sum())
-    dropped_short_events = int(lengths[short].sum())
-    if short.any():
-        emask = np.repeat(~short, lengths)
-        aid = aid[emask]
-        offsets = _csr(lengths[~short])
+        keep[1:] = aid[1:] != aid[:-1]
+        keep[offsets[:-1][offsets[:-1] < aid.shape[0]]] = True  # first event of a session is never a repeat
+    sel = select_events(offsets, keep, min_session_len)
+    dropped_repeat = int(aid.shape[0] - keep.sum())
+    dropped_short_sessions = int((~sel.sessions).sum())
+    dropped_short_events = int(sel.lengths[~sel.sessions].sum())
+    aid, offsets = (aid if sel.events.all() else aid[sel.events]), sel.offsets
     words = np.ascontiguousarray(aid, dtype=np.int64)
     offsets, split_stats = split_long(words, offsets, max_sentence_len)
     stats = dict(sessions_in=int(dataset.n_sessions), events_in=n_events_in,
@@ -145,7 +126,7 @@ def sentences_from_sequences(sequences: Iterable[Sequence[int] | np.ndarray],
     words = np.concatenate(arrs) if arrs else np.zeros(0, np.int64)
     if words.size and words.min() < 0:
         raise ValueError(f"sequences: words must be non-negative integers, found {int(words.min())}")
-    offsets, split_stats = split_long(words, _csr(lengths), max_sentence_len)
+    offsets, split_stats = split_long(words, offsets_from_lengths(lengths), max_sentence_len)
     stats = dict(sessions_in=len(arrs), events_in=int(words.shape[0]), **split_stats,
                  sentences=int(offsets.shape[0] - 1), words=int(words.shape[0]))
     return Sentences(np.ascontiguousarray(words), offsets, stats)
