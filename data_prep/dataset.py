@@ -36,7 +36,7 @@ FORMAT_VERSION = 1
 TYPE_NAMES: tuple[str, str, str] = ("clicks", "carts", "orders")
 TYPE_CODES: dict[str, int] = {name: code for code, name in enumerate(TYPE_NAMES)}
 
-# name -> (dtype, description of its length)
+# name -> dtype of each array file (lengths: see the table above)
 ARRAYS: dict[str, np.dtype] = {
     "session_ids": np.dtype("<i8"),
     "offsets": np.dtype("<i8"),

@@ -274,6 +274,7 @@ class Recommender:
         if self.needs_model and model is None:
             raise ValueError(f"{self.name}: needs a Word2Vec model")
         self.model = model
+        self.kv = _keyed(model) if self.needs_model else None  # the inverse norms once per model
         self.popular = popular_lists(train)
         self.limits = {}
         return self
@@ -420,13 +421,12 @@ class CovisitRec(Recommender):
     def predict(self, test, k=20):
         return self._predict(test, k)
 
-    def _predict(self, test, k, extra: Graph | None = None, per_session: PerSession | None = None):
+    def _predict(self, test, k, per_session: PerSession | None = None):
         res = {}
         for t in range(3):
-            graphs = self._graphs(t) + ([extra] if extra is not None else [])
             res[t], self.limits = score_sessions(test, k, fill=self.popular[t], type_weight=self.params.type_weight,
                                                  hist_coef=self.hist_coef, max_hist=self.params.max_events,
-                                                 graphs=tuple(graphs), per_session=per_session)
+                                                 graphs=tuple(self._graphs(t)), per_session=per_session)
         return res
 
     def info(self):
@@ -487,7 +487,7 @@ class W2VItemRec(Recommender):
         if self.graph is not None:
             g, self.stats = self.graph, {"source": "precomputed"}
         else:
-            g, self.stats = w2v_graph(self.model, np.asarray(test.aid)[ends], self.n_neighbors)
+            g, self.stats = w2v_graph(self.kv, np.asarray(test.aid)[ends], self.n_neighbors)
         res = {}
         for t in range(3):
             res[t], self.limits = score_sessions(test, k, fill=self.popular[t], hist_coef=0.0, last_only=True,
@@ -509,11 +509,6 @@ class W2VSessionRec(Recommender):
     def __init__(self, rule: SessionRule = DEFAULT_RULE, q_block: int = 65536):
         self.rule = rule.validate()
         self.q_block = q_block
-
-    def fit(self, train, model=None):
-        super().fit(train, model)
-        self.kv = _keyed(model)  # the inverse norms once per model
-        return self
 
     def predict(self, test, k=20):
         r = session_recommend(self.kv, test.offsets, test.aid, test.type, k, self.rule, q_block=self.q_block)
@@ -555,11 +550,6 @@ class BlendRec(CovisitRec):
         self.n_neighbors = n_neighbors
         self.rule = rule.validate()
 
-    def fit(self, train, model=None):
-        super().fit(train, model)
-        self.kv = _keyed(model)
-        return self
-
     def predict(self, test, k=20):
         r = session_recommend(self.kv, test.offsets, test.aid, test.type, self.n_neighbors, self.rule)
         self.w2v_stats = {"sessions_without_vocab_event": int((~r.has).sum()), "exact_rescans": r.exact_rescans}
@@ -574,8 +564,8 @@ class BlendRec(CovisitRec):
 def make(name: str, *, seed: int = 0, covisit_graphs=None, covisit_params: CovisitParams | None = None,
          progress: bool = False, w2v_coef: float = 0.05, w2v: Graph | None = None) -> Recommender:
     """A recommender by name (one of ``NAMES``). ``covisit_graphs`` (from ``build_covisit_set``)
-    and ``w2v`` (from ``w2v_graph``) are shared precomputations; ``w2v`` must cover every aid
-    of the sessions predicted for."""
+    and ``w2v`` (from ``w2v_graph``, used by ``w2v-item``) are shared precomputations; ``w2v``
+    must cover every aid of the sessions predicted for."""
     if name == "random":
         return RandomRec(seed)
     if name == "popular":
@@ -597,8 +587,8 @@ def add_tuning_flags(parser) -> None:
     """The recommender knobs shared by ``otto-eval predict`` and ``otto-eval run``."""
     from data_prep.flags import add_config_flags
     parser.add_argument("--w2v-coef", type=float, default=0.05, metavar="X",
-                        help="weight of the Word2Vec neighbours in the blend (default: 0.05, chosen on an independent "
-                             "synthetic set; see bench/RESULTS.md, section 6)")
+                        help="weight of the Word2Vec session answer in the blend (default: 0.05, chosen on an "
+                             "independent synthetic set; see bench/RESULTS.md, 'Session rule')")
     add_config_flags(parser.add_argument_group("co-visitation graphs"), CovisitParams,
                      metavars={"type_weight": "CLICKS,CARTS,ORDERS"})
 
