@@ -506,6 +506,17 @@ def _exclude_rows(exclude, V) -> np.ndarray:
     return ex
 
 
+def _single_query(vectors, inv_norms, query, k, exclude):
+    """Validated inputs of one query: ``(v, inv, q, q_scale, excluded rows, k' = min(k, eligible rows))``."""
+    v = _as_matrix(vectors)
+    V, D = v.shape
+    inv = _check_inv(inv_norms, V)
+    k = _check_k(k)
+    q, q_scale = _query(query, D)
+    ex = _exclude_rows(exclude, V)
+    return v, inv, q, q_scale, ex, min(k, V - ex.size)
+
+
 def _scan(vectors, row_scale, q, q_scale, K, n_threads) -> tuple[np.ndarray, np.ndarray]:
     """Best K rows of a one-pass scan, split over n_threads row ranges; sorted best first."""
     ranges = split_ranges(vectors.shape[0], n_threads, MIN_ROWS_PER_THREAD)
@@ -539,13 +550,7 @@ def topk(vectors, inv_norms, query, k, exclude=None, n_threads=1) -> tuple[np.nd
     ``n_threads > 1`` the rows are split into contiguous ranges scanned by separate threads and
     the heaps merged: the result equals the one-thread result exactly.
     """
-    v = _as_matrix(vectors)
-    V, D = v.shape
-    inv = _check_inv(inv_norms, V)
-    k = _check_k(k)
-    q, q_scale = _query(query, D)
-    ex = _exclude_rows(exclude, V)
-    kk = min(k, V - ex.size)
+    v, inv, q, q_scale, ex, kk = _single_query(vectors, inv_norms, query, k, exclude)
     if kk <= 0:
         return np.empty(0, np.float32), np.empty(0, np.int64)
     s, i = _scan(v, inv, q, q_scale, kk + ex.size, _threads(n_threads))

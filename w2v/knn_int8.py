@@ -22,8 +22,8 @@ from numba import njit
 
 from data_prep.parallel import run_tasks, split_ranges
 
-from .knn import (MIN_ROWS_PER_THREAD, _as_matrix, _check_inv, _check_k, _dot, _exclude_rows, _finish,
-                  _query, _readonly, _scan, _score_rows_kernel, _threads, heap_replace_root, inverse_norms)
+from .knn import (MIN_ROWS_PER_THREAD, _as_matrix, _check_inv, _dot, _finish, _readonly, _scan, _score_rows_kernel,
+                  _single_query, _threads, heap_replace_root, inverse_norms)
 
 __all__ = ["quantize_rows", "topk_reduced", "topk_exact_int8", "Int8Stats"]
 
@@ -185,14 +185,9 @@ def topk_reduced(vectors, inv_norms, codes, scales, query, k, exclude=None, rera
 
     Exact whenever every true top-k row is among the candidates; the benchmark reports recall.
     """
-    v = _as_matrix(vectors)
+    v, inv, q, q_scale, ex, kk = _single_query(vectors, inv_norms, query, k, exclude)
     V, D = v.shape
-    inv = _check_inv(inv_norms, V)
     c, sc = _check_codes(codes, scales, V, D)
-    k = _check_k(k)
-    q, q_scale = _query(query, D)
-    ex = _exclude_rows(exclude, V)
-    kk = min(k, V - ex.size)
     if kk <= 0:
         return np.empty(0, np.float32), np.empty(0, np.int64)
     rr = max(4 * kk, kk + 32) if rerank is None else max(int(rerank), kk)
@@ -244,15 +239,10 @@ def topk_exact_int8(vectors, inv_norms, codes, scales, query, k, exclude=None, n
     falls back to :func:`topk`'s exact scan (same result, full float32 read). ``stats`` (an
     :class:`Int8Stats`, optional) counts the call, its candidates and its fallback.
     """
-    v = _as_matrix(vectors)
+    v, inv, q, q_scale, ex, kk = _single_query(vectors, inv_norms, query, k, exclude)
     V, D = v.shape
-    inv = _check_inv(inv_norms, V)
     c, sc = _check_codes(codes, scales, V, D)
-    k = _check_k(k)
-    q, q_scale = _query(query, D)
-    ex = _exclude_rows(exclude, V)
     nt = _threads(n_threads)
-    kk = min(k, V - ex.size)
     if kk <= 0:
         return np.empty(0, np.float32), np.empty(0, np.int64)
     K = kk + ex.size
