@@ -22,15 +22,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from data_prep.dataset import Dataset  # noqa: E402  (after the sys.path line, to run from a checkout)
-from eval.labels import read_labels  # noqa: E402
-from eval.metrics import score  # noqa: E402
-from eval.recommenders import popular_lists  # noqa: E402
-from eval.sessions_io import read_sessions  # noqa: E402
-from eval.submission import from_predictions  # noqa: E402
-from w2v.keyed import KeyedVectors  # noqa: E402
-from w2v.model_io import load_model  # noqa: E402
-from w2v.session import SessionRule, recommend  # noqa: E402
+from data_prep.dataset import Dataset
+from eval.labels import read_labels
+from eval.metrics import score
+from eval.recommenders import popular_lists
+from eval.sessions_io import read_sessions
+from eval.submission import from_predictions
+from w2v.keyed import KeyedVectors
+from w2v.model_io import load_model
+from w2v.session import SessionRule, recommend
 
 VARIANTS = [
     ("served before: weights 1,3,6, decay 0.9, all events, exclude session aids",

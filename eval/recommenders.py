@@ -222,7 +222,10 @@ def stack_graphs(graphs) -> Stacked:
     edges = np.array([g.nbr.shape[0] for g in graphs], np.int64)
     shift = np.concatenate(([0], np.cumsum(edges)[:-1])) if len(graphs) else np.zeros(0, np.int64)
     ip = [np.asarray(g.indptr, np.int64) + sh for g, sh in zip(graphs, shift)]
-    cat = (lambda parts, dt: np.ascontiguousarray(np.concatenate(parts), dt) if parts else np.zeros(0, dt))
+
+    def cat(parts, dt):
+        return np.ascontiguousarray(np.concatenate(parts), dt) if parts else np.zeros(0, dt)
+
     return Stacked(base, n_rows, cat(ip, np.int64), cat([g.nbr for g in graphs], np.int64),
                    cat([g.w for g in graphs], np.float32), np.array([float(g.coef) for g in graphs], np.float64))
 

@@ -6,9 +6,8 @@ import re
 import threading
 from decimal import Decimal
 
-import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from serve import app

@@ -14,7 +14,7 @@ from eval.cli import main as eval_main
 from serve.server import make_server
 from w2v import knn
 from w2v.keyed import KeyedVectors
-from w2v.model_io import load_model, save_model
+from w2v.model_io import save_model
 from w2v.session import SessionRule, event_weights, recommend
 from test_serve_support import call, running
 
