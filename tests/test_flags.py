@@ -83,7 +83,7 @@ def test_defaults_are_shown_once_as_the_flag_takes_them():
             seen += 1
     assert seen > 100
     serve = importlib.import_module("serve.cli").build_parser().format_help()
-    assert "(default: 1,3,6)" in " ".join(serve.split())
+    assert "(default: 1,6,3)" in " ".join(serve.split())   # the session rule's type weights
     train = importlib.import_module("w2v.cli").build_parser()
     sub = next(a for a in train._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
     text = " ".join(sub.format_help().split())
