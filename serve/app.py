@@ -1,7 +1,7 @@
 """Routes, parameter validation and JSON bodies: the part of the service that knows no sockets.
 
 :func:`route` maps ``(method, path)`` to a handler ``(server, request, params) -> Response``; the
-server's one dispatch point (:meth:`serve.server.Handler.dispatch`) calls it. A handler either
+server's one dispatch point (:meth:`serve.server.Connection.dispatch`) calls it. A handler either
 returns a response or raises :class:`~serve.problems.HTTPProblem`, which the server turns into a
 problem+json answer. Validation is strict and every message names the offending parameter.
 

@@ -8,11 +8,16 @@ once in the page cache, not N times (``python -m serve.memory PID...`` shows RSS
 Signals: ``SIGHUP`` reloads the model from disk (fully loaded first, then swapped; requests
 in flight finish on the old one; a failed reload keeps the old model). ``SIGTERM`` and Ctrl-C
 drain: stop accepting, finish requests in flight, exit 0. With ``--workers N`` the supervisor
-forwards both to every worker.
+forwards both to every worker, and restarts a worker that exits on its own (logged, with a
+back-off from 0.5 s doubling to 30 s while restarts keep failing quickly).
+
+A crash on a hardware fault (``SIGBUS`` when a memory-mapped model file is truncated in place,
+``SIGSEGV``) prints the Python stack of every thread on stderr (:mod:`faulthandler`).
 """
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
 import logging
 import os
@@ -28,7 +33,7 @@ from dataclasses import asdict, fields
 from data_prep.command import ArgumentParser, UsageError, positive_int
 from data_prep.flags import add_config_flags, config_from_args
 
-from .server import ServerConfig, make_server
+from .server import ServerConfig, bind_socket, family_of, format_address, make_server
 
 log = logging.getLogger("serve")
 PROG = "otto-serve"
@@ -77,8 +82,11 @@ def build_parser() -> ArgumentParser:
 
 
 def _config(args) -> dict:
-    """The ``ServerConfig`` fields of ``args`` (resolved in :func:`main`), but for threads and reuse_port."""
-    return {f.name: getattr(args, f.name) for f in fields(ServerConfig) if f.name not in ("threads", "reuse_port")}
+    """The :class:`ServerConfig` fields of ``args`` (resolved in :func:`main`); ``--workers`` > 1 implies reuse_port."""
+    cfg = {f.name: getattr(args, f.name) for f in fields(ServerConfig)}
+    cfg["type_weights"] = tuple(cfg["type_weights"])
+    cfg["reuse_port"] = args.reuse_port or args.workers > 1
+    return cfg
 
 
 def examples(url: str, rec) -> str:
@@ -112,8 +120,8 @@ def examples(url: str, rec) -> str:
 def _serve_one(args) -> int:
     if hasattr(signal, "SIGHUP"):   # a reload request while the model is still loading is moot
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    server = make_server(args.model_dir, args.host, args.port, args.threads,
-                         reuse_port=args.reuse_port or args.workers > 1, **_config(args))
+    faulthandler.enable(all_threads=True)   # SIGBUS/SIGSEGV: at least the stacks, on stderr
+    server = make_server(args.model_dir, args.host, args.port, **_config(args))
 
     def on_drain(signum, frame):
         log.info("signal %d: draining", signum)
@@ -153,15 +161,16 @@ def _serve_one(args) -> int:
 
 def _child_argv(args, port: int, ready_fd: int) -> list[str]:
     argv = [sys.executable, "-m", "serve", args.model_dir, "--host", args.host, "--port", str(port),
-            "--threads", str(args.threads), "--workers", "1", "--reuse-port", "--ready-fd", str(ready_fd),
-            "--type-weights", ",".join(map(repr, args.type_weights)), "--decay", repr(args.decay)]
+            "--workers", "1", "--reuse-port", "--ready-fd", str(ready_fd)]
     for name, value in _config(args).items():
-        if name in ("type_weights", "decay"):
+        if name == "reuse_port":
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             if value:
                 argv.append(flag)
+        elif isinstance(value, tuple):
+            argv += [flag, ",".join(map(repr, value))]
         else:
             argv += [flag, repr(value) if isinstance(value, float) else str(value)]
     if args.quiet:
@@ -169,88 +178,187 @@ def _child_argv(args, port: int, ready_fd: int) -> list[str]:
     return argv
 
 
-def _serve_many(args) -> int:
-    """Supervisor: start ``--workers`` processes on one port, forward signals, wait for them."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise OSError("--workers > 1 needs SO_REUSEPORT, which this platform lacks")
-    # Hold the port (bound, not listening: it takes no connections) while the workers start.
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    holder = socket.socket(family, socket.SOCK_STREAM)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    holder.bind((args.host, args.port))
-    port = holder.getsockname()[1]
-    procs: list[subprocess.Popen] = []
-    stop = {"sig": None, "ready": False}
+def describe_exit(code: int) -> str:
+    """``exit status 3``, ``killed by SIGKILL``; SIGBUS gets its likely cause."""
+    if code >= 0:
+        return f"exit status {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if -code == getattr(signal, "SIGBUS", None):
+        return (f"killed by {name}: a memory-mapped model file was probably truncated in place "
+                f"(replace model files, never truncate them)")
+    return f"killed by {name}"
 
-    def forward(signum, frame):
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            stop["sig"] = signal.SIGTERM
-        elif not stop["ready"]:
-            log.warning("SIGHUP ignored: workers are still starting")
-            return
-        for pr in procs:
-            if pr.poll() is None:
+
+class Supervisor:
+    """``--workers N``: N worker processes on one port; each is restarted if it exits on its own.
+
+    A restart waits ``BACKOFF_MIN`` seconds, doubled after every worker that ran less than
+    ``STABLE`` seconds, up to ``BACKOFF_MAX``; a worker that ran longer resets its slot's back-off.
+    """
+
+    BACKOFF_MIN, BACKOFF_MAX, STABLE = 0.5, 30.0, 30.0
+
+    def __init__(self, args, port: int):
+        self.args, self.port = args, port
+        n = args.workers
+        self.procs: list[subprocess.Popen | None] = [None] * n
+        self.ready_fd: list[int | None] = [None] * n   # read end of each worker's readiness pipe
+        self.ready_buf: list[bytes] = [b""] * n
+        self.started_at = [0.0] * n
+        self.backoff = [self.BACKOFF_MIN] * n
+        self.restart_at: list[float | None] = [None] * n
+        self.stop_sig: int | None = None
+        self.hup = False
+
+    def spawn(self, i: int) -> None:
+        r, w = os.pipe()
+        try:
+            self.procs[i] = subprocess.Popen(_child_argv(self.args, self.port, w), pass_fds=(w,))
+        finally:
+            os.close(w)
+        self._close_ready(i)
+        self.ready_fd[i], self.ready_buf[i] = r, b""
+        self.started_at[i] = time.monotonic()
+        self.restart_at[i] = None
+
+    def _close_ready(self, i: int) -> None:
+        if self.ready_fd[i] is not None:
+            os.close(self.ready_fd[i])
+            self.ready_fd[i] = None
+
+    def _read_ready(self, timeout: float) -> list[int]:
+        """Slots whose worker reported 'ready PORT PID' during this wait."""
+        fds = [fd for fd in self.ready_fd if fd is not None]
+        done = []
+        if not fds:
+            time.sleep(timeout)
+            return done
+        readable, _, _ = select.select(fds, [], [], timeout)
+        for i, fd in enumerate(self.ready_fd):
+            if fd is None or fd not in readable:
+                continue
+            chunk = os.read(fd, 4096)
+            self.ready_buf[i] += chunk
+            if b"\n" in self.ready_buf[i] or not chunk:
+                if b"\n" in self.ready_buf[i]:
+                    done.append(i)
+                self._close_ready(i)
+        return done
+
+    def forward(self, sig: int) -> None:
+        for pr in self.procs:
+            if pr is not None and pr.poll() is None:
                 try:
-                    pr.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
+                    pr.send_signal(sig)
                 except OSError:
                     pass
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGHUP, forward)
-    pids = []
-    try:
-        r, w = os.pipe()
-        for _ in range(args.workers):
-            procs.append(subprocess.Popen(_child_argv(args, port, w), pass_fds=(w,)))
-        os.close(w)
-        buf = b""
+    def start_all(self) -> list[int]:
+        """Start every worker and wait until each is listening; their pids."""
+        for i in range(len(self.procs)):
+            self.spawn(i)
+        ready = set()
         deadline = time.monotonic() + 300
-        with os.fdopen(r, "rb", buffering=0) as rf:
-            while buf.count(b"\n") < args.workers:
-                if stop["sig"] is not None:
-                    break
-                if any(pr.poll() is not None for pr in procs):
-                    raise OSError(f"a worker exited during startup (exit status "
-                                  f"{[pr.returncode for pr in procs if pr.returncode is not None]}); see its error above")
-                if time.monotonic() > deadline:
-                    raise OSError("workers did not become ready within 300 s")
-                ready, _, _ = select.select([rf], [], [], 0.2)
-                if ready:
-                    chunk = rf.read(4096)
-                    if not chunk and buf.count(b"\n") < args.workers:
-                        time.sleep(0.05)
-                    buf += chunk
-        pids = [int(line.split()[2]) for line in buf.decode().splitlines() if line.startswith("ready")]
-        stop["ready"] = True
-        holder.close()
-        if stop["sig"] is None:
-            host = f"[{args.host}]" if ":" in args.host else args.host
-            print(f"{PROG}: listening on http://{host}:{port} ({args.workers} workers, pids "
-                  f"{' '.join(map(str, pids))}; {args.threads} threads each, SO_REUSEPORT)", flush=True)
-        codes = []
-        for pr in procs:
-            while True:
-                try:
-                    codes.append(pr.wait(timeout=0.5))
-                    break
-                except subprocess.TimeoutExpired:
+        while len(ready) < len(self.procs) and self.stop_sig is None:
+            exited = [pr.returncode for pr in self.procs if pr.poll() is not None]
+            if exited:
+                raise OSError(f"a worker exited during startup ({describe_exit(exited[0])}); see its error above")
+            if time.monotonic() > deadline:
+                raise OSError("workers did not become ready within 300 s")
+            ready.update(self._read_ready(0.2))
+        return [pr.pid for pr in self.procs]
+
+    def run(self) -> int:
+        """Watch the workers until a SIGTERM/SIGINT has drained them all."""
+        while True:
+            if self.stop_sig is not None:
+                self.forward(signal.SIGTERM)
+                return self.wait_all()
+            if self.hup:
+                self.hup = False
+                self.forward(signal.SIGHUP)
+            now = time.monotonic()
+            for i, pr in enumerate(self.procs):
+                if self.restart_at[i] is not None:
+                    if now >= self.restart_at[i]:
+                        self.spawn(i)
+                        log.info("worker %d restarted as pid %d", i, self.procs[i].pid)
                     continue
-        bad = [c for c in codes if c != 0]
-        if bad and stop["sig"] is None:
-            log.error("workers exited with status %s", codes)
+                code = pr.poll()
+                if code is None:
+                    continue
+                ran = now - self.started_at[i]
+                self.backoff[i] = self.BACKOFF_MIN if ran >= self.STABLE else self.backoff[i]
+                delay = self.backoff[i]
+                self.backoff[i] = min(self.BACKOFF_MAX, 2 * delay)
+                self.restart_at[i] = now + delay
+                self._close_ready(i)
+                log.error("worker %d (pid %d) exited unexpectedly after %.1f s (%s); restarting it in %.1f s",
+                          i, pr.pid, ran, describe_exit(code), delay)
+            for i in self._read_ready(0.2):
+                log.info("worker %d (pid %d) is listening", i, self.procs[i].pid)
+
+    def wait_all(self) -> int:
+        codes = []
+        for pr in self.procs:
+            if pr is None:
+                continue
+            try:
+                codes.append(pr.wait(timeout=self.args.drain_timeout + 5))
+            except subprocess.TimeoutExpired:
+                pr.kill()
+                codes.append(pr.wait())
+        bad = [c for c in codes if c not in (0, -signal.SIGTERM, -signal.SIGINT)]
+        if bad:
+            log.error("workers exited with %s", ", ".join(describe_exit(c) for c in bad))
             return 1
         return 0
-    finally:
-        holder.close()
-        for pr in procs:
-            if pr.poll() is None:
+
+    def kill_all(self) -> None:
+        for i, pr in enumerate(self.procs):
+            self._close_ready(i)
+            if pr is not None and pr.poll() is None:
                 pr.terminate()
                 try:
-                    pr.wait(timeout=args.drain_timeout + 5)
+                    pr.wait(timeout=self.args.drain_timeout + 5)
                 except subprocess.TimeoutExpired:
                     pr.kill()
+                    pr.wait()
+
+
+def _serve_many(args) -> int:
+    """Supervisor: start ``--workers`` processes on one port, forward signals, restart the ones that die."""
+    # Hold the port (bound, not listening: it takes no connections) for the supervisor's life, so a
+    # restarted worker can always bind it again.
+    holder = socket.socket(family_of(args.host), socket.SOCK_STREAM)
+    try:
+        bind_socket(holder, args.host, args.port, reuse_port=True)
+        port = holder.getsockname()[1]
+        sup = Supervisor(args, port)
+
+        def on_signal(signum, frame):
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                sup.stop_sig = signal.SIGTERM
+            else:
+                sup.hup = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)   # until every worker is listening
+        try:
+            pids = sup.start_all()
+            if sup.stop_sig is None:
+                print(f"{PROG}: listening on http://{format_address(args.host, port)} ({args.workers} workers, pids "
+                      f"{' '.join(map(str, pids))}; {args.threads} threads each, SO_REUSEPORT)", flush=True)
+            signal.signal(signal.SIGHUP, on_signal)
+            return sup.run()
+        finally:
+            sup.kill_all()
+    finally:
+        holder.close()
 
 
 def main(argv: list[str] | None = None) -> int:

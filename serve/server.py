@@ -1,38 +1,73 @@
-"""The HTTP/1.1 server: ``http.server`` shape, a bounded worker pool and a poller for idle sockets.
+"""The HTTP/1.1 server: one poller thread, a fixed pool of worker threads, no blocking on a client.
 
-Shape. :class:`Server` is an :class:`http.server.HTTPServer` subclass holding the read-only
-model (``server.recommender``: one reference, swapped whole on reload) and :class:`Handler` is a
-:class:`http.server.BaseHTTPRequestHandler` subclass with one dispatch point
-(:meth:`Handler.dispatch`). The pieces of the standard classes that answer in HTML or block
-a thread per connection are replaced:
+What it is, and what it takes from the standard library
+--------------------------------------------------------
+:class:`Server` and :class:`Connection` are this module's own classes; they subclass nothing from
+``http.server`` or ``socketserver``. Where :class:`Server` keeps a name of
+``socketserver.TCPServer`` it keeps its contract too: ``address_family``, ``socket_type``,
+``allow_reuse_address``, ``allow_reuse_port``, ``request_queue_size``, ``server_address``,
+``socket``, ``server_bind()`` (bind only), ``server_activate()`` (listen), ``serve_forever()``
+(serve until ``shutdown()``), ``shutdown()`` (stop the loop and wait for it), ``server_close()``,
+``fileno()``, ``handle_error(request, client_address)`` and use as a context manager. The
+pieces of the standard library used as they are: :mod:`socket` and :mod:`selectors` (the
+poller), :func:`email.utils.formatdate` for the ``Date`` header (as
+``BaseHTTPRequestHandler.date_time_string`` does) and :class:`http.HTTPStatus` for reason
+phrases (:mod:`serve.problems`).
 
-* **Threads.** ``serve_forever`` runs a poller (a ``selectors`` loop) that accepts connections and
-  watches *idle* keep-alive sockets. When a socket becomes readable it is queued to one of
-  ``threads`` worker threads (a fixed pool). The worker reads, parses and answers requests on
-  that connection while bytes keep arriving; after an answer it waits at most ``linger`` seconds
-  for the next request (only when no other connection is queued), then hands the socket back to
-  the poller. So an idle or slow (slowloris) connection holds no thread, and a busy keep-alive
-  connection costs no hand-off per request.
-* **Limits** (all parameters of :class:`ServerConfig`; every drop is counted in
-  ``otto_events_total``): ``max_connections`` open sockets (beyond: ``503`` + ``Retry-After`` and
-  close, event ``rejected_over_capacity``); ``idle_timeout`` for a keep-alive socket with no
-  request in progress (event ``idle_closed``); ``request_timeout`` from the first byte of a
-  request to its last (``408`` and close, event ``request_timeout``); ``max_request_line``
-  (``414``); ``max_headers`` / ``max_header_bytes`` (``431``); ``max_body`` (``413``).
+Replaced, and why:
+
+* ``BaseHTTPRequestHandler``'s request loop reads ``rfile`` with blocking calls, so each
+  connection owns a thread for its whole life: one slow or idle client holds one thread.
+  Here a connection owns no thread: it is a buffer and a state (:class:`Connection`).
+* Its ``parse_request`` goes through ``email.parser``: it accepts obsolete line folding, bounds
+  header lines but not the whole header section, and its body is read by the handler.
+  :meth:`Connection.next_request` is a strict HTTP/1.1 parser with every size a parameter.
+* ``send_error`` answers HTML; every error here is ``application/problem+json``.
+* ``ThreadingMixIn`` starts a thread per connection (unbounded); here a fixed pool of
+  ``threads`` workers serves every connection.
+
+How a connection is served
+--------------------------
+* **Poller** (:meth:`Server.serve_forever`, a :mod:`selectors` loop). It accepts, and reads every
+  socket that is parked: an idle keep-alive connection, or one whose request is still arriving.
+  Only when the buffer holds a complete request head (or breaks a limit) does it queue the
+  connection to a worker, so a trickling client costs a ``recv`` per packet and never a thread.
+* **Worker** (:meth:`Connection.serve`). It answers the complete requests in the buffer (at most
+  64 per turn, then the connection goes to the back of the queue), reads only bytes that have
+  already arrived (never waits for the rest of a request), and after an answer waits at most
+  ``linger`` seconds for the next request, only when no other connection is queued.
+* **Writes never block.** Sockets are non-blocking. An answer the kernel does not take at once
+  stays in :attr:`Connection.out` and the connection is parked *for writing*: the poller sends
+  the rest when the socket is writable, and the connection reads nothing more until it has. A
+  client that does not read its answer for ``send_timeout`` is dropped (event ``send_timeout``);
+  ``send_buffer`` (``SO_SNDBUF``) bounds what the kernel buffers for it meanwhile.
+* **Limits** (all :class:`ServerConfig` fields; every drop is counted in ``otto_events_total``):
+  ``max_connections`` open sockets (at the cap the oldest idle keep-alive connection is closed,
+  event ``idle_evicted``, and only if none is idle the new one gets ``503`` + ``Retry-After``,
+  event ``rejected_over_capacity``); ``idle_timeout`` for a keep-alive socket with no request in
+  progress (``idle_closed``); ``request_timeout`` from the first byte of a request, empty lines
+  before the request line included, to its last byte (``408``, ``request_timeout``);
+  ``max_request_line`` (``414``; also the most bytes of empty lines accepted before a request
+  line, ``400`` beyond); ``max_headers`` / ``max_header_bytes`` (``431``); ``max_body`` (``413``).
 * **Answers.** Every response, errors included, is one ``bytes`` object (status line, headers,
-  body) written with one ``sendall``; it always carries ``Content-Length`` and ``X-Response-Time``.
-  Errors are ``application/problem+json``. Nothing is raised into ``serve_forever``: an
-  unexpected exception in a handler is logged and answered ``500``.
+  body) with ``Content-Length`` and ``X-Response-Time``. Errors are ``application/problem+json``.
+  An unexpected exception in a route is logged and answered ``500``.
 * **Lifecycle.** :meth:`Server.reload` loads a model fully, then swaps the reference; requests
-  in flight finish on the model they started with. :meth:`Server.drain` stops accepting, closes
-  idle sockets, lets requests in flight finish (each answered with ``Connection: close``) and
-  makes ``serve_forever`` return; :meth:`Server.shutdown` is drain-and-wait.
+  in flight finish on the model they started with; a failed load keeps the old model (event
+  ``reload_failed``). The poller checks once a second that no mapped model file was truncated
+  in place (which would crash the process with ``SIGBUS`` on the missing pages): if one was, it
+  logs which, unloads the model (``503`` until a reload, event ``model_file_truncated``).
+  :meth:`Server.drain` stops accepting, closes idle sockets, lets requests in flight finish
+  (answered with ``Connection: close``) and makes ``serve_forever`` return.
+
+Extension points (labelled "May be overridden" below): :attr:`Server.connection_class`,
+:meth:`Server.load_model`, :meth:`Server.handle_error`, :meth:`Connection.dispatch`,
+:meth:`Connection.log_access`.
 """
 from __future__ import annotations
 
 import collections
 import email.utils
-import http.server
 import logging
 import os
 import queue
@@ -56,9 +91,16 @@ access_log = logging.getLogger("serve.access")
 SERVER_NAME = "otto-serve"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_EMPTY_LINES = re.compile(rb"(?:\r?\n)+")
 _VERSION = re.compile(r"HTTP/(\d)\.(\d)\Z")
 ROUTE_UNPARSED = "(unparsed)"
-REQUEUE = "requeue"
+RECV_SIZE = 65536
+MAX_PER_TURN = 64        # requests a worker answers on one connection before serving the others
+
+# what Connection.serve returns
+CLOSED = "closed"        # the connection is closed
+PARK = "park"            # hand it back to the poller (to read, or to write Connection.out)
+REQUEUE = "requeue"      # complete requests are still buffered: queue it again, after the others
 
 
 @dataclass
@@ -66,16 +108,21 @@ class ServerConfig:
     """Every limit of the server, with its default. Times are seconds, sizes bytes.
 
     threads             worker threads per process (a fixed pool).
-    max_connections     open connections per process; beyond it new ones get 503 + Retry-After
-                        and are closed.
+    max_connections     open connections per process; at the cap the oldest idle keep-alive
+                        connection is closed for a new one, and if none is idle the new one gets
+                        503 + Retry-After.
     backlog             listen() backlog.
     idle_timeout        seconds a keep-alive connection may sit idle between requests before it
                         is closed.
-    request_timeout     seconds from the first byte of a request to its last (slow clients get
-                        408 and are closed).
+    request_timeout     seconds from the first byte of a request (empty lines before it
+                        included) to its last (slow clients get 408 and are closed).
+    send_timeout        seconds a client may leave an answer unread before its connection is
+                        dropped (writes never block a worker thread).
+    send_buffer         SO_SNDBUF of client sockets in bytes: what the kernel buffers for a client
+                        that reads slowly or not at all (0: the kernel's default autotuning).
     linger              seconds a worker thread waits for the next request on a busy keep-alive
                         connection before handing it back to the poller (0: never wait).
-    max_request_line    bytes of the request line; 414 beyond.
+    max_request_line    bytes of the request line (and of empty lines before it); 414 beyond.
     max_headers         header fields; 431 beyond.
     max_header_bytes    bytes of all headers; 431 beyond.
     max_body            request body bytes; 413 beyond.
@@ -93,6 +140,8 @@ class ServerConfig:
     backlog: int = 1024
     idle_timeout: float = 30.0
     request_timeout: float = 10.0
+    send_timeout: float = 10.0
+    send_buffer: int = 65536
     linger: float = 0.005
     max_request_line: int = 8192
     max_headers: int = 100
@@ -111,7 +160,7 @@ class ServerConfig:
             if f.name in ("access_log", "reuse_port", "type_weights"):
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                if not (f.name == "linger" and v == 0):
+                if not (f.name in ("linger", "send_buffer") and v == 0):
                     raise ValueError(f"{f.name}: expected a positive number, got {v!r}")
         w = self.type_weights
         if (not isinstance(w, tuple) or len(w) != 3
@@ -121,7 +170,44 @@ class ServerConfig:
             raise ValueError(f"decay: expected 0 < decay <= 1, got {self.decay!r}")
 
 
-# --- date header, cached per second -------------------------------------------------------------
+# --- addresses ----------------------------------------------------------------------------------
+
+def format_address(host: str, port: int) -> str:
+    """``127.0.0.1:8000``, ``[::1]:8000``."""
+    host = str(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class BindError(OSError):
+    """The listening address cannot be bound; the message names it (``cannot bind HOST:PORT: why``)."""
+
+
+def bind_socket(sock: socket.socket, host: str, port: int, *, reuse_address: bool = True,
+                reuse_port: bool = False) -> None:
+    """``bind`` with ``SO_REUSEADDR`` / ``SO_REUSEPORT`` as asked, as ``socketserver.TCPServer.server_bind``
+    does; any failure is a :class:`BindError` naming the address."""
+    where = format_address(host, port)
+    try:
+        if reuse_port:
+            if not hasattr(socket, "SO_REUSEPORT"):
+                raise BindError(f"cannot bind {where}: SO_REUSEPORT is not available on this platform "
+                                f"(needed for --workers > 1)")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BindError:
+        raise
+    except OSError as exc:
+        raise BindError(f"cannot bind {where}: {exc.strerror or exc}") from None
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    """The socket family for a numeric host: IPv6 if it has a colon."""
+    return socket.AF_INET6 if ":" in str(host) else socket.AF_INET
+
+
+# --- responses ----------------------------------------------------------------------------------
 _date_cache = [0, ""]
 
 
@@ -159,156 +245,72 @@ OVERLOAD = HTTPProblem(503, "overloaded", "the server is at its connection limit
                        headers={"Retry-After": "1"}, close=True)
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    """One client connection.
+class Connection:
+    """One client socket: its input buffer, its unsent output and where its current request stands.
 
-    Unlike the base class, ``__init__`` does not run the request loop: the connection lives as
-    long as the socket, and :meth:`handle` is called by a worker each time the socket is ready.
-    It answers every complete request it can read within ``linger`` and returns ``True`` to keep
-    the socket (handed back to the poller) or ``False`` when it was closed.
+    The socket is non-blocking for its whole life. At any moment a connection is owned by exactly
+    one thread: registered in the poller, queued, or being served by one worker. The poller calls
+    :meth:`receive`, :meth:`wants_worker`, :meth:`flush`; a worker calls :meth:`serve`.
     """
 
-    protocol_version = "HTTP/1.1"
-    server_version = SERVER_NAME
-
-    def __init__(self, request: socket.socket, client_address, server: "Server"):
-        self.request = self.connection = request
+    def __init__(self, sock: socket.socket, client_address, server: "Server"):
+        self.socket = sock
         self.client_address = client_address
         self.server = server
-        self.buf = bytearray()
-        self.started: float | None = None   # first byte of the request in progress
+        self.config: ServerConfig = server.config
+        self.buf = bytearray()                # bytes received and not yet consumed by a request
+        self.out = bytearray()                # answer bytes the kernel has not taken yet
+        self.started: float | None = None    # first byte of the request in progress (empty lines included)
+        self.empty_bytes = 0                  # bytes of empty lines before the request line in progress
+        self.need = 0                         # total buffer length the current request needs, once known
+        self.write_since: float | None = None  # when ``out`` first failed to drain
         self.last_active = time.monotonic()
+        self.close_after = False              # close once ``out`` is written
         self.continue_sent = False
         self.closed = False
-        self.setup()
-
-    def setup(self):
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request.setblocking(False)   # for good: waits are explicit polls (no settimeout per call)
-
-    def _wait(self, events: int, seconds: float) -> bool:
-        """Wait until the socket is ready for ``events`` (select.POLLIN/POLLOUT), at most ``seconds``."""
-        p = select.poll()
-        p.register(self.request.fileno(), events)
-        return bool(p.poll(max(0.0, seconds) * 1000.0))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.config.send_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer)
+        sock.setblocking(False)
 
     def fileno(self) -> int:
-        return self.request.fileno()
+        return self.socket.fileno()
 
-    # --- the connection loop -------------------------------------------------------------------
-    def handle(self) -> bool | str:  # one loop, states spelled out
-        """Serve the requests that arrive promptly. ``False``: closed; ``True``: hand the socket back
-        to the poller; :data:`REQUEUE`: complete requests are still buffered, queue it again."""
-        server, sock, cfg = self.server, self.request, self.server.config
-        served = 0
-        readable = True   # the poller saw data (or a new connection): read without waiting first
-        while True:
-            try:
-                req = self.parse_request()
-            except HTTPProblem as p:
-                self._send(problem_response(p, 0.0, close=True))
-                server.metrics.observe(ROUTE_UNPARSED, "OTHER", p.status, 0.0)
-                self.close()
-                return False
-            if req is not None:
-                if not self.handle_one_request(req):
-                    self.close()
-                    return False
-                served += 1
-                readable = False
-                if self.buf and served < 64:
-                    continue        # pipelined request already buffered
-                if server.draining:
-                    self.close()
-                    return False
-                if served >= 64 and self.buf:
-                    return REQUEUE  # fairness: more pipelined requests, but after the others
-                if served >= 64 or not server.work_queue.empty() or cfg.linger <= 0:
-                    return True     # others are waiting: back to the poller
-                wait = cfg.linger
-            else:
-                now = time.monotonic()
-                if self.started is not None:
-                    left = self.started + cfg.request_timeout - now
-                    if left <= 0:
-                        self.timeout_request()
-                        return False
-                    wait = min(cfg.linger, left) if cfg.linger > 0 else 0.0
-                else:
-                    wait = cfg.linger   # 0: one non-blocking read of a socket the poller saw readable
-            if not readable and (wait <= 0 or not self._wait(select.POLLIN, wait)):
-                return True
-            readable = False
-            try:
-                data = sock.recv(65536)
-            except BlockingIOError:
-                return True
-            except OSError:
-                self.close()
-                return False
-            if not data:
-                self.close()
-                return False
-            if not self.buf:
-                self.started = time.monotonic()
-            self.buf += data
+    # --- input ---------------------------------------------------------------------------------
+    def receive(self) -> int:
+        """One non-blocking ``recv`` into the buffer: bytes read, ``0`` if none were waiting,
+        ``-1`` when the peer closed or the socket failed (the caller closes)."""
+        try:
+            data = self.socket.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            return -1
+        if not data:
+            return -1
+        if self.started is None:
+            self.started = time.monotonic()
+        self.buf += data
+        self._strip_empty_lines()
+        return len(data)
 
-    def timeout_request(self, wait: float | None = None):
-        """Answer 408 and close. ``wait=0`` (from the poller): never block on a client that does not read."""
-        self.server.metrics.event("request_timeout")
-        p = HTTPProblem(408, "request-timeout", f"the request was not complete within {self.server.config.request_timeout:g} s")
-        self._send(problem_response(p, 0.0, close=True), wait)
-        self.server.metrics.observe(ROUTE_UNPARSED, "OTHER", 408, 0.0)
-        self.close()
-
-    def _send(self, data: bytes, wait: float | None = None) -> bool:
-        """Write all of ``data``: one non-blocking ``send`` in the common case; if the socket buffer
-        is full, poll for at most ``wait`` seconds (default ``request_timeout``) in total."""
-        sock = self.request
-        view = memoryview(data)
-        deadline = None
-        while True:
-            try:
-                n = sock.send(view)
-            except BlockingIOError:
-                n = 0
-            except OSError:
-                return False
-            if n == len(view):
-                return True
-            view = view[n:]
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + (self.server.config.request_timeout if wait is None else wait)
-            if now >= deadline or not self._wait(select.POLLOUT, deadline - now):
-                return False
-
-    def close(self):
-        if not self.closed:
-            self.closed = True
-            try:
-                self.request.close()
-            except OSError:
-                pass
-            self.server.connection_closed()
-
-    # --- parsing -------------------------------------------------------------------------------
-    def parse_request(self) -> app.Request | None:
-        """A complete request from the buffer (consumed), ``None`` if more bytes are needed.
-
-        Raises :class:`HTTPProblem` (connection to be closed) for a malformed request or one over a
-        limit: 400, 414 (request line), 431 (header count or size), 413 (body), 501 (transfer
-        codings), 505 (HTTP version).
-        """
-        cfg = self.server.config
+    def _strip_empty_lines(self) -> None:
+        # RFC 9112 2.2: empty lines before a request line are ignored -- but they belong to the
+        # request: its deadline runs from their first byte, and their bytes are limited.
         buf = self.buf
-        # RFC 9112 2.2: ignore empty lines before the request line
-        while buf[:2] == b"\r\n" or buf[:1] == b"\n":
-            del buf[:2 if buf[:2] == b"\r\n" else 1]
-            if not buf:
-                self.started = None
-        if not buf:
-            return None
+        if self.need == 0 and buf[:1] in (b"\r", b"\n"):
+            m = _EMPTY_LINES.match(buf)
+            if m is not None:
+                del buf[:m.end()]
+                self.empty_bytes += m.end()
+
+    def _head_end(self) -> tuple[int, int] | None:
+        """``(start, end)`` of the blank line ending the header section, ``None`` while incomplete.
+        Raises :class:`HTTPProblem` when what has arrived already breaks a limit."""
+        cfg, buf = self.config, self.buf
+        if self.empty_bytes > cfg.max_request_line:
+            raise HTTPProblem(400, "bad-request", f"more than {cfg.max_request_line} bytes of empty lines "
+                              f"before the request line", close=True)
         m = _HEAD_END.search(buf)
         nl = buf.find(b"\n")
         if nl < 0 and len(buf) > cfg.max_request_line:
@@ -321,11 +323,39 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if nl >= 0 and buf.count(b"\n", nl + 1) > cfg.max_headers:
                 raise HTTPProblem(431, "header-too-large", f"more than {cfg.max_headers} header fields", close=True)
             return None
-        head_end = m.end()
+        return m.start(), m.end()
+
+    def wants_worker(self) -> bool:
+        """Whether a worker can make progress: a complete request (or one over a limit) is buffered."""
+        if self.need:
+            return len(self.buf) >= self.need
+        if not self.buf and self.empty_bytes <= self.config.max_request_line:
+            return False
         try:
-            head = bytes(buf[:m.start()]).decode("latin-1")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
-            raise HTTPProblem(400, "bad-request", "request head is not decodable", close=True) from None
+            return self._head_end() is not None
+        except HTTPProblem:
+            return True   # the worker answers it
+
+    def next_request(self) -> app.Request | None:  # one pass over the head, each rule spelled out
+        """The next complete request from the buffer (consumed), ``None`` if more bytes are needed.
+
+        Raises :class:`HTTPProblem` (connection to be closed) for a malformed request or one over a
+        limit: 400, 414 (request line), 431 (header count or size), 413 (body), 501 (transfer
+        codings), 505 (HTTP version).
+        """
+        cfg, buf = self.config, self.buf
+        if self.need:
+            if len(buf) < self.need:
+                return None
+        else:
+            self._strip_empty_lines()
+        if not buf and self.empty_bytes <= cfg.max_request_line:
+            return None
+        span = self._head_end()
+        if span is None:
+            return None
+        head_end = span[1]
+        head = bytes(buf[:span[0]]).decode("latin-1")
         lines = head.split("\n")
         line = lines[0].rstrip("\r")
         parts = line.split(" ")
@@ -373,20 +403,113 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if length > cfg.max_body:
                 raise HTTPProblem(413, "body-too-large", f"body of {length} bytes exceeds the limit of {cfg.max_body}", close=True)
         if len(buf) < head_end + length:
-            if (length and not self.continue_sent and headers.get("expect", "").lower() == "100-continue"):
-                self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.need = head_end + length
+            if length and not self.continue_sent and headers.get("expect", "").lower() == "100-continue":
+                self.out += b"HTTP/1.1 100 Continue\r\n\r\n"
                 self.continue_sent = True
             return None
         body = bytes(buf[head_end:head_end + length])
         del buf[:head_end + length]
+        self.need = 0
+        self.empty_bytes = 0
         self.continue_sent = False
         self.started = time.monotonic() if buf else None
-        req = app.Request(method, target, version, headers, body)
-        return req
+        return app.Request(method, target, version, headers, body)
 
-    # --- one request ---------------------------------------------------------------------------
-    def handle_one_request(self, req: app.Request) -> bool:
-        """Answer ``req``; ``False`` if the connection must close afterwards."""
+    # --- output --------------------------------------------------------------------------------
+    def flush(self) -> bool:
+        """Send as much of :attr:`out` as the kernel takes now, without waiting. ``True`` when
+        nothing is left to send (or the socket failed: then the connection is closed)."""
+        out = self.out
+        while out:
+            try:
+                n = self.socket.send(out)
+            except (BlockingIOError, InterruptedError):
+                if self.write_since is None:
+                    self.write_since = time.monotonic()
+                return False
+            except OSError:
+                out.clear()
+                self.close()
+                return True
+            del out[:n]
+        self.write_since = None
+        return True
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            try:
+                self.socket.close()
+            except OSError:
+                pass
+            self.server.connection_closed()
+
+    def timeout(self):
+        """Answer 408 (if the kernel takes it at once) and close: the request missed its deadline."""
+        self.server.metrics.event("request_timeout")
+        p = HTTPProblem(408, "request-timeout", f"the request was not complete within {self.config.request_timeout:g} s")
+        self.out = bytearray(problem_response(p, 0.0, close=True))
+        self.flush()
+        self.server.metrics.observe(ROUTE_UNPARSED, "OTHER", 408, 0.0)
+        self.close()
+
+    # --- a worker's turn -----------------------------------------------------------------------
+    def serve(self) -> str:  # one loop, its states spelled out
+        """Answer the requests that are complete; read only what has already arrived.
+
+        Returns :data:`CLOSED`, :data:`PARK` (back to the poller: to read, or to write the rest of
+        :attr:`out`) or :data:`REQUEUE` (complete requests still buffered after a full turn).
+        """
+        server, cfg = self.server, self.config
+        served = 0
+        while True:
+            if self.out and not self.flush():
+                return PARK                      # the client is not reading: the poller waits for it
+            if self.closed:
+                return CLOSED
+            if self.close_after:
+                self.close()
+                return CLOSED
+            try:
+                req = self.next_request()
+            except HTTPProblem as p:
+                self.out += problem_response(p, 0.0, close=True)
+                self.close_after = True
+                server.metrics.observe(ROUTE_UNPARSED, "OTHER", p.status, 0.0)
+                continue
+            if self.out:
+                continue                         # 100 Continue to send first
+            if req is not None:
+                self.answer(req)
+                served += 1
+                if served >= MAX_PER_TURN and not self.close_after:
+                    if self.out and not self.flush():
+                        return PARK
+                    return REQUEUE if self.wants_worker() else PARK
+                continue
+            # nothing complete is buffered
+            if served >= MAX_PER_TURN:
+                return PARK
+            if self.started is None:
+                # between requests: wait briefly for the next one only if nobody else is queued
+                if (not served or cfg.linger <= 0 or server.draining or not server.work_queue.empty()
+                        or not self._wait_readable(cfg.linger)):
+                    return PARK
+            n = self.receive()
+            if n < 0:
+                self.close()
+                return CLOSED
+            if n == 0 or (n < RECV_SIZE and not self.wants_worker()):
+                return PARK                      # the rest of the request has not arrived: never wait for it
+
+    def _wait_readable(self, seconds: float) -> bool:
+        p = select.poll()
+        p.register(self.socket.fileno(), select.POLLIN)
+        return bool(p.poll(max(0.0, seconds) * 1000.0))
+
+    def answer(self, req: app.Request) -> None:
+        """Dispatch ``req`` and queue its response in :attr:`out` (then try to send it)."""
         t0 = time.perf_counter()
         server = self.server
         conn_tokens = req.headers.get("connection", "").lower()
@@ -396,17 +519,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
             keep = "close" not in conn_tokens
         keep = keep and not server.draining
         route, status, data = self.dispatch(req, t0, close=not keep, http10=req.version == "HTTP/1.0")
-        ok = self._send(data)
+        # a response that says "Connection: close" (a problem that distrusts the stream) closes
+        if not keep or data.find(b"\r\nConnection: close\r\n", 0, data.find(b"\r\n\r\n") + 2) >= 0:
+            self.close_after = True
+        self.out += data
+        self.flush()
         elapsed = time.perf_counter() - t0
         self.last_active = time.monotonic()
         server.metrics.observe(route, req.method, status, elapsed)
         if server.config.access_log:
-            access_log.info('%s "%s %s %s" %d %d %.3fms', self.client_address[0], req.method, req.target[:200],
-                            req.version, status, len(data), elapsed * 1000)
-        return ok and keep
+            self.log_access(req, status, len(data), elapsed)
 
     def dispatch(self, req: app.Request, t0: float, *, close: bool, http10: bool) -> tuple[str, int, bytes]:
-        """The one dispatch point: route, call, and turn any failure into a problem answer."""
+        """The one dispatch point: route, call, and turn any failure into a problem answer.
+
+        Returns ``(route template, status, whole response bytes)``. May be overridden.
+        """
         route = app.ROUTE_UNKNOWN
         try:
             route, handler, params = app.route(req.method, req.path)
@@ -426,20 +554,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                                keep_alive_header=http10 and not close,
                                                head_only=req.method == "HEAD")
 
-    def log_message(self, format, *args):  # BaseHTTPRequestHandler's signature
-        log.info("%s " + format, self.client_address[0], *args)
+    def log_access(self, req: app.Request, status: int, size: int, elapsed: float) -> None:
+        """One access-log line (logger ``serve.access``) when ``access_log`` is on. May be overridden."""
+        access_log.info('%s "%s %s %s" %d %d %.3fms', self.client_address[0], req.method, req.target[:200],
+                        req.version, status, size, elapsed * 1000)
 
 
-class Server(http.server.HTTPServer):
-    """An HTTPServer with a bounded worker pool, connection limits, reload and drain."""
+class Server:
+    """Listening socket, poller, worker pool, connection limits, model reload and drain."""
 
-    daemon_threads = True
+    address_family = socket.AF_INET
+    socket_type = socket.SOCK_STREAM
+    allow_reuse_address = True
+    allow_reuse_port = False
+    connection_class = Connection      # the class made for each accepted socket. May be overridden.
 
     def __init__(self, server_address, recommender: Recommender | None, config: ServerConfig | None = None,
                  bind_and_activate: bool = True):
         self.config = config or ServerConfig()
         self.request_queue_size = self.config.backlog
+        self.allow_reuse_port = self.config.reuse_port
+        self.server_address = tuple(server_address)
+        self.address_family = family_of(server_address[0])
         self.recommender = recommender
+        self.model_path: str | None = None if recommender is None else getattr(recommender, "path", None)
         self.metrics = Metrics()
         self.work_queue: queue.SimpleQueue = queue.SimpleQueue()
         self.draining = False
@@ -455,30 +593,46 @@ class Server(http.server.HTTPServer):
         self._running = False
         self._accept_paused_until = 0.0
         self._workers: list[threading.Thread] = []
-        if ":" in str(server_address[0]):
-            self.address_family = socket.AF_INET6
-        super().__init__(server_address, Handler, bind_and_activate)
+        self._watched: list[tuple[Path, int, int, int]] = []
+        self._next_watch = 0.0
+        self.socket = socket.socket(self.address_family, self.socket_type)
+        if self.model_path is not None:
+            self._watch(self.model_path)
+        if bind_and_activate:
+            try:
+                self.server_bind()
+                self.server_activate()
+            except BaseException:
+                self.server_close()
+                raise
 
-    # --- socket setup --------------------------------------------------------------------------
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server_close()
+
+    # --- socket --------------------------------------------------------------------------------
     def server_bind(self):
-        if self.config.reuse_port:
-            if not hasattr(socket, "SO_REUSEPORT"):
-                raise OSError("SO_REUSEPORT is not available on this platform (needed for --workers > 1)")
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if self.allow_reuse_address:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind(self.server_address)
+        """Bind the socket to ``server_address`` (a :class:`BindError` names it on failure)."""
+        bind_socket(self.socket, self.server_address[0], self.server_address[1],
+                    reuse_address=self.allow_reuse_address, reuse_port=self.allow_reuse_port)
         self.server_address = self.socket.getsockname()
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def server_activate(self):
+        """Listen (backlog ``request_queue_size``)."""
+        self.socket.listen(self.request_queue_size)
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
 
     @property
     def port(self) -> int:
-        return self.server_port
+        return int(self.server_address[1])
 
     @property
     def url(self) -> str:
-        host = f"[{self.server_name}]" if ":" in self.server_name else self.server_name
-        return f"http://{host}:{self.server_port}"
+        return "http://" + format_address(self.server_address[0], self.port)
 
     @property
     def open_connections(self) -> int:
@@ -488,29 +642,84 @@ class Server(http.server.HTTPServer):
         with self._conn_lock:
             self._nconn -= 1
 
-    # --- model ---------------------------------------------------------------------------------
-    def reload(self, path: str | os.PathLike | None = None) -> bool:
-        """Load the model at ``path`` (default: the current one's path) fully, then swap it in.
+    def handle_error(self, request, client_address):
+        """Called when serving a connection raised (a bug): log the traceback. May be overridden."""
+        log.exception("serving the connection from %s failed", client_address)
 
-        Returns ``False`` (and keeps serving the old model) if loading fails; the error is logged
-        and counted as event ``reload_failed``.
+    # --- model ---------------------------------------------------------------------------------
+    def load_model(self, path: str | os.PathLike) -> Recommender:
+        """Load the model directory at ``path`` completely. May be overridden."""
+        return Recommender.load(path, type_weights=self.config.type_weights, decay=self.config.decay)
+
+    def reload(self, path: str | os.PathLike | None = None) -> bool:
+        """Load the model at ``path`` (default: the last one loaded) fully, then swap it in.
+
+        Returns ``False`` (and keeps serving the old model) if loading fails for any reason; the
+        error is logged on one line and counted as event ``reload_failed``.
         """
         with self._reload_lock:
-            old = self.recommender
-            target = Path(path) if path is not None else (Path(old.path) if old is not None else None)
+            target = path if path is not None else self.model_path
             if target is None:
-                log.error("reload: no model path known")
+                self.metrics.event("reload_failed")
+                log.error("reload failed: no model path known")
                 return False
             try:
-                new = Recommender.load(target, type_weights=self.config.type_weights, decay=self.config.decay)
-            except (ValueError, OSError, KeyError) as exc:
-                self.metrics.event("reload_failed")
-                log.error("reload of %s failed, still serving the previous model: %s", target, exc)
+                new = self.load_model(target)
+            except (ValueError, OSError) as exc:   # ModelError is a ValueError
+                why = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a reload must never take the server down
+                why = f"{type(exc).__name__}: {str(exc)[:300]}"
+            else:
+                self.recommender = new   # one reference swap; requests in flight keep the old object
+                self.model_path = str(target)
+                self._watch(target)
+                self.metrics.event("reload")
+                log.info("model reloaded from %s (%d x %d)", target, new.vocab_size, new.vector_size)
+                return True
+            self.metrics.event("reload_failed")
+            log.error("reload of %s failed, %s: %s", target,
+                      "still serving the previous model" if self.recommender is not None else "no model is loaded",
+                      why.replace("\n", " "))
+            return False
+
+    def _watch(self, model_dir) -> None:
+        """Remember identity and size of the model's memory-mapped files (see :meth:`check_model_files`)."""
+        watched = []
+        try:
+            for p in sorted(Path(model_dir).glob("*.npy")):
+                st = p.stat()
+                watched.append((p, st.st_dev, st.st_ino, st.st_size))
+        except OSError:
+            pass
+        self._watched = watched
+
+    def check_model_files(self) -> bool:
+        """``False`` (logged, model unloaded, event ``model_file_truncated``) if a mapped model file
+        was truncated in place: reading its missing pages would kill the process with ``SIGBUS``.
+        A file replaced by a new one (another inode) is harmless: the old mapping stays valid."""
+        if not self._reload_lock.acquire(blocking=False):
+            return True   # a reload is swapping the model (and the watched files) right now
+        try:
+            return self._check_model_files()
+        finally:
+            self._reload_lock.release()
+
+    def _check_model_files(self) -> bool:
+        for p, dev, ino, size in self._watched:
+            try:
+                st = p.stat()
+            except OSError:
+                continue   # removed or renamed away: the mapping still holds the old inode
+            if (st.st_dev, st.st_ino) == (dev, ino) and st.st_size < size:
+                self._watched = []
+                self.recommender = None
+                self.metrics.event("model_file_truncated")
+                log.error("%s was truncated in place (%d -> %d bytes) while memory-mapped; the model is "
+                          "unloaded (answers 503) until a reload (SIGHUP). Replace model files "
+                          "(write a new file, then rename it over the old), never truncate or rewrite "
+                          "them in place", p, size, st.st_size)
                 return False
-            self.recommender = new   # one reference swap; requests in flight keep the old object
-            self.metrics.event("reload")
-            log.info("model reloaded from %s (%d x %d)", target, new.vocab_size, new.vector_size)
-            return True
+        return True
 
     def metrics_text(self) -> bytes:
         rec = self.recommender
@@ -536,21 +745,22 @@ class Server(http.server.HTTPServer):
             if conn is None:
                 return
             try:
-                keep = conn.handle()
-            except Exception:  # never let a worker die (logged with traceback)
-                log.exception("connection handler failed")
+                state = conn.serve()
+            except Exception:  # noqa: BLE001 - never let a worker die
+                self.handle_error(conn.socket, conn.client_address)
                 conn.close()
-                keep = False
-            if keep is REQUEUE:
+                state = CLOSED
+            if state is REQUEUE:
                 q.put(conn)
-            elif keep:
+            elif state is PARK:
                 self._to_park.append(conn)
                 try:
                     self._wake_w.send(b"x")
-                except (BlockingIOError, OSError):
+                except OSError:
                     pass
 
-    def _accept(self, sel: selectors.BaseSelector, parked: dict):
+    def _accept(self, sel: selectors.BaseSelector, parked: dict, idle: collections.OrderedDict):
+        cfg = self.config
         for _ in range(64):
             try:
                 sock, addr = self.socket.accept()
@@ -562,8 +772,13 @@ class Server(http.server.HTTPServer):
                 sel.unregister(self.socket)
                 self._accept_paused_until = time.monotonic() + 0.1
                 return
+            while self._nconn >= cfg.max_connections and idle:
+                fd, victim = next(iter(idle.items()))   # the oldest idle keep-alive connection
+                _unpark(sel, parked, idle, fd)
+                victim.close()
+                self.metrics.event("idle_evicted")
             with self._conn_lock:
-                over = self._nconn >= self.config.max_connections
+                over = self._nconn >= cfg.max_connections
                 if not over:
                     self._nconn += 1
             if over:
@@ -578,45 +793,90 @@ class Server(http.server.HTTPServer):
                 continue
             self.metrics.event("connection_accepted")
             try:
-                conn = Handler(sock, addr, self)
+                conn = self.connection_class(sock, addr, self)
             except OSError:   # reset before we got to it
                 sock.close()
                 self.connection_closed()
                 continue
-            self._park(sel, parked, conn)
+            self._park(sel, parked, idle, conn)
 
-    def _park(self, sel, parked: dict, conn: Handler):
+    def _park(self, sel, parked: dict, idle: collections.OrderedDict, conn: Connection):
+        """Take a connection back from a worker (or the accept): register it to write the rest of
+        its answer, to read, or queue it again if a complete request is already buffered."""
         if conn.closed:
             return
-        if self.draining and not conn.buf:
+        if conn.out:
+            events = selectors.EVENT_WRITE
+        elif conn.wants_worker():
+            self.work_queue.put(conn)
+            return
+        elif self.draining and conn.started is None:
             conn.close()
             return
+        else:
+            events = selectors.EVENT_READ
         try:
-            sel.register(conn.request, selectors.EVENT_READ, conn)
+            sel.register(conn.socket, events, conn)
         except (OSError, ValueError):
             conn.close()
             return
-        parked[conn.request.fileno()] = conn
+        fd = conn.socket.fileno()
+        parked[fd] = conn
+        if events == selectors.EVENT_READ and conn.started is None:
+            idle[fd] = conn
 
-    def _sweep(self, sel, parked: dict, now: float):
+    def _ready(self, sel, parked: dict, idle: collections.OrderedDict, key, mask):
+        """A parked connection's socket is readable or writable."""
+        conn: Connection = key.data
+        fd = key.fd
+        if parked.get(fd) is not conn:
+            return
+        if mask & selectors.EVENT_WRITE:
+            if not conn.flush():
+                return                        # still not taken; the sweep enforces send_timeout
+            _unpark(sel, parked, idle, fd)
+            if conn.closed or conn.close_after:
+                conn.close()
+            else:
+                self._park(sel, parked, idle, conn)
+            return
+        n = conn.receive()
+        if n < 0:
+            _unpark(sel, parked, idle, fd)
+            conn.close()
+        elif n:
+            idle.pop(fd, None)                # a request is arriving: no longer idle
+            if conn.wants_worker():
+                _unpark(sel, parked, idle, fd)
+                self.work_queue.put(conn)
+
+    def _sweep(self, sel, parked: dict, idle: collections.OrderedDict, now: float):
         cfg = self.config
         for fd, conn in list(parked.items()):
-            if conn.started is not None:
+            if conn.out:
+                expired = now - (conn.write_since or now) > cfg.send_timeout
+                event = "send_timeout"
+            elif conn.started is not None:
                 expired = now - conn.started > cfg.request_timeout
+                event = "request_timeout"
             else:
                 expired = self.draining or now - conn.last_active > cfg.idle_timeout
-            if expired:
-                sel.unregister(conn.request)
-                del parked[fd]
-                if conn.started is not None:
-                    conn.timeout_request(wait=0.0)
-                else:
-                    if not self.draining:
-                        self.metrics.event("idle_closed")
-                    conn.close()
+                event = None if self.draining else "idle_closed"
+            if not expired:
+                continue
+            _unpark(sel, parked, idle, fd)
+            if event == "request_timeout":
+                conn.timeout()
+                continue
+            if event:
+                self.metrics.event(event)
+            conn.close()
+        if self._watched and now >= self._next_watch:
+            self._next_watch = now + 1.0
+            self.check_model_files()
 
     def serve_forever(self, poll_interval: float = 0.25):
-        """Accept and dispatch until :meth:`drain`/:meth:`shutdown`; then finish and return."""
+        """Accept and serve until :meth:`drain`/:meth:`shutdown`; then finish and return."""
         self._running = True
         self._done.clear()
         self._workers = [threading.Thread(target=self._worker, name=f"otto-serve-worker-{i}", daemon=True)
@@ -624,13 +884,16 @@ class Server(http.server.HTTPServer):
         for t in self._workers:
             t.start()
         sel = selectors.DefaultSelector()
-        parked: dict[int, Handler] = {}
+        parked: dict[int, Connection] = {}
+        idle: collections.OrderedDict[int, Connection] = collections.OrderedDict()
         listening = True
         self.socket.setblocking(False)
         sel.register(self.socket, selectors.EVENT_READ, "listen")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         _raise_fd_limit(self.config.max_connections + 64)
-        tick = min(poll_interval, max(0.01, self.config.request_timeout / 4), max(0.01, self.config.idle_timeout / 4))
+        cfg = self.config
+        tick = min(poll_interval, max(0.01, cfg.request_timeout / 4), max(0.01, cfg.idle_timeout / 4),
+                   max(0.01, cfg.send_timeout / 4))
         next_sweep = time.monotonic() + tick
         drain_deadline = None
         try:
@@ -640,36 +903,37 @@ class Server(http.server.HTTPServer):
                         sel.unregister(self.socket)
                     self.socket.close()   # new connections are refused (other SO_REUSEPORT workers take them)
                     listening = False
-                    drain_deadline = time.monotonic() + self.config.drain_timeout
-                    self._sweep(sel, parked, time.monotonic())
+                    drain_deadline = time.monotonic() + cfg.drain_timeout
+                    self._sweep(sel, parked, idle, time.monotonic())
                 if drain_deadline is not None and (self._nconn <= 0 or time.monotonic() > drain_deadline):
                     break
                 try:
                     events = sel.select(tick)
                 except InterruptedError:  # pragma: no cover - PEP 475 retries
                     events = []
-                for key, _ in events:
+                accept = False
+                for key, mask in events:
                     what = key.data
                     if what == "listen":
-                        self._accept(sel, parked)
+                        accept = True     # after the other events: an eviction then cannot meet a stale event
                     elif what == "wake":
                         try:
                             while self._wake_r.recv(4096):
                                 pass
-                        except (BlockingIOError, OSError):
+                        except OSError:
                             pass
                     else:
-                        sel.unregister(key.fileobj)
-                        parked.pop(key.fd, None)
-                        self.work_queue.put(what)
+                        self._ready(sel, parked, idle, key, mask)
                 while self._to_park:
-                    self._park(sel, parked, self._to_park.popleft())
+                    self._park(sel, parked, idle, self._to_park.popleft())
+                if accept and listening:
+                    self._accept(sel, parked, idle)
                 now = time.monotonic()
                 if self._accept_paused_until and now >= self._accept_paused_until and listening:
                     self._accept_paused_until = 0.0
                     sel.register(self.socket, selectors.EVENT_READ, "listen")
                 if now >= next_sweep:
-                    self._sweep(sel, parked, now)
+                    self._sweep(sel, parked, idle, now)
                     next_sweep = now + tick
         finally:
             for conn in list(parked.values()):
@@ -677,7 +941,7 @@ class Server(http.server.HTTPServer):
             for _ in self._workers:
                 self.work_queue.put(None)
             for t in self._workers:
-                t.join(timeout=max(1.0, self.config.request_timeout))
+                t.join(timeout=max(1.0, cfg.request_timeout))
             while self._to_park:   # handed back by workers after the loop ended
                 self._to_park.popleft().close()
             sel.close()
@@ -702,12 +966,19 @@ class Server(http.server.HTTPServer):
             self._done.wait()
 
     def server_close(self):
-        super().server_close()
-        for s in (self._wake_r, self._wake_w):
+        """Close the listening socket (and the poller's wake-up pair)."""
+        for s in (self.socket, self._wake_r, self._wake_w):
             try:
                 s.close()
             except OSError:
                 pass
+
+
+def _unpark(sel: selectors.BaseSelector, parked: dict, idle: dict, fd: int) -> None:
+    """Take the connection on ``fd`` out of the poller (by descriptor: its socket may be closed)."""
+    sel.unregister(fd)
+    del parked[fd]
+    idle.pop(fd, None)
 
 
 def _raise_fd_limit(need: int) -> None:
@@ -731,11 +1002,20 @@ def _raise_fd_limit(need: int) -> None:
 
 def make_server(model_dir: str | os.PathLike | None, host: str = "127.0.0.1", port: int = 0,
                 threads: int = 8, **config) -> Server:
-    """Load ``model_dir`` (``None``: start without a model; ``/readyz`` answers 503 until
-    :meth:`Server.reload` is given a path) and bind ``host:port`` (port 0: any free port,
-    see ``server.port``). Keyword arguments are :class:`ServerConfig` fields."""
+    """Bind ``host:port`` (port 0: any free port, see ``server.port``; a :class:`BindError` names the
+    address), load ``model_dir`` (``None``: start without a model; ``/readyz`` answers 503 until
+    :meth:`Server.reload` is given a path), then listen. Keyword arguments are :class:`ServerConfig`
+    fields."""
     cfg = ServerConfig(threads=threads, **config)
-    rec = None
-    if model_dir is not None:
-        rec = Recommender.load(model_dir, type_weights=cfg.type_weights, decay=cfg.decay)
-    return Server((host, port), rec, cfg)
+    server = Server((host, port), None, cfg, bind_and_activate=False)
+    try:
+        server.server_bind()
+        if model_dir is not None:
+            server.recommender = server.load_model(model_dir)
+            server.model_path = str(model_dir)
+            server._watch(model_dir)
+        server.server_activate()
+    except BaseException:
+        server.server_close()
+        raise
+    return server

@@ -155,6 +155,8 @@ def test_over_connection_cap_gets_503(model_dir, model):
     with running(server):
         held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
         try:
+            for s in held:   # mid-request, so not idle: nothing may be evicted for a newcomer
+                s.sendall(b"GET /healthz HTTP/1.1\r\n")
             time.sleep(0.2)
             h, obj = _problem(raw(server.port, b""), 503)
             assert h["retry-after"] == "1" and h["connection"] == "close"
