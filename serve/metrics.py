@@ -9,9 +9,8 @@ Exposed families:
 
 * ``otto_http_requests_total{route,method,status}`` — counter
 * ``otto_http_request_duration_seconds{route}`` — histogram (buckets :data:`BUCKETS`)
-* ``otto_events_total{event}`` — counter of server events, including everything a limit drops:
-  connections refused over the connection cap, idle keep-alive closes, request deadlines,
-  reloads and failed reloads
+* ``otto_events_total{event}`` — counter of server events, including everything a limit drops;
+  every event of :data:`EVENTS` is exposed from the start (0 until it happens)
 * gauges supplied at scrape time by the server (model info, open connections, uptime)
 """
 from __future__ import annotations
@@ -22,6 +21,20 @@ import threading
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# event -> what it counts (the server's events; others may be counted too and are exposed as well)
+EVENTS = {
+    "connection_accepted": "a client connection was accepted",
+    "accept_error": "accept() failed (e.g. out of file descriptors); accepting pauses for 0.1 s",
+    "idle_evicted": "an idle keep-alive connection was closed to admit a new one at max_connections",
+    "rejected_over_capacity": "a new connection got 503 at max_connections (no idle connection to evict)",
+    "idle_closed": "a keep-alive connection idle for idle_timeout was closed",
+    "request_timeout": "a request was not complete within request_timeout of its first byte (408)",
+    "send_timeout": "a client left an answer unread for send_timeout; its connection was dropped",
+    "reload": "a model reload succeeded",
+    "reload_failed": "a model reload failed; the previous model is still served",
+    "model_file_truncated": "a memory-mapped model file was truncated in place; the model was unloaded",
+}
 
 
 class _Shard:
@@ -110,7 +123,7 @@ class Metrics:
             out.append(f'otto_http_request_duration_seconds_count{{route="{r}"}} {n}')
         out += ["# HELP otto_events_total Server events, including connections and requests dropped by a limit.",
                 "# TYPE otto_events_total counter"]
-        for name, v in sorted(events.items()):
+        for name, v in sorted({**dict.fromkeys(EVENTS, 0), **events}.items()):
             out.append(f'otto_events_total{{event="{_esc(name)}"}} {v}')
         seen = set()
         for name, help_, labels, value in gauges:
