@@ -498,10 +498,15 @@ def report(results, mem, how, args, use_wrk):
                 xs = [ra["p99_ms"] / rb["p99_ms"] for ra, rb in zip(runs(a, c), runs(b, c))]
                 if xs:
                     print(f"| {b} | {c} | {' / '.join(f'{x:.1f}x' for x in xs)} | {float(np.median(xs)):.1f}x |")
-        reopened = [r["reopened"] for r in results if r.get("reopened")]
-        tot = {k: sum(r[k] for r in reopened) for k in reopened[0]} if reopened else {}
-        print(f"\nhostile connections the servers closed and the load generator reopened, summed over the "
-              f"hostile measurements: {tot}")
+        print("\nhostile connections the server closed (and the load generator reopened) during each "
+              "hostile measurement, pipeliners / CRLF tricklers / header senders:\n")
+        print("| server | conns | per round |")
+        print("|---|---:|---|")
+        for a in (TABLE_H, BARE_H):
+            for c in (1, 8):
+                rr = [r["reopened"] for r in runs(a, c)]
+                print(f"| {a} | {c} | " + " ; ".join(f"{r['pipeliner']} / {r['trickler']} / {r['header_sender']}"
+                                                    for r in rr) + " |")
     if mem:
         print(f"\nmemory of the otto-serve processes mapping vectors.npy ({mem['file_mib']:.1f} MiB), after exact "
               f"scans in each:\n")
