@@ -276,3 +276,56 @@ def test_long_pipeline_is_served_completely(srv):
     out = raw(srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * n
               + b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", timeout=10)
     assert out.count(b"HTTP/1.1 200 OK") == n + 1
+
+
+def test_slow_reader_gets_every_pipelined_answer(srv):
+    """Answers the kernel cannot take at once wait in the poller and resume when the client reads."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", srv.port))
+    s.settimeout(10)
+    n = 300   # ~2 MB of answers: far more than the socket buffers hold
+    expected = parse_raw(raw(srv.port, b"GET /openapi.json HTTP/1.1\r\nConnection: close\r\n\r\n"))[2]
+    try:
+        s.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * n)
+        time.sleep(0.3)   # not reading yet: the server parks the connection for writing
+        data, bodies = bytearray(), []
+        while len(bodies) < n:
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                status, h, _ = parse_raw(bytes(data[:end + 4]))
+                size = end + 4 + int(h["content-length"])
+                if len(data) >= size:
+                    assert status == 200
+                    bodies.append(bytes(data[end + 4:size]))
+                    del data[:size]
+                    continue
+            chunk = s.recv(65536)
+            assert chunk, len(bodies)
+            data += chunk
+        assert all(b == expected for b in bodies) and not data
+    finally:
+        s.close()
+
+
+def test_the_oldest_idle_connection_is_evicted_first(model_dir, model):
+    server = make_server(model_dir, threads=2, max_connections=3)
+    with running(server):
+        old = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        time.sleep(0.1)
+        newer = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        busy = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        try:
+            busy.sendall(b"GET /healthz HTTP/1.1\r\n")   # mid-request: never evicted
+            time.sleep(0.2)
+            _alive(server.port, model)                     # a fourth connection: evicts `old`
+            assert old.recv(10) == b""
+            newer.sendall(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+            assert parse_raw(newer.recv(4096))[0] == 200
+            busy.sendall(b"Connection: close\r\n\r\n")
+            assert parse_raw(busy.recv(4096))[0] == 200
+        finally:
+            for s in (old, newer, busy):
+                s.close()
+        text = call(server.port, "GET", "/metrics")[2].decode()
+        assert 'otto_events_total{event="idle_evicted"} 1' in text and 'event="rejected_over_capacity"} 0' in text
