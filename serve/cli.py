@@ -207,6 +207,7 @@ class Supervisor:
         self.procs: list[subprocess.Popen | None] = [None] * n
         self.ready_fd: list[int | None] = [None] * n   # read end of each worker's readiness pipe
         self.ready_buf: list[bytes] = [b""] * n
+        self.ready = [False] * n                       # listening (and its signal handlers installed)
         self.started_at = [0.0] * n
         self.backoff = [self.BACKOFF_MIN] * n
         self.restart_at: list[float | None] = [None] * n
@@ -220,7 +221,7 @@ class Supervisor:
         finally:
             os.close(w)
         self._close_ready(i)
-        self.ready_fd[i], self.ready_buf[i] = r, b""
+        self.ready_fd[i], self.ready_buf[i], self.ready[i] = r, b"", False
         self.started_at[i] = time.monotonic()
         self.restart_at[i] = None
 
@@ -245,12 +246,14 @@ class Supervisor:
             if b"\n" in self.ready_buf[i] or not chunk:
                 if b"\n" in self.ready_buf[i]:
                     done.append(i)
+                    self.ready[i] = True
                 self._close_ready(i)
         return done
 
     def forward(self, sig: int) -> None:
-        for pr in self.procs:
-            if pr is not None and pr.poll() is None:
+        """Send ``sig`` to every live worker (SIGHUP only to those listening: a starting one would die of it)."""
+        for pr, ready in zip(self.procs, self.ready):
+            if pr is not None and pr.poll() is None and (ready or sig != signal.SIGHUP):
                 try:
                     pr.send_signal(sig)
                 except OSError:
