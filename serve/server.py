@@ -31,7 +31,8 @@ How a connection is served
 * **Poller** (:meth:`Server.serve_forever`, a :mod:`selectors` loop). It accepts, and reads every
   socket that is parked: an idle keep-alive connection, or one whose request is still arriving.
   Only when the buffer holds a complete request head (or breaks a limit) does it queue the
-  connection to a worker, so a trickling client costs a ``recv`` per packet and never a thread.
+  connection to a worker, so a trickling client never costs a thread; one that keeps sending a
+  request in tiny pieces is read at most 20 times a second (``SMALL_READS``, ``REST``).
 * **Worker** (:meth:`Connection.serve`). It answers the complete requests in the buffer (at most
   64 per turn, then the connection goes to the back of the queue), reads only bytes that have
   already arrived (never waits for the rest of a request), and after an answer waits at most
@@ -96,6 +97,8 @@ _VERSION = re.compile(r"HTTP/(\d)\.(\d)\Z")
 ROUTE_UNPARSED = "(unparsed)"
 RECV_SIZE = 65536
 MAX_PER_TURN = 64        # requests a worker answers on one connection before serving the others
+SMALL_READS = 4          # tiny reads of one request before the poller rests its connection ...
+REST = 0.05              # ... for this many seconds (a trickler costs at most 20 reads a second)
 
 # what Connection.serve returns
 CLOSED = "closed"        # the connection is closed
@@ -266,6 +269,8 @@ class Connection:
         self.write_since: float | None = None  # when ``out`` first failed to drain
         self.last_active = time.monotonic()
         self.close_after = False              # close once ``out`` is written
+        self.small_reads = 0                  # reads of < 512 bytes that left the current request incomplete
+        self.resting = False                  # not watched by the poller for a moment (see _Poller)
         self.continue_sent = False
         self.closed = False
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -412,6 +417,7 @@ class Connection:
         del buf[:head_end + length]
         self.need = 0
         self.empty_bytes = 0
+        self.small_reads = 0
         self.continue_sent = False
         self.started = time.monotonic() if buf else None
         return app.Request(method, target, version, headers, body)
@@ -759,122 +765,6 @@ class Server:
                 except OSError:
                     pass
 
-    def _accept(self, sel: selectors.BaseSelector, parked: dict, idle: collections.OrderedDict):
-        cfg = self.config
-        for _ in range(64):
-            try:
-                sock, addr = self.socket.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. EMFILE: count it, stop accepting for a moment, keep serving
-                self.metrics.event("accept_error")
-                log.warning("accept failed (pausing accepts for 0.1 s): %s", exc)
-                sel.unregister(self.socket)
-                self._accept_paused_until = time.monotonic() + 0.1
-                return
-            while self._nconn >= cfg.max_connections and idle:
-                fd, victim = next(iter(idle.items()))   # the oldest idle keep-alive connection
-                _unpark(sel, parked, idle, fd)
-                victim.close()
-                self.metrics.event("idle_evicted")
-            with self._conn_lock:
-                over = self._nconn >= cfg.max_connections
-                if not over:
-                    self._nconn += 1
-            if over:
-                self.metrics.event("rejected_over_capacity")
-                self.metrics.observe(ROUTE_UNPARSED, "OTHER", 503, 0.0)
-                try:
-                    sock.setblocking(False)
-                    sock.send(problem_response(OVERLOAD, 0.0, close=True))
-                except OSError:
-                    pass
-                sock.close()
-                continue
-            self.metrics.event("connection_accepted")
-            try:
-                conn = self.connection_class(sock, addr, self)
-            except OSError:   # reset before we got to it
-                sock.close()
-                self.connection_closed()
-                continue
-            self._park(sel, parked, idle, conn)
-
-    def _park(self, sel, parked: dict, idle: collections.OrderedDict, conn: Connection):
-        """Take a connection back from a worker (or the accept): register it to write the rest of
-        its answer, to read, or queue it again if a complete request is already buffered."""
-        if conn.closed:
-            return
-        if conn.out:
-            events = selectors.EVENT_WRITE
-        elif conn.wants_worker():
-            self.work_queue.put(conn)
-            return
-        elif self.draining and conn.started is None:
-            conn.close()
-            return
-        else:
-            events = selectors.EVENT_READ
-        try:
-            sel.register(conn.socket, events, conn)
-        except (OSError, ValueError):
-            conn.close()
-            return
-        fd = conn.socket.fileno()
-        parked[fd] = conn
-        if events == selectors.EVENT_READ and conn.started is None:
-            idle[fd] = conn
-
-    def _ready(self, sel, parked: dict, idle: collections.OrderedDict, key, mask):
-        """A parked connection's socket is readable or writable."""
-        conn: Connection = key.data
-        fd = key.fd
-        if parked.get(fd) is not conn:
-            return
-        if mask & selectors.EVENT_WRITE:
-            if not conn.flush():
-                return                        # still not taken; the sweep enforces send_timeout
-            _unpark(sel, parked, idle, fd)
-            if conn.closed or conn.close_after:
-                conn.close()
-            else:
-                self._park(sel, parked, idle, conn)
-            return
-        n = conn.receive()
-        if n < 0:
-            _unpark(sel, parked, idle, fd)
-            conn.close()
-        elif n:
-            idle.pop(fd, None)                # a request is arriving: no longer idle
-            if conn.wants_worker():
-                _unpark(sel, parked, idle, fd)
-                self.work_queue.put(conn)
-
-    def _sweep(self, sel, parked: dict, idle: collections.OrderedDict, now: float):
-        cfg = self.config
-        for fd, conn in list(parked.items()):
-            if conn.out:
-                expired = now - (conn.write_since or now) > cfg.send_timeout
-                event = "send_timeout"
-            elif conn.started is not None:
-                expired = now - conn.started > cfg.request_timeout
-                event = "request_timeout"
-            else:
-                expired = self.draining or now - conn.last_active > cfg.idle_timeout
-                event = None if self.draining else "idle_closed"
-            if not expired:
-                continue
-            _unpark(sel, parked, idle, fd)
-            if event == "request_timeout":
-                conn.timeout()
-                continue
-            if event:
-                self.metrics.event(event)
-            conn.close()
-        if self._watched and now >= self._next_watch:
-            self._next_watch = now + 1.0
-            self.check_model_files()
-
     def serve_forever(self, poll_interval: float = 0.25):
         """Accept and serve until :meth:`drain`/:meth:`shutdown`; then finish and return."""
         self._running = True
@@ -883,68 +773,19 @@ class Server:
                          for i in range(self.config.threads)]
         for t in self._workers:
             t.start()
-        sel = selectors.DefaultSelector()
-        parked: dict[int, Connection] = {}
-        idle: collections.OrderedDict[int, Connection] = collections.OrderedDict()
-        listening = True
-        self.socket.setblocking(False)
-        sel.register(self.socket, selectors.EVENT_READ, "listen")
-        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         _raise_fd_limit(self.config.max_connections + 64)
-        cfg = self.config
-        tick = min(poll_interval, max(0.01, cfg.request_timeout / 4), max(0.01, cfg.idle_timeout / 4),
-                   max(0.01, cfg.send_timeout / 4))
-        next_sweep = time.monotonic() + tick
-        drain_deadline = None
+        poller = _Poller(self, poll_interval)
         try:
-            while True:
-                if self.draining and listening:
-                    if not self._accept_paused_until:
-                        sel.unregister(self.socket)
-                    self.socket.close()   # new connections are refused (other SO_REUSEPORT workers take them)
-                    listening = False
-                    drain_deadline = time.monotonic() + cfg.drain_timeout
-                    self._sweep(sel, parked, idle, time.monotonic())
-                if drain_deadline is not None and (self._nconn <= 0 or time.monotonic() > drain_deadline):
-                    break
-                try:
-                    events = sel.select(tick)
-                except InterruptedError:  # pragma: no cover - PEP 475 retries
-                    events = []
-                accept = False
-                for key, mask in events:
-                    what = key.data
-                    if what == "listen":
-                        accept = True     # after the other events: an eviction then cannot meet a stale event
-                    elif what == "wake":
-                        try:
-                            while self._wake_r.recv(4096):
-                                pass
-                        except OSError:
-                            pass
-                    else:
-                        self._ready(sel, parked, idle, key, mask)
-                while self._to_park:
-                    self._park(sel, parked, idle, self._to_park.popleft())
-                if accept and listening:
-                    self._accept(sel, parked, idle)
-                now = time.monotonic()
-                if self._accept_paused_until and now >= self._accept_paused_until and listening:
-                    self._accept_paused_until = 0.0
-                    sel.register(self.socket, selectors.EVENT_READ, "listen")
-                if now >= next_sweep:
-                    self._sweep(sel, parked, idle, now)
-                    next_sweep = now + tick
+            poller.run()
         finally:
-            for conn in list(parked.values()):
-                conn.close()
+            poller.close_all()
             for _ in self._workers:
                 self.work_queue.put(None)
             for t in self._workers:
-                t.join(timeout=max(1.0, cfg.request_timeout))
+                t.join(timeout=max(1.0, self.config.request_timeout))
             while self._to_park:   # handed back by workers after the loop ended
                 self._to_park.popleft().close()
-            sel.close()
+            poller.sel.close()
             self._running = False
             self._done.set()
 
@@ -974,11 +815,213 @@ class Server:
                 pass
 
 
-def _unpark(sel: selectors.BaseSelector, parked: dict, idle: dict, fd: int) -> None:
-    """Take the connection on ``fd`` out of the poller (by descriptor: its socket may be closed)."""
-    sel.unregister(fd)
-    del parked[fd]
-    idle.pop(fd, None)
+class _Poller:
+    """The poller thread's state: which connections it holds and why. Used by one thread only.
+
+    ``parked`` maps a descriptor to its connection (registered to read or to write, or resting:
+    see ``resting``); ``idle`` holds the parked connections with no request in progress, oldest
+    first (the eviction order); ``resting`` holds connections whose request keeps arriving in tiny
+    pieces (more than :data:`SMALL_READS` reads of < 512 bytes): they are not watched for
+    :data:`REST` seconds, so a trickling client costs at most ``1 / REST`` reads a second.
+    """
+
+    def __init__(self, server: "Server", poll_interval: float):
+        self.server = server
+        self.cfg = cfg = server.config
+        self.sel = selectors.DefaultSelector()
+        self.parked: dict[int, Connection] = {}
+        self.idle: collections.OrderedDict[int, Connection] = collections.OrderedDict()
+        self.resting: collections.deque[tuple[float, int, Connection]] = collections.deque()
+        self.listening = True
+        server.socket.setblocking(False)
+        self.sel.register(server.socket, selectors.EVENT_READ, "listen")
+        self.sel.register(server._wake_r, selectors.EVENT_READ, "wake")
+        self.tick = min(poll_interval, max(0.01, cfg.request_timeout / 4), max(0.01, cfg.idle_timeout / 4),
+                        max(0.01, cfg.send_timeout / 4))
+
+    def run(self):
+        server, cfg = self.server, self.cfg
+        next_sweep = time.monotonic() + self.tick
+        drain_deadline = None
+        while True:
+            if server.draining and self.listening:
+                if not server._accept_paused_until:
+                    self.sel.unregister(server.socket)
+                server.socket.close()   # new connections are refused (other SO_REUSEPORT workers take them)
+                self.listening = False
+                drain_deadline = time.monotonic() + cfg.drain_timeout
+                self.sweep(time.monotonic())
+            if drain_deadline is not None and (server._nconn <= 0 or time.monotonic() > drain_deadline):
+                return
+            timeout = self.tick
+            if self.resting:
+                timeout = min(timeout, max(0.0, self.resting[0][0] - time.monotonic()))
+            try:
+                events = self.sel.select(timeout)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                events = []
+            accept = False
+            for key, mask in events:
+                what = key.data
+                if what == "listen":
+                    accept = True     # after the other events: an eviction then cannot meet a stale event
+                elif what == "wake":
+                    try:
+                        while server._wake_r.recv(4096):
+                            pass
+                    except OSError:
+                        pass
+                else:
+                    self.ready(key.fd, key.data, mask)
+            while server._to_park:
+                self.park(server._to_park.popleft())
+            if accept and self.listening:
+                self.accept()
+            now = time.monotonic()
+            while self.resting and self.resting[0][0] <= now:
+                _, fd, conn = self.resting.popleft()
+                if self.parked.get(fd) is conn and conn.resting:
+                    conn.resting = False
+                    self.sel.register(conn.socket, selectors.EVENT_READ, conn)
+            if server._accept_paused_until and now >= server._accept_paused_until and self.listening:
+                server._accept_paused_until = 0.0
+                self.sel.register(server.socket, selectors.EVENT_READ, "listen")
+            if now >= next_sweep:
+                self.sweep(now)
+                next_sweep = now + self.tick
+
+    def close_all(self):
+        for conn in list(self.parked.values()):
+            conn.close()
+        self.parked.clear()
+
+    def unpark(self, fd: int) -> Connection:
+        """Take the connection on ``fd`` out of the poller (by descriptor: its socket may be closed)."""
+        conn = self.parked.pop(fd)
+        self.idle.pop(fd, None)
+        if conn.resting:
+            conn.resting = False   # its entry in ``resting`` is skipped when it comes due
+        else:
+            self.sel.unregister(fd)
+        return conn
+
+    def park(self, conn: Connection):
+        """Take a connection back from a worker (or the accept): register it to write the rest of
+        its answer, to read, or queue it again if a complete request is already buffered."""
+        server = self.server
+        if conn.closed:
+            return
+        if conn.out:
+            events = selectors.EVENT_WRITE
+        elif conn.wants_worker():
+            server.work_queue.put(conn)
+            return
+        elif server.draining and conn.started is None:
+            conn.close()
+            return
+        else:
+            events = selectors.EVENT_READ
+        try:
+            self.sel.register(conn.socket, events, conn)
+        except (OSError, ValueError):
+            conn.close()
+            return
+        fd = conn.socket.fileno()
+        self.parked[fd] = conn
+        if events == selectors.EVENT_READ and conn.started is None:
+            self.idle[fd] = conn
+
+    def ready(self, fd: int, conn: Connection, mask: int):
+        """A parked connection's socket is readable or writable."""
+        if self.parked.get(fd) is not conn:
+            return
+        if mask & selectors.EVENT_WRITE:
+            if not conn.flush():
+                return                        # still not taken; the sweep enforces send_timeout
+            self.unpark(fd)
+            if conn.closed or conn.close_after:
+                conn.close()
+            else:
+                self.park(conn)
+            return
+        n = conn.receive()
+        if n < 0:
+            self.unpark(fd).close()
+        elif n:
+            self.idle.pop(fd, None)           # a request is arriving: no longer idle
+            if conn.wants_worker():
+                self.unpark(fd)
+                self.server.work_queue.put(conn)
+            elif n < 512:
+                conn.small_reads += 1
+                if conn.small_reads > SMALL_READS:   # trickling: read it again in REST seconds
+                    self.sel.unregister(fd)
+                    conn.resting = True
+                    self.resting.append((time.monotonic() + REST, fd, conn))
+
+    def accept(self):
+        server, cfg = self.server, self.cfg
+        for _ in range(64):
+            try:
+                sock, addr = server.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. EMFILE: count it, stop accepting for a moment, keep serving
+                server.metrics.event("accept_error")
+                log.warning("accept failed (pausing accepts for 0.1 s): %s", exc)
+                self.sel.unregister(server.socket)
+                server._accept_paused_until = time.monotonic() + 0.1
+                return
+            while server._nconn >= cfg.max_connections and self.idle:
+                self.unpark(next(iter(self.idle))).close()   # the oldest idle keep-alive connection
+                server.metrics.event("idle_evicted")
+            with server._conn_lock:
+                over = server._nconn >= cfg.max_connections
+                if not over:
+                    server._nconn += 1
+            if over:
+                server.metrics.event("rejected_over_capacity")
+                server.metrics.observe(ROUTE_UNPARSED, "OTHER", 503, 0.0)
+                try:
+                    sock.setblocking(False)
+                    sock.send(problem_response(OVERLOAD, 0.0, close=True))
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            server.metrics.event("connection_accepted")
+            try:
+                conn = server.connection_class(sock, addr, server)
+            except OSError:   # reset before we got to it
+                sock.close()
+                server.connection_closed()
+                continue
+            self.park(conn)
+
+    def sweep(self, now: float):
+        server, cfg = self.server, self.cfg
+        for fd, conn in list(self.parked.items()):
+            if conn.out:
+                expired = now - (conn.write_since or now) > cfg.send_timeout
+                event = "send_timeout"
+            elif conn.started is not None:
+                expired = now - conn.started > cfg.request_timeout
+                event = "request_timeout"
+            else:
+                expired = server.draining or now - conn.last_active > cfg.idle_timeout
+                event = None if server.draining else "idle_closed"
+            if not expired:
+                continue
+            self.unpark(fd)
+            if event == "request_timeout":
+                conn.timeout()
+                continue
+            if event:
+                server.metrics.event(event)
+            conn.close()
+        if server._watched and now >= server._next_watch:
+            server._next_watch = now + 1.0
+            server.check_model_files()
 
 
 def _raise_fd_limit(need: int) -> None:
