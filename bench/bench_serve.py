@@ -94,8 +94,8 @@ def free_port() -> int:
     return port
 
 
-def start(cmd: list[str], timeout: float = 300) -> subprocess.Popen:
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+def start(cmd: list[str], timeout: float = 300, cwd: Path = ROOT) -> subprocess.Popen:
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd,
                          start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -322,7 +322,9 @@ class Hostile:
 # --- main ------------------------------------------------------------------------------------------
 
 TABLE, BARE, FLASK = "otto-serve table path", "bare ThreadingHTTPServer (constant body)", "Flask+gensim most_similar"
-TABLE_H, BARE_H = TABLE + ", hostile load", BARE + ", hostile load"
+HOSTILE = ", hostile load"
+TABLE_H, BARE_H = TABLE + HOSTILE, BARE + HOSTILE
+COMPARED = "[--compare] "
 
 
 def main(argv=None) -> int:
@@ -342,6 +344,9 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=None, help="directory for the model (default: a temporary directory)")
     ap.add_argument("--json", default=None, help="also write the results as JSON to this file")
     ap.add_argument("--skip-flask", action="store_true", help="do not run the Flask+gensim baseline")
+    ap.add_argument("--compare", default=None, metavar="DIR",
+                    help="another checkout of this project (e.g. the previous release): its otto-serve runs "
+                         "every otto-serve single-process scenario right after ours, and the ratios are reported")
     ap.add_argument("--hostile", type=int, default=64,
                     help="hostile connections of each kind for the hostile-load scenarios (0: skip them)")
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -371,10 +376,13 @@ def main(argv=None) -> int:
             scenarios.append((FLASK, "flask", "GET", item_paths, None))
         if args.hostile:
             scenarios += [(TABLE_H, "ours", "GET", item_paths, None), (BARE_H, "bare", "GET", ["/"], None)]
+        if args.compare:   # the other checkout's server right after ours, scenario by scenario
+            scenarios = [x for sc in scenarios
+                         for x in ([sc, (COMPARED + sc[0], "compared") + sc[2:]] if sc[1] == "ours" else [sc])]
         ports = {}
         for key in dict.fromkeys(sc[1] for sc in scenarios):
             port = ports[key] = free_port()
-            if key == "ours":
+            if key in ("ours", "compared"):
                 cmd = [py, "-m", "serve", str(model), "--port", str(port), "--threads", str(args.threads), "--quiet"]
             elif key == "ours2":
                 cmd = [py, "-m", "serve", str(model), "--port", str(port), "--threads", str(args.threads),
@@ -384,13 +392,13 @@ def main(argv=None) -> int:
             else:
                 cmd = [py, "bench/baselines/bare_server.py", "--port", str(port)]
             log(f"starting {key} on port {port}", args.quiet)
-            procs[key] = start(cmd)
+            procs[key] = start(cmd, cwd=Path(args.compare).resolve() if key == "compared" else ROOT)
             wait_http(port, "/" if key == "bare" else item_paths[0])
         results = []
         for rnd in range(args.rounds):
             for name, key, method, paths, bods in scenarios:
                 for conns in (1, 8):
-                    hostile = Hostile(ports[key], args.hostile) if name in (TABLE_H, BARE_H) else None
+                    hostile = Hostile(ports[key], args.hostile) if name.endswith(HOSTILE) else None
                     with hostile or contextlib.nullcontext():
                         if use_wrk:
                             script = lua_script(work / f"{key}-{len(results)}.lua", method, paths, bods)
@@ -507,6 +515,20 @@ def report(results, mem, how, args, use_wrk):
                 rr = [r["reopened"] for r in runs(a, c)]
                 print(f"| {a} | {c} | " + " ; ".join(f"{r['pipeliner']} / {r['trickler']} / {r['header_sender']}"
                                                     for r in rr) + " |")
+    compared = [n for n in names if n.startswith(COMPARED)]
+    if compared:
+        print(f"\nthis otto-serve / the --compare checkout's ({args.compare}), same scenario, measured back to "
+              f"back in each round:\n")
+        print("| scenario | conns | rps ratio per round | median | p99 ratio per round | median |")
+        print("|---|---:|---|---:|---|---:|")
+        for cn in compared:
+            n = cn[len(COMPARED):]
+            for c in (1, 8):
+                pairs = list(zip(runs(n, c), runs(cn, c)))
+                rps = [a["rps"] / b["rps"] if b["rps"] else float("inf") for a, b in pairs]
+                p99 = [a["p99_ms"] / b["p99_ms"] if b["p99_ms"] else float("nan") for a, b in pairs]
+                print(f"| {n} | {c} | {' / '.join(f'{x:.2f}' for x in rps)} | {float(np.median(rps)):.2f} | "
+                      f"{' / '.join(f'{x:.2f}' for x in p99)} | {float(np.median(p99)):.2f} |")
     if mem:
         print(f"\nmemory of the otto-serve processes mapping vectors.npy ({mem['file_mib']:.1f} MiB), after exact "
               f"scans in each:\n")

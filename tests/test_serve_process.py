@@ -57,7 +57,8 @@ def test_help_and_one_line_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "serve", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     for flag in ("--host", "--port", "--threads", "--workers", "--max-connections", "--idle-timeout",
-                 "--request-timeout", "--max-body", "--max-session-events", "--access-log", "--quiet", "--decay"):
+                 "--request-timeout", "--send-timeout", "--send-buffer", "--max-body", "--max-session-events",
+                 "--access-log", "--quiet", "--decay"):
         assert flag in r.stdout
     r = subprocess.run([sys.executable, "-m", "serve", str(tmp_path / "missing"), "--port", "0"],
                        capture_output=True, text=True, timeout=60)
