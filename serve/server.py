@@ -93,6 +93,7 @@ SERVER_NAME = "otto-serve"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _EMPTY_LINES = re.compile(rb"(?:\r?\n)+")
+_CR_LF = (13, 10)
 _VERSION = re.compile(r"HTTP/(\d)\.(\d)\Z")
 ROUTE_UNPARSED = "(unparsed)"
 RECV_SIZE = 65536
@@ -295,15 +296,17 @@ class Connection:
             return -1
         if self.started is None:
             self.started = time.monotonic()
-        self.buf += data
-        self._strip_empty_lines()
+        buf = self.buf
+        buf += data
+        if buf[0] in _CR_LF and not self.need:
+            self._strip_empty_lines()
         return len(data)
 
     def _strip_empty_lines(self) -> None:
         # RFC 9112 2.2: empty lines before a request line are ignored -- but they belong to the
         # request: its deadline runs from their first byte, and their bytes are limited.
         buf = self.buf
-        if self.need == 0 and buf[:1] in (b"\r", b"\n"):
+        if buf and buf[0] in _CR_LF:
             m = _EMPTY_LINES.match(buf)
             if m is not None:
                 del buf[:m.end()]
@@ -352,7 +355,7 @@ class Connection:
         if self.need:
             if len(buf) < self.need:
                 return None
-        else:
+        elif buf and buf[0] in _CR_LF:
             self._strip_empty_lines()
         if not buf and self.empty_bytes <= cfg.max_request_line:
             return None
@@ -423,6 +426,24 @@ class Connection:
         return app.Request(method, target, version, headers, body)
 
     # --- output --------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Send ``data`` now as far as the kernel takes it; keep the rest in :attr:`out`."""
+        if self.out:
+            self.out += data
+            self.flush()
+            return
+        try:
+            n = self.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            self.close()
+            return
+        if n < len(data):
+            self.out += memoryview(data)[n:]
+            if self.write_since is None:
+                self.write_since = time.monotonic()
+
     def flush(self) -> bool:
         """Send as much of :attr:`out` as the kernel takes now, without waiting. ``True`` when
         nothing is left to send (or the socket failed: then the connection is closed)."""
@@ -469,6 +490,7 @@ class Connection:
         """
         server, cfg = self.server, self.config
         served = 0
+        read_more = True   # whether bytes may be waiting that no recv of this turn has seen
         while True:
             if self.out and not self.flush():
                 return PARK                      # the client is not reading: the poller waits for it
@@ -502,12 +524,15 @@ class Connection:
                 if (not served or cfg.linger <= 0 or server.draining or not server.work_queue.empty()
                         or not self._wait_readable(cfg.linger)):
                     return PARK
-            n = self.receive()
-            if n < 0:
-                self.close()
-                return CLOSED
-            if n == 0 or (n < RECV_SIZE and not self.wants_worker()):
+            elif not read_more:
                 return PARK                      # the rest of the request has not arrived: never wait for it
+            n = self.receive()
+            if n <= 0:
+                if n < 0:
+                    self.close()
+                    return CLOSED
+                return PARK
+            read_more = n == RECV_SIZE
 
     def _wait_readable(self, seconds: float) -> bool:
         p = select.poll()
@@ -528,8 +553,7 @@ class Connection:
         # a response that says "Connection: close" (a problem that distrusts the stream) closes
         if not keep or data.find(b"\r\nConnection: close\r\n", 0, data.find(b"\r\n\r\n") + 2) >= 0:
             self.close_after = True
-        self.out += data
-        self.flush()
+        self.write(data)
         elapsed = time.perf_counter() - t0
         self.last_active = time.monotonic()
         server.metrics.observe(route, req.method, status, elapsed)
