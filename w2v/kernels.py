@@ -14,6 +14,7 @@ whole procedure.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -414,6 +415,26 @@ def parity_prepare_job(tokens, offsets, s_lo, s_hi, sample_int, use_sample, stat
                 dropped += offsets[s2 + 1] - offsets[s2]
             break
     return pos, ns, state, dropped
+
+
+class ParityJobs(NamedTuple):
+    """The job schedule of parity mode: a run of K prepared gensim jobs (``Word2Vec.parity_jobs``).
+
+    Job k's kept words are ``eff[eff_start[k]:eff_start[k + 1]]`` (int32 vocabulary rows), its
+    sentences ``bounds[bound_start[k] : bound_start[k] + n_sent[k] + 1]`` (int64, relative to its
+    first word), ``reduced[i]`` (int64) the reduced window gensim drew for ``eff[i]``, ``state[k]``
+    (uint64) its LCG state after downsampling and ``alpha[k]`` (float32) its learning rate.
+    eff_start: int64 [K + 1]; bound_start, n_sent: int64 [K]; state: uint64 [K]; alpha: float32 [K].
+    """
+
+    eff: np.ndarray
+    bounds: np.ndarray
+    eff_start: np.ndarray
+    bound_start: np.ndarray
+    n_sent: np.ndarray
+    reduced: np.ndarray
+    state: np.ndarray
+    alpha: np.ndarray
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)

@@ -211,55 +211,77 @@ class Word2Vec:
         return losses
 
     def _epoch_parity(self, job_starts, alphas, bar: Progress, label: str) -> dict:
-        """One epoch exactly as a single gensim worker runs it: per job, two ``randint(0, 2**24)``
-        draws seed the LCG, words are downsampled (LCG), ``randint(0, window, n)`` gives the
-        reduced windows, then the pairs are trained (LCG negatives). Downsampling and the numpy
-        draws do not depend on the weights, so they are prepared for a run of jobs first and
-        the run is then trained in one kernel call, in gensim's order."""
-        cfg, corpus, rs = self.config, self.corpus, self.random
+        """One epoch exactly as a single gensim worker runs it (``parity_jobs``): per job, two
+        ``randint(0, 2**24)`` draws seed the LCG, words are downsampled (LCG), ``randint(0, window, n)``
+        gives the reduced windows, then the pairs are trained (LCG negatives). Downsampling and
+        the numpy draws do not depend on the weights, so they are prepared for a run of jobs
+        first and the run is then trained in one kernel call, in gensim's order."""
+        cfg, corpus = self.config, self.corpus
         s_int, c_tab, e_tab = self.tables()
         guide, shift = kernels.guide_table(c_tab)
-        cap = cfg.parity_job_cap
         n_jobs = job_starts.shape[0] - 1
-        per_run = max(1, (1 << 20) // cap)  # jobs prepared and trained per kernel call
-        eff = np.empty(per_run * cap, np.int32)
-        reduced = np.empty(per_run * cap, np.int64)
-        max_sent = int(np.diff(job_starts).max(initial=0)) + 1
-        bounds = np.empty(per_run * max_sent, np.int64)
+        per_run = max(1, (1 << 20) // cfg.parity_job_cap)  # jobs prepared and trained per kernel call
         work = np.zeros(cfg.vector_size, np.float32)
-        use_sample = bool(cfg.sample != 0)
         clip = cfg.sigmoid_edge == "clip"
         loss_sum, pairs, kept, dropped = 0.0, 0, 0, 0
         t0 = time.perf_counter()
         csum_raw = np.concatenate(([0], np.cumsum(corpus.raw_lengths)))
         for r0 in range(0, n_jobs, per_run):
             r1 = min(n_jobs, r0 + per_run)
-            k = r1 - r0
-            eff_start = np.zeros(k, np.int64)
-            bound_start = np.zeros(k, np.int64)
-            n_sent = np.zeros(k, np.int64)
-            states = np.zeros(k, np.uint64)
-            e_off = b_off = 0
-            for i, j in enumerate(range(r0, r1)):
-                state = (2**24) * rs.randint(0, 2**24) + rs.randint(0, 2**24)
-                n, ns, st, drop = kernels.parity_prepare_job(
-                    corpus.tokens, corpus.offsets, int(job_starts[j]), int(job_starts[j + 1]), s_int, use_sample,
-                    np.uint64(state), cap, eff[e_off:], bounds[b_off:])
-                reduced[e_off:e_off + n] = rs.randint(0, cfg.window, n)
-                eff_start[i], bound_start[i], n_sent[i], states[i] = e_off, b_off, ns, st
-                e_off += n
-                b_off += ns + 1
-                kept += n
-                dropped += drop
-            l, p = kernels.parity_train_jobs(self.vectors, self.output, eff, bounds, eff_start, bound_start, n_sent,
-                                             reduced, states, alphas[r0:r1], cfg.window, cfg.negative, c_tab, guide,
-                                             shift, e_tab, clip, work, cfg.compute_loss)
+            jobs, _, drop = self.parity_jobs(job_starts, alphas, r0, r1)
+            kept += int(jobs.eff_start[-1])
+            dropped += drop
+            l, p = kernels.parity_train_jobs(self.vectors, self.output, jobs.eff, jobs.bounds, jobs.eff_start,
+                                             jobs.bound_start, jobs.n_sent, jobs.reduced, jobs.state, jobs.alpha,
+                                             cfg.window, cfg.negative, c_tab, guide, shift, e_tab, clip, work,
+                                             cfg.compute_loss)
             loss_sum += l
             pairs += p
             self._show(bar, label, int(csum_raw[job_starts[r1]]), corpus.raw_words, t0, alphas[r1 - 1],
                        loss_sum, pairs)
         return dict(loss_sum=loss_sum, pairs=int(pairs), kept_words=int(kept), dropped_by_job_cap=int(dropped),
                     jobs=int(n_jobs), threads=1)
+
+    def parity_jobs(self, job_starts: np.ndarray, alphas: np.ndarray, lo: int,
+                    hi: int) -> tuple[kernels.ParityJobs, np.ndarray, int]:
+        """Prepare the gensim jobs ``lo..hi-1`` of an epoch (``job_starts`` from ``kernels.gensim_jobs``,
+        their float32 learning rates ``alphas`` from ``job_alphas``), drawing from ``self.random``
+        exactly as gensim's ``train_batch_sg`` does, in this order per job: the LCG seed
+        ``2**24 * randint(0, 2**24) + randint(0, 2**24)``, downsampling (LCG, ``parity_prepare_job``),
+        then ``randint(0, window, n_kept)``. Returns the jobs (``kernels.ParityJobs``), their LCG
+        seeds (uint64 [hi - lo]) and the kept words beyond ``parity_job_cap`` that gensim ignores
+        (counted). The one schedule of parity mode: the trainer, the
+        conformance generator and the gensim replay all prepare their jobs here."""
+        cfg, corpus, rs = self.config, self.corpus, self.random
+        s_int, _, _ = self.tables()
+        cap = cfg.parity_job_cap
+        k = hi - lo
+        sizes = np.diff(job_starts[lo:hi + 1])
+        eff = np.empty(max(1, k * cap), np.int32)
+        reduced = np.empty(max(1, k * cap), np.int64)
+        bounds = np.empty(int(sizes.sum()) + k, np.int64)
+        eff_start = np.zeros(k + 1, np.int64)
+        bound_start = np.zeros(k, np.int64)
+        n_sent = np.zeros(k, np.int64)
+        states = np.zeros(k, np.uint64)
+        seeds = np.zeros(k, np.uint64)
+        use_sample = bool(cfg.sample != 0)
+        e_off = b_off = dropped = 0
+        for i, j in enumerate(range(lo, hi)):
+            seed = (2**24) * rs.randint(0, 2**24) + rs.randint(0, 2**24)
+            n, ns, st, drop = kernels.parity_prepare_job(
+                corpus.tokens, corpus.offsets, int(job_starts[j]), int(job_starts[j + 1]), s_int, use_sample,
+                np.uint64(seed), cap, eff[e_off:], bounds[b_off:])
+            reduced[e_off:e_off + n] = rs.randint(0, cfg.window, n)
+            bound_start[i], n_sent[i], states[i], seeds[i] = b_off, ns, st, seed
+            e_off += n
+            eff_start[i + 1] = e_off
+            b_off += ns + 1
+            dropped += drop
+        jobs = kernels.ParityJobs(eff=eff[:max(1, e_off)], bounds=bounds, eff_start=eff_start,
+                                  bound_start=bound_start, n_sent=n_sent, reduced=reduced[:max(1, e_off)],
+                                  state=states, alpha=np.ascontiguousarray(alphas[lo:hi], dtype=np.float32))
+        return jobs, seeds, int(dropped)
 
     def _epoch_fast(self, job_starts, alphas, bar: Progress, label: str) -> dict:
         """One epoch on ``workers`` threads (Hogwild), grouped in segments for progress output."""

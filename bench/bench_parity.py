@@ -1,0 +1,136 @@
+"""Benchmark/oracle: parity mode against gensim 4.4, replayed job by job on a large generated corpus.
+
+Runs tests/gensim_replay.py (the same oracle as tests/test_w2v_parity_scale.py, at a size too
+large for the test suite) on ``--sessions`` generated OTTO-like sessions (data_prep.synth; default
+200,000) with D=100, window 10, negative 5, sample 1e-3, min_count 1, seed 1, gensim fed ``str``
+tokens, one worker:
+
+* free-running, 1 epoch and 3 epochs (separate runs, as ``epochs=1`` / ``epochs=3`` train calls):
+  the first flip (job, pair, term, dot products ours / gensim / OpenBLAS sdot / exact), jobs that
+  ended bit-identical before it, max and mean |difference| of both weight matrices per epoch, and
+  held-out recall@20 of both models with the standard error of their difference;
+* ``--resync``: 1 epoch in which, after every job that flipped, our weights are reset to gensim's:
+  every job that contains a flip, and for each flip whether gensim's decision is that of the exact
+  dot product, and whether the value OpenBLAS's sdot actually returns would have agreed with ours
+  (then the flip is caused by the way gensim reads sdot's result, see gensim_replay.gensim_dot);
+* a check that ``gensim_replay.openblas_sdot_model`` reproduces the BLAS pointer gensim calls on
+  random vectors on this machine.
+
+Timings are wall-clock seconds of the whole replay (both trainers plus the comparisons), not a
+speed comparison (bench/bench_train.py has that). Writes a Markdown summary to stdout and, with
+``--out``, JSON.
+
+Usage: python bench/bench_parity.py [--sessions 200000] [--test-sessions 5000] [--epochs 1,3] [--resync]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "tests"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import gensim_replay as gr  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def recall(res, test) -> dict:
+    row_of = {int(a): i for i, a in enumerate(res.ours.aids.tolist())}
+    q, t = gr.heldout_pairs(test, row_of, 20_000)
+    return gr.recall_agreement(gr.recall_hits(res.ours.vectors, q, t), gr.recall_hits(res.gensim.wv.vectors, q, t))
+
+
+def model_check(n: int = 2000, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    ret = read = 0
+    from scipy.linalg import blas
+    for _ in range(n):
+        d = int(rng.integers(1, 300))
+        x = (rng.standard_normal(d) * 0.1).astype(np.float32)
+        y = rng.standard_normal(d).astype(np.float32)
+        r, g = gr.openblas_sdot_model(x, y)
+        ret += r == float(np.float32(blas.sdot(x, y)))
+        read += float(np.float32(g)) == gr.gensim_dot(x, y)
+    return dict(vectors=n, sdot_return_matches=ret, gensim_value_matches=read)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sessions", type=int, default=200_000, help="training sessions generated")
+    ap.add_argument("--test-sessions", type=int, default=5_000, help="held-out sessions for recall@20")
+    ap.add_argument("--items", type=int, default=None, help="catalogue size (default: data_prep.synth's default)")
+    ap.add_argument("--epochs", default="1,3", help="comma-separated epoch counts, one free-running run each")
+    ap.add_argument("--resync", action="store_true", help="also run 1 epoch resynchronised after every flip")
+    ap.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    train, test = gr.synth_corpus(args.sessions, args.test_sessions, seed=0, n_items=args.items)
+    log(f"corpus: {len(train):,} sessions, {sum(s.shape[0] for s in train):,} events "
+        f"({time.perf_counter() - t0:.1f}s)")
+    out = dict(env=dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.machine(),
+                        processor=platform.processor(), python=platform.python_version(),
+                        loadavg_start=os.getloadavg()),
+               sessions=args.sessions, params=gr.PARAMS, runs={})
+    import gensim
+    import scipy
+    out["env"].update(gensim=gensim.__version__, scipy=scipy.__version__, numpy=np.__version__)
+    out["model_check"] = model_check()
+    log(f"sdot model: {out['model_check']}")
+    for ep in [int(e) for e in args.epochs.split(",") if e]:
+        r = gr.replay(train, ep, progress=log)
+        out["runs"][f"free-{ep}"] = dict(
+            epochs=ep, vocab=r.vocab, raw_words=r.raw_words, jobs_per_epoch=r.jobs_per_epoch,
+            identical_jobs=r.identical_jobs, first_flip=asdict(r.first_flip) if r.first_flip else None,
+            epoch_diffs=r.epoch_diffs, recall=recall(r, test), seconds=r.seconds)
+        log(f"free-{ep}: {out['runs'][f'free-{ep}']['recall']} in {r.seconds:.0f}s")
+    if args.resync:
+        r = gr.replay(train, 1, resync=True)
+        kinds = Counter()
+        for f in r.flips:
+            exact = gr.decision(f.dot_exact)
+            kinds["gensim_is_exact" if f.decision_gensim == exact else
+                  "ours_is_exact" if f.decision_ours == exact else "neither_is_exact"] += 1
+            kinds["sdot_return_agrees_with_ours"] += gr.decision(f.dot_sdot) == f.decision_ours
+        out["runs"]["resync-1"] = dict(jobs_per_epoch=r.jobs_per_epoch, jobs_with_a_flip=len(r.flips),
+                                       kinds=dict(kinds), flips=[asdict(f) for f in r.flips[:20]], seconds=r.seconds)
+        log(f"resync-1: {len(r.flips)} of {r.jobs_per_epoch} jobs flip; {dict(kinds)}")
+    out["env"]["loadavg_end"] = os.getloadavg()
+    print(f"# {out['env']}")
+    print(f"sdot model matches the pointer gensim calls: {out['model_check']}")
+    print("| run | vocab | jobs/epoch | identical jobs | first flip | max abs diff (vectors, output) | "
+          "mean abs diff | recall@20 ours / gensim | diff / SE |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, run in out["runs"].items():
+        if not name.startswith("free"):
+            continue
+        f = run["first_flip"]
+        where = (f"epoch {f['epoch']} job {f['job']}: ours {f['dot_ours']:.9g} -> {f['decision_ours']}, gensim "
+                 f"{f['dot_gensim']:.9g} -> {f['decision_gensim']}, exact {f['dot_exact']:.9g}") if f else "none"
+        d, rc = run["epoch_diffs"][-1], run["recall"]
+        print(f"| {name} | {run['vocab']:,} | {run['jobs_per_epoch']} | {run['identical_jobs']} | {where} | "
+              f"{d['vectors_max']:.3g}, {d['output_max']:.3g} | {d['vectors_mean']:.3g}, {d['output_mean']:.3g} | "
+              f"{rc['recall_ours']:.4f} / {rc['recall_gensim']:.4f} | {rc['z']:.2f} |")
+    if "resync-1" in out["runs"]:
+        rs = out["runs"]["resync-1"]
+        print(f"\nresync, 1 epoch: {rs['jobs_with_a_flip']} of {rs['jobs_per_epoch']} jobs contain a flip; {rs['kinds']}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
