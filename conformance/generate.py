@@ -107,7 +107,7 @@ def _corpus_from_counts(counts) -> list[list[int]]:
 
 # ----------------------------------------------------------------------------------------- LCG
 def build_lcg(gensim_mod) -> dict:
-    seeds = [0, 1, 11, 0xFFFFFFFFFFFF, 2**47 + 3, 2**24 * 12345 + 678, 2**24 * (2**24 - 1) + (2**24 - 1)]
+    seeds = [0, 1, 11, 0xFFFFFFFFFFFF, 2**47 + 3, 2**24 * 12345 + 678, 2**24 * 16777 + 2**23]
     steps = 8
     states, draws = [], []
     for s in seeds:
@@ -163,16 +163,41 @@ def build_sample_int(gensim_mod) -> dict:
             got = [int(g.wv.get_vecattr(str(w), "sample_int")) for w in range(len(counts))]
             _require(got == ref, "sample_int.json", f"case {case}: gensim sample_int {got} != ours {ref}")
         results.append(dict(sample_int=ref, retain_total=total, threshold_count=thr))
+    # downsampling decisions (train_batch_sg): the first draw of each case is constructed to equal a
+    # threshold exactly (the word is KEPT: dropped only when sample_int < draw), or to exceed it by one
+    thr0 = results[0]["sample_int"]
+    ds_inputs, ds_expected = [], []
+    for word, delta, words in ((0, 0, [0, 1, 2, 3, 4, 5, 6]), (2, 1, [2, 0, 6, 1, 3]), (6, 0, [6, 6, 0, 5])):
+        state = ((thr0[word] + delta) << 16) | 0x5A5A
+        kept, x = [], state
+        for w in words:
+            r = x >> 16
+            x = (x * 25214903917 + 11) & (2**48 - 1)
+            if thr0[w] < r:
+                continue
+            kept.append(w)
+        toks = np.array(words, np.int32)
+        out = np.empty(len(words), np.int32)
+        n, st, _ = kernels.downsample(toks, 0, len(words), np.array(thr0, np.uint32), True, np.uint64(state), out,
+                                      0, len(words) + 1)
+        _require(_i(out[:n]) == kept and int(st) == x, "sample_int.json", "kernels.downsample != Python reference")
+        _require((thr0[word] < (state >> 16)) == bool(delta) and words[0] == word, "sample_int.json",
+                 "the constructed first draw misses")
+        ds_inputs.append(dict(case=0, words=words, state=state))
+        ds_expected.append(dict(kept=kept, state=x))
     return dict(
         name="sample_int",
-        description=("Downsampling thresholds (gensim Word2Vec.prepare_vocab). N = sum(counts); T = N if sample == 0, "
-                     "sample * N if 0 < sample < 1, float(int(sample * (3 + sqrt(5)) / 2)) if sample >= 1; "
-                     "p = min(1, (sqrt(c / T) + 1) * (T / c)) in float64; sample_int = uint32(trunc(p * (2**32 - 1))). "
-                     "A word survives a draw r (lcg.json draws) iff sample_int >= r. expected.cases[i] "
-                     "belongs to inputs.cases[i]; retain_total is N, threshold_count is T."),
+        description=("Downsampling thresholds (gensim Word2Vec.prepare_vocab). N = sum(counts); T = N if sample == 0 "
+                     "(no downsampling: the thresholds are then unused), sample * N if 0 < sample < 1, "
+                     "float(int(sample * (3 + sqrt(5)) / 2)) if sample >= 1; p = min(1, (sqrt(c / T) + 1) * (T / c)) in "
+                     "float64; sample_int = uint32(trunc(p * (2**32 - 1))). expected.cases[i] belongs to "
+                     "inputs.cases[i]; retain_total is N, threshold_count is T. downsample: word by word, "
+                     "r = state >> 16, then one LCG step (lcg.json); the word (a row of inputs.cases[case]) is dropped "
+                     "iff sample_int[word] < r, so r == sample_int keeps it (each case's first draw is built to hit "
+                     "that edge); expected.downsample[i] gives the kept words and the final state."),
         tolerance={"default": EXACT},
-        inputs=dict(cases=cases),
-        expected=dict(cases=results),
+        inputs=dict(cases=cases, downsample=ds_inputs),
+        expected=dict(cases=results, downsample=ds_expected),
         notes={"reference": "Python float64 formula; gensim Word2Vec(min_count=1).build_vocab "
                             "wv.get_vecattr(word, 'sample_int') on a corpus with these counts",
                "gensim": _gensim_version()},
@@ -194,7 +219,10 @@ def _py_cum_table(counts, exponent, domain=2**31 - 1) -> list[int]:
 def build_cum_table(gensim_mod) -> dict:
     cases = [dict(counts=SAMPLE_COUNTS, ns_exponent=e) for e in (0.75, 0.5, 1.0, 0.0, -0.5)]
     cases += [dict(counts=[1, 1], ns_exponent=1.0), dict(counts=[7, 7, 7], ns_exponent=0.75),
-              dict(counts=[42], ns_exponent=0.75)]
+              dict(counts=[42], ns_exponent=0.75),
+              # 3868**0.75 / (3868**0.75 + 859**0.75) * domain is exactly 1622574016.5 in float64:
+              # half to even gives ...016, half away from zero ...017
+              dict(counts=[3868, 859], ns_exponent=0.75)]
     tables = []
     g = None
     for case in cases:
@@ -221,16 +249,29 @@ def build_cum_table(gensim_mod) -> dict:
         _require(int(r) == ref_r and int(state) == x, "cum_table.json", "draw_negative != Python bisect_left")
         rows.append(ref_r)
         states.append(x)
+    v = (3868 ** 0.75) / ((3868 ** 0.75) + (859 ** 0.75)) * (2**31 - 1)
+    _require(v == 1622574016.5 and tables[-1][0] == 1622574016, "cum_table.json", "the .5 tie case moved")
+    # draws whose value (state >> 16) % table[-1] equals a table entry: bisect_left returns that entry's row
+    edge_states, edge_rows = [], []
+    for k in (0, 1, 3):
+        st = (tables[0][k] << 16) | 0x0F0F
+        r, _ = kernels.draw_negative(table, none, np.uint64(st))
+        _require(int(r) == k == bisect.bisect_left(tables[0], (st >> 16) % tables[0][-1]), "cum_table.json",
+                 "edge draw")
+        edge_states.append(st)
+        edge_rows.append(k)
     return dict(
         name="cum_table",
         description=("Negative-sampling table (gensim Word2Vec.make_cum_table, domain = 2**31 - 1): Z = sum of "
                      "c ** ns_exponent (float64, vocabulary order); table[w] = round_half_even(cumsum_w / Z * domain) "
                      "as uint32. draws: starting from LCG state draw_state, each negative is "
                      "row = bisect_left(table, (state >> 16) % table[-1]) with table = expected.tables[0], then one "
-                     "LCG step; draw_rows[n] / draw_states[n] are the row and the state after draw n+1."),
+                     "LCG step; draw_rows[n] / draw_states[n] are the row and the state after draw n+1. "
+                     "edge_draw_rows[i]: the row of ONE draw from state edge_draw_states[i], whose value equals an "
+                     "entry of tables[0] (the first index whose entry is >= the value, not the first that is >)."),
         tolerance={"default": EXACT},
-        inputs=dict(cases=cases, domain=2**31 - 1, draw_state=state0, draw_count=12),
-        expected=dict(tables=tables, draw_rows=rows, draw_states=states),
+        inputs=dict(cases=cases, domain=2**31 - 1, draw_state=state0, draw_count=12, edge_draw_states=edge_states),
+        expected=dict(tables=tables, draw_rows=rows, draw_states=states, edge_draw_rows=edge_rows),
         notes={"reference": "Python float64 loop with round(); gensim make_cum_table on a model whose vocabulary "
                             "has these counts", "gensim": _gensim_version()},
     )
@@ -298,6 +339,42 @@ TRAIN_CORPUS = [
 ]
 
 
+def _lcg_advance(state: int, steps: int) -> int:
+    for _ in range(steps):
+        state = (state * 25214903917 + 11) & (2**48 - 1)
+    return state
+
+
+def _recorded_jobs(cfg: W2VConfig, sentences, v0, u0, file: str):
+    """Train a parity model job by job through ``Word2Vec.parity_jobs`` (the trainer's own schedule),
+    recording each job: (jobs, trained vectors, trained output). A job's LCG end state is its state
+    after downsampling advanced by ``negative`` steps per trained pair."""
+    model = Word2Vec(cfg).build_vocab_from_sequences(sentences)
+    model.set_weights(v0, u0)
+    _, c_tab, e_tab = model.tables()
+    guide, shift = kernels.guide_table(c_tab)
+    corpus = model.corpus
+    job_starts = kernels.gensim_jobs(corpus.raw_lengths, cfg.batch_words)
+    work = np.zeros(cfg.vector_size, np.float32)
+    jobs = []
+    for ep in range(cfg.epochs):
+        alphas = job_alphas(job_starts, corpus.n_sentences, ep, cfg.epochs, cfg.alpha, cfg.min_alpha)
+        for j in range(job_starts.shape[0] - 1):
+            pj, seeds, dropped = model.parity_jobs(job_starts, alphas, j, j + 1)
+            n, ns = int(pj.eff_start[1]), int(pj.n_sent[0])
+            _, pairs = kernels.parity_train_jobs(model.vectors, model.output, pj.eff, pj.bounds, pj.eff_start,
+                                                 pj.bound_start, pj.n_sent, pj.reduced, pj.state, pj.alpha,
+                                                 cfg.window, cfg.negative, c_tab, guide, shift, e_tab,
+                                                 cfg.sigmoid_edge == "clip", work, False)
+            jobs.append(dict(epoch=ep, sentences=[int(job_starts[j]), int(job_starts[j + 1])],
+                             alpha=float(alphas[j]), lcg_seed=int(seeds[0]),
+                             lcg_after_downsampling=int(pj.state[0]), kept_rows=_i(pj.eff[:n]),
+                             sentence_bounds=_i(pj.bounds[:ns + 1]), reduced_windows=_i(pj.reduced[:n]),
+                             lcg_end=_lcg_advance(int(pj.state[0]), cfg.negative * int(pairs)), kept=n,
+                             dropped_by_job_cap=dropped))
+    return jobs, model.vectors, model.output
+
+
 def _train_case(name: str, epochs: int, sample: float, gensim_mod) -> dict:
     file = f"{name}.json"
     params = dict(vector_size=4, window=2, negative=2, sample=sample, min_count=2, seed=3, alpha=0.05,
@@ -315,31 +392,10 @@ def _train_case(name: str, epochs: int, sample: float, gensim_mod) -> dict:
 
     # Replay of the trainer's parity epoch with the MT19937 draws recorded, so a port can train from
     # the recorded job seeds and reduced windows without reimplementing numpy's RandomState.
-    job_starts = kernels.gensim_jobs(corpus.raw_lengths, cfg.batch_words)
-    rs = np.random.RandomState(cfg.seed)
-    vec, out = v0.copy(), u0.copy()
-    work = np.zeros(D, np.float32)
-    eff = np.empty(cfg.parity_job_cap, np.int32)
-    bounds = np.empty(int(np.diff(job_starts).max()) + 1, np.int64)
-    jobs = []
-    for ep in range(epochs):
-        alphas = job_alphas(job_starts, corpus.n_sentences, ep, epochs, cfg.alpha, cfg.min_alpha)
-        for j in range(job_starts.shape[0] - 1):
-            lo, hi = int(job_starts[j]), int(job_starts[j + 1])
-            seed_state = (2**24) * rs.randint(0, 2**24) + rs.randint(0, 2**24)
-            n, ns, state, dropped = kernels.parity_prepare_job(
-                corpus.tokens, corpus.offsets, lo, hi, s_int, bool(sample != 0), np.uint64(seed_state),
-                cfg.parity_job_cap, eff, bounds)
-            _require(dropped == 0, file, "the fixture must not hit the parity job cap")
-            reduced = rs.randint(0, cfg.window, n).astype(np.int64)
-            kept = eff[:n].copy()
-            bnd = bounds[:ns + 1].copy()
-            state_after_sampling = int(state)
-            state, _, _ = kernels.parity_train_job(vec, out, kept, bnd, ns, cfg.window, reduced, state, alphas[j],
-                                                   cfg.negative, c_tab, e_tab, False, work, False)
-            jobs.append(dict(epoch=ep, sentences=[lo, hi], alpha=float(alphas[j]), lcg_seed=int(seed_state),
-                             lcg_after_downsampling=state_after_sampling, kept_rows=_i(kept),
-                             sentence_bounds=_i(bnd), reduced_windows=_i(reduced), lcg_end=int(state)))
+    jobs, vec, out = _recorded_jobs(cfg, TRAIN_CORPUS, v0, u0, file)
+    _require(all(j["dropped_by_job_cap"] == 0 for j in jobs), file, "the fixture must not hit the parity job cap")
+    for j in jobs:
+        del j["dropped_by_job_cap"], j["kept"]
     model.train(progress=False)
     _require(np.array_equal(model.vectors, vec) and np.array_equal(model.output, out), file,
              "Word2Vec.train differs from the recorded replay of its parity epochs")
@@ -393,11 +449,16 @@ def _train_case(name: str, epochs: int, sample: float, gensim_mod) -> dict:
 def _sigmoid_samples(e_tab: np.ndarray, file: str) -> dict:
     """Entries of the 1000-entry float32 sigmoid table and the index of some float32 dots."""
     idx = [0, 1, 2, 83, 250, 497, 498, 499, 500, 501, 750, 994, 995, 996, 999]
-    dots = np.array([-5.999999, -5.9, -1.0, -0.012048, -0.012049, 0.0, 1e-7, 0.5, 1.0, 2.987951, 5.9, 5.99999],
-                    np.float32)
+    # -5.4457831...: the index in float32 arithmetic would be 46, in float64 it is 45;
+    # -1.75 * 2**-52: (f + 6.0) * 83.0 is 498.0 in float64, a fused multiply-add (f * 83 + 498) gives 497
+    dots = np.array([-5.999999, -5.9, -5.4457831382751465, -1.0, -0.012048, -0.012049, -1.75 * 2.0**-52, 0.0,
+                     1e-7, 0.5, 1.0, 2.987951, 5.9, 5.99999], np.float32)
     where = [int(kernels.sigmoid_lookup(np.arange(1000, dtype=np.float32), d)) for d in dots]
     ref = [int((float(d) + 6.0) * 83.0) for d in dots]
     _require(where == ref, file, f"sigmoid index {where} != int((f + 6) * 83) {ref}")
+    f32_idx = [int(np.float32(np.float32(d + np.float32(6)) * np.float32(83))) for d in dots]
+    fma_idx = [int(float(d) * 83.0 + 498.0) for d in dots]  # f * 83 is exact in float64: one rounding
+    _require(f32_idx != ref and fma_idx != ref, file, "the sigmoid dots no longer decide float32 / fma indices")
     for i in idx:
         x = float(np.float32(i) / np.float32(1000))
         e = np.float32(math.exp((x * 2.0 - 1.0) * 6.0))
@@ -411,6 +472,92 @@ def build_train_1epoch(gensim_mod) -> dict:
 
 def build_train_3epochs(gensim_mod) -> dict:
     return _train_case("train_3epochs", 3, 0.01, gensim_mod)
+
+
+# ------------------------------------------------------------------------------ training edges
+EDGE_CYCLE, EDGE_LONG = [201, 202, 203, 204, 205, 206], 10_005
+EDGE_SHORT = [[210, 211, 201, 212], [213, 202, 210], [211], [214, 213, 212, 211, 210, 203], [204, 214, 205, 210],
+              [206, 212, 213], [201, 214, 211, 202, 212]]
+
+
+def expand_sentences(spec: list) -> list[list[int]]:
+    """Sentences of a conformance file: a list of aids, or ``{"cycle": [...], "length": n}`` for
+    ``[cycle[i % len(cycle)] for i in range(n)]``."""
+    out = []
+    for s in spec:
+        if isinstance(s, dict):
+            c = s["cycle"]
+            out.append([c[i % len(c)] for i in range(s["length"])])
+        else:
+            out.append(list(s))
+    return out
+
+
+def build_train_edges(gensim_mod) -> dict:
+    file = "train_edges.json"
+    spec = [dict(cycle=EDGE_CYCLE, length=EDGE_LONG)] + EDGE_SHORT
+    sentences = expand_sentences(spec)
+    params = dict(vector_size=4, window=1, negative=3, sample=0.0, min_count=1, seed=4, alpha=0.005,
+                  min_alpha=0.0001, batch_words=20, ns_exponent=0.75)
+    cfg = W2VConfig(mode="parity", workers=1, epochs=1, compute_loss=True, **params)
+    model = Word2Vec(cfg).build_vocab_from_sequences(sentences)
+    V, D = model.aids.shape[0], cfg.vector_size
+    rng = np.random.default_rng(77)
+    v0 = (rng.standard_normal((V, D)) * 1.8).astype(np.float32)
+    u0 = (rng.standard_normal((V, D)) * 1.8).astype(np.float32)
+    model.set_weights(v0, u0)
+    s_int, c_tab, _ = model.tables()
+    jobs, vec, out = _recorded_jobs(cfg, sentences, v0, u0, file)
+    _require(jobs[0]["sentences"] == [0, 0] and jobs[0]["kept"] == 0, file, "the first job should be empty")
+    _require(jobs[1]["sentences"] == [0, 1] and jobs[1]["kept"] == 10_000 and jobs[1]["dropped_by_job_cap"] == 5,
+             file, "job 1 should be the long sentence, capped at 10,000 kept words")
+    records = [{k: j[k] for k in ("epoch", "sentences", "alpha", "lcg_seed", "lcg_after_downsampling", "kept",
+                                  "lcg_end")} for j in jobs]
+    model.train(progress=False)
+    _require(np.array_equal(model.vectors, vec) and np.array_equal(model.output, out), file,
+             "Word2Vec.train differs from the job-by-job replay")
+    clip = Word2Vec(W2VConfig(**{**cfg.to_dict(), "sigmoid_edge": "clip"})).build_vocab_from_sequences(sentences)
+    clip.set_weights(v0, u0)
+    clip.train(progress=False)
+    _require(not np.array_equal(clip.vectors, model.vectors), file, "no |f| >= 6 event: clip and skip agree")
+    notes = {"gensim": _gensim_version()}
+    if gensim_mod is not None:
+        g = _gensim_model(gensim_mod, sentences, epochs=cfg.epochs, **params)
+        _require(g.wv.index_to_key == [str(a) for a in model.aids], file, "gensim vocabulary order differs")
+        g.wv.vectors[:] = v0
+        g.syn1neg[:] = u0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            g.train([[str(w) for w in s] for s in sentences], total_examples=g.corpus_count, epochs=cfg.epochs)
+        dv = float(np.abs(model.vectors - g.wv.vectors).max())
+        du = float(np.abs(model.output - g.syn1neg).max())
+        _require(max(dv, du) <= 1e-4, file, f"gensim disagrees: max abs diff vectors {dv:.3g}, output {du:.3g}")
+        notes["max_abs_diff_vs_gensim"] = {"vectors": dv, "output": du}
+    notes["reference"] = ("gensim Word2Vec(sg=1, hs=0, workers=1), same settings and initial weights; "
+                          "Word2Vec.train and a job-by-job replay of its schedule; the same run with "
+                          "sigmoid_edge='clip' differs (the fixture has |f| >= 6 terms)")
+    return dict(
+        name="train_edges",
+        description=("Parity-mode training at the edges, 1 epoch from the given initial weights (as in "
+                     "train_1epoch.json): window = 1, sample = 0 (no downsampling draws), large initial weights "
+                     "(dot products beyond +-6: the term is skipped), a vocabulary of 11 words with negative = 3 "
+                     "(negatives equal to the centre word: skipped, not redrawn). inputs.sentences[0] is "
+                     "{cycle, length}: the list [cycle[i % len(cycle)] for i < length], 10,005 words, longer than "
+                     "batch_words = 20, so the epoch starts with an EMPTY job (which still draws its two "
+                     "randint seeds) and the next job, that sentence alone, trains only its first 10,000 words "
+                     "(gensim's per-job cap). The reduced windows are randint(0, 1, n): numpy returns n zeros "
+                     "and consumes no random numbers. expected.jobs per job in training order: sentence range, "
+                     "float32 alpha, LCG seed, LCG state after downsampling, number of kept words, LCG state after "
+                     "the job's negative draws (the rows and windows are not listed: generate them as in "
+                     "train_1epoch.json)."),
+        tolerance={"default": EXACT, "vectors": {"abs": 1e-4}, "output": {"abs": 1e-4}},
+        inputs=dict(sentences=spec, config=dict(params, epochs=cfg.epochs, sg=1, hs=0, workers=1,
+                                                sigmoid_edge="skip"),
+                    initial_vectors=_f(v0), initial_output=_f(u0)),
+        expected=dict(vocab_aids=_i(model.aids), vocab_counts=_i(model.counts), cum_table=_i(c_tab), jobs=records,
+                      vectors=_f(model.vectors), output=_f(model.output)),
+        notes=notes,
+    )
 
 
 # ---------------------------------------------------------------------------------------- top-k
@@ -653,6 +800,7 @@ BUILDERS = {
     "vocab": build_vocab_file,
     "train_1epoch": build_train_1epoch,
     "train_3epochs": build_train_3epochs,
+    "train_edges": build_train_edges,
     "topk": build_topk,
     "otto_labels": build_otto_labels,
     "weighted_recall": build_weighted_recall,

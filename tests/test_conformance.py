@@ -46,7 +46,7 @@ def test_files_match_regenerated_documents(regenerated):
 
 def test_gensim_cross_check_was_recorded():
     pytest.importorskip("gensim")
-    for name in ("train_1epoch.json", "train_3epochs.json"):
+    for name in ("train_1epoch.json", "train_3epochs.json", "train_edges.json"):
         diff = _files()[name]["notes"]["max_abs_diff_vs_gensim"]
         assert max(diff["vectors"], diff["output"]) <= 1e-4
 
