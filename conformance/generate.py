@@ -178,8 +178,8 @@ def build_sample_int(gensim_mod) -> dict:
             kept.append(w)
         toks = np.array(words, np.int32)
         out = np.empty(len(words), np.int32)
-        n, st, _ = kernels.downsample(toks, 0, len(words), np.array(thr0, np.uint32), True, np.uint64(state), out,
-                                      0, len(words) + 1)
+        n, st, _ = kernels.downsample(toks, 0, len(words), kernels.Downsampling(np.array(thr0, np.uint32), True),
+                                      np.uint64(state), out, 0, len(words) + 1)
         _require(_i(out[:n]) == kept and int(st) == x, "sample_int.json", "kernels.downsample != Python reference")
         _require((thr0[word] < (state >> 16)) == bool(delta) and words[0] == word, "sample_int.json",
                  "the constructed first draw misses")
@@ -352,7 +352,8 @@ def _recorded_jobs(cfg: W2VConfig, sentences, v0, u0, file: str):
     model = Word2Vec(cfg).build_vocab_from_sequences(sentences)
     model.set_weights(v0, u0)
     _, c_tab, e_tab = model.tables()
-    guide, shift = kernels.guide_table(c_tab)
+    upd = kernels.make_update(cfg.negative, c_tab, e_tab, cfg.window, cfg.sigmoid_edge == "clip", False)
+    w = kernels.Weights(model.vectors, model.output)
     corpus = model.corpus
     job_starts = kernels.gensim_jobs(corpus.raw_lengths, cfg.batch_words)
     work = np.zeros(cfg.vector_size, np.float32)
@@ -362,10 +363,7 @@ def _recorded_jobs(cfg: W2VConfig, sentences, v0, u0, file: str):
         for j in range(job_starts.shape[0] - 1):
             pj, seeds, dropped = model.parity_jobs(job_starts, alphas, j, j + 1)
             n, ns = int(pj.eff_start[1]), int(pj.n_sent[0])
-            _, pairs = kernels.parity_train_jobs(model.vectors, model.output, pj.eff, pj.bounds, pj.eff_start,
-                                                 pj.bound_start, pj.n_sent, pj.reduced, pj.state, pj.alpha,
-                                                 cfg.window, cfg.negative, c_tab, guide, shift, e_tab,
-                                                 cfg.sigmoid_edge == "clip", work, False)
+            _, pairs = kernels.parity_train_jobs(w, pj, upd, work)
             jobs.append(dict(epoch=ep, sentences=[int(job_starts[j]), int(job_starts[j + 1])],
                              alpha=float(alphas[j]), lcg_seed=int(seeds[0]),
                              lcg_after_downsampling=int(pj.state[0]), kept_rows=_i(pj.eff[:n]),

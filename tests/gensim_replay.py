@@ -111,7 +111,7 @@ def recall_agreement(h_ours: np.ndarray, h_gensim: np.ndarray) -> dict:
 @njit(cache=True, nogil=True, fastmath=kernels._FM)
 def _traced_job(syn0, syn1neg, eff, bounds, n_sent, reduced, state, alpha, window, negative, cum_table,
                 exp_table, work, gamma, cand_meta, cand_val, cand_rows):
-    """Our parity update of one prepared job (the loops of ``kernels.train_span``/``sgns_pair``,
+    """Our parity update of one prepared job (the loops of ``kernels.train_span`` / ``sgns_pair``,
     gensim's skip rule at |f| >= 6), recording the terms whose decision is order-sensitive.
 
     For each term: ``x`` = float64 sum of the exact float32 products, ``B = gamma * sum |p_a|``
@@ -416,7 +416,8 @@ def replay(sentences: list[np.ndarray], epochs: int, params: dict | None = None,
     g.min_alpha_yet_reached = g.alpha
     work_g = np.zeros(cfg.vector_size, np.float32)
     identical = True
-    guide, shift = kernels.guide_table(c_tab)
+    upd = kernels.make_update(cfg.negative, c_tab, e_tab, cfg.window, False, False)
+    work_o = np.zeros(cfg.vector_size, np.float32)
     for ep in range(epochs):
         jobs_q: queue.Queue = queue.Queue()
         g._job_producer(iter(sents_str), jobs_q, cur_epoch=ep, total_examples=len(sents_str))
@@ -433,10 +434,7 @@ def replay(sentences: list[np.ndarray], epochs: int, params: dict | None = None,
             keep = identical or resync
             pre = (ours.vectors.copy(), ours.output.copy()) if keep else None
             jobs, _, _ = ours.parity_jobs(job_starts, alphas, j, j + 1)
-            kernels.parity_train_jobs(ours.vectors, ours.output, jobs.eff, jobs.bounds, jobs.eff_start,
-                                      jobs.bound_start, jobs.n_sent, jobs.reduced, jobs.state, jobs.alpha,
-                                      cfg.window, cfg.negative, c_tab, guide, shift, e_tab, False,
-                                      np.zeros(cfg.vector_size, np.float32), False)
+            kernels.parity_train_jobs(kernels.Weights(ours.vectors, ours.output), jobs, upd, work_o)
             train_batch_sg(g, job, g_alpha, work_g, False)
             if ours.random.get_state()[2] != g.random.get_state()[2] or not np.array_equal(
                     ours.random.get_state()[1], g.random.get_state()[1]):

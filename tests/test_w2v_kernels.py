@@ -31,6 +31,14 @@ def G(ct):
     return kernels.guide_table(ct)
 
 
+def U(ct, et, negative, window=1, clip=False, loss=False, alias=None):
+    """The Update bundle: negatives from ``ct`` (guide table; alias method when ``alias`` is given)."""
+    return kernels.make_update(negative, ct, et, window, clip, loss, alias=alias)
+
+
+W = kernels.Weights
+
+
 def py_lcg(s):
     return (s * 25214903917 + 11) & M48
 
@@ -78,6 +86,7 @@ def test_exp_table_matches_sigmoid_and_edges():
     for i in range(996):
         assert kernels.sigmoid_lookup(tab, np.float32((i + 0.5) / 83 - 6)) == tab[i], i
     # largest index used below 6 is 995
+    assert kernels.sigmoid_lookup(tab, np.float32(0.0)) == tab[498]  # 83.33 would give entry 500
     assert kernels.sigmoid_lookup(tab, np.float32(5.9999)) == tab[995]
     assert kernels.sigmoid_lookup(tab, np.float32(-5.9999)) == tab[0]
 
@@ -130,13 +139,12 @@ def _setup(V=12, D=6, seed=0):
        negative=st.integers(1, 4), state=st.integers(0, M48), use_alias=st.booleans())
 def test_lcg_reduced_windows_pairs_and_draw_order(sent, window, negative, state, use_alias):
     syn0, syn1, ct, et = _setup()
-    alias = kernels.alias_table(ct) if use_alias else NO_ALIAS
+    alias = kernels.alias_table(ct) if use_alias else None
     draws_per_negative = 2 if use_alias else 1
     idx = np.array(sent, np.int32)
     work = np.zeros(syn0.shape[1], np.float32)
-    st_out, loss, pairs = kernels.train_span(syn0, syn1, idx, 0, len(idx), window, np.zeros(0, np.int64), True,
-                                             np.uint64(state), np.float32(0.01), negative, ct, *G(ct), alias, et, False,
-                                             work, True)
+    st_out, loss, pairs = kernels.train_span(W(syn0, syn1), idx, np.zeros(0, np.int64), 0, len(idx), np.uint64(state),
+                                             np.float32(0.01), U(ct, et, negative, window, loss=True, alias=alias), work)
     # replay: per position one window draw b = (s >> 16) % window, then `negative` draws per pair
     s, ref_pairs = state, 0
     for i in range(len(idx)):
@@ -156,11 +164,11 @@ def test_parity_windows_come_from_the_given_array():
     idx = np.arange(10, dtype=np.int32)
     work = np.zeros(syn0.shape[1], np.float32)
     reduced = np.full(10, 4, np.int64)  # window 5 - 4 = 1: only immediate neighbours
-    _, _, pairs = kernels.train_span(syn0, syn1, idx, 0, 10, 5, reduced, False, np.uint64(1), np.float32(0.01),
-                                     2, ct, *G(ct), NO_ALIAS, et, False, work, False)
+    _, _, pairs = kernels.train_span(W(syn0, syn1), idx, reduced, 0, 10, np.uint64(1), np.float32(0.01),
+                                     U(ct, et, 2, 5), work)
     assert pairs == 18
-    _, _, pairs0 = kernels.train_span(syn0, syn1, idx, 0, 10, 5, np.zeros(10, np.int64), False, np.uint64(1),
-                                      np.float32(0.01), 2, ct, *G(ct), NO_ALIAS, et, False, work, False)
+    _, _, pairs0 = kernels.train_span(W(syn0, syn1), idx, np.zeros(10, np.int64), 0, 10, np.uint64(1),
+                                      np.float32(0.01), U(ct, et, 2, 5), work)
     assert pairs0 == sum(min(10, i + 6) - max(0, i - 5) - 1 for i in range(10))
 
 
@@ -191,15 +199,13 @@ def test_sgns_update_is_minus_alpha_times_finite_difference_gradient(seed):
     v0, U0 = syn0[word2].astype(np.float64), syn1.astype(np.float64)
     s0, s1 = syn0.copy(), syn1.copy()
     work = np.zeros(syn0.shape[1], np.float32)
-    st_out, loss = kernels.sgns_pair(s0, s1, word, word2, np.float32(alpha), negative, ct, *G(ct), NO_ALIAS,
-                                     np.uint64(state), et,
-                                     False, work, True)
+    st_out, loss = kernels.sgns_pair(W(s0, s1), word, word2, np.float32(alpha), U(ct, et, negative, loss=True),
+                                     np.uint64(state), work)
     assert int(st_out) == end_state
     # with alpha = 0 nothing moves, so the returned loss is the loss at the starting point
     z0, z1 = syn0.copy(), syn1.copy()
-    _, loss0 = kernels.sgns_pair(z0, z1, word, word2, np.float32(0.0), negative, ct, *G(ct), NO_ALIAS,
-                                 np.uint64(state), et,
-                                 False, work, True)
+    _, loss0 = kernels.sgns_pair(W(z0, z1), word, word2, np.float32(0.0), U(ct, et, negative, loss=True),
+                                 np.uint64(state), work)
     assert loss0 == pytest.approx(_ref_loss(v0, U0, word, negs), abs=1e-5)
     assert loss == pytest.approx(loss0, abs=100 * alpha)  # later terms see rows already updated
     # central finite differences of the reference loss
@@ -233,13 +239,12 @@ def test_edge_rule_skip_vs_clip():
     a0, a1 = syn0.copy(), syn1.copy()
     negs, _ = _negatives(5, 2, ct)
     assert any(n != 2 for n in negs)
-    _, loss = kernels.sgns_pair(a0, a1, 2, 1, np.float32(0.1), 2, ct, *G(ct), NO_ALIAS, np.uint64(5), et, False,
-                                work, True)
+    _, loss = kernels.sgns_pair(W(a0, a1), 2, 1, np.float32(0.1), U(ct, et, 2, loss=True), np.uint64(5), work)
     np.testing.assert_array_equal(a0, syn0)  # gensim: skipped
     np.testing.assert_array_equal(a1, syn1)
     assert loss > 100  # the true loss still counts the skipped negative terms (-log s(-200) = 200)
     b0, b1 = syn0.copy(), syn1.copy()
-    kernels.sgns_pair(b0, b1, 2, 1, np.float32(0.1), 2, ct, *G(ct), NO_ALIAS, np.uint64(5), et, True, work, True)
+    kernels.sgns_pair(W(b0, b1), 2, 1, np.float32(0.1), U(ct, et, 2, clip=True, loss=True), np.uint64(5), work)
     assert (b0[1] < syn0[1]).all()  # word2vec.c: sigma clipped to 1 for negatives, label 0 -> pushed down
 
 
@@ -249,8 +254,7 @@ def test_single_word_vocabulary_trains_only_positive_pairs():
     from w2v.vocab import cum_table
     ct, et = cum_table(np.array([5])), kernels.make_exp_table()
     work = np.zeros(3, np.float32)
-    _, loss = kernels.sgns_pair(syn0, syn1, 0, 0, np.float32(0.5), 5, ct, *G(ct), NO_ALIAS, np.uint64(9), et, False,
-                                work, True)
+    _, loss = kernels.sgns_pair(W(syn0, syn1), 0, 0, np.float32(0.5), U(ct, et, 5, loss=True), np.uint64(9), work)
     assert loss == pytest.approx(math.log(2))  # only -log s(0); all 5 negatives were the word itself
     # g = (1 - table[int((0 + 6) * 83)]) * alpha; table[498] = s(-0.024), not s(0): gensim's index quirk
     assert et[498] == pytest.approx(1 / (1 + math.exp(0.024)), abs=1e-7)
@@ -261,10 +265,10 @@ def test_downsample_cap_counts_unexamined_words():
     tokens = np.arange(10, dtype=np.int32)
     s_int = np.full(10, 2**32 - 1, np.uint32)
     out = np.zeros(4, np.int32)
-    pos, _, unexamined = kernels.downsample(tokens, 0, 10, s_int, True, np.uint64(7), out, 0, 4)
+    pos, _, unexamined = kernels.downsample(tokens, 0, 10, kernels.Downsampling(s_int, True), np.uint64(7), out, 0, 4)
     assert pos == 4 and unexamined == 6 and out.tolist() == [0, 1, 2, 3]
     s_zero = np.zeros(10, np.uint32)  # threshold 0 keeps a word only when its draw is 0
-    pos, st_out, _ = kernels.downsample(tokens, 0, 10, s_zero, True, np.uint64(2**40), out, 0, 4)
+    pos, st_out, _ = kernels.downsample(tokens, 0, 10, kernels.Downsampling(s_zero, True), np.uint64(2**40), out, 0, 4)
     assert pos == 0
     s = 2**40
     for _ in range(10):
@@ -272,7 +276,9 @@ def test_downsample_cap_counts_unexamined_words():
     assert int(st_out) == s  # one draw per examined word
     offsets = np.array([0, 3, 3, 10], np.int64)
     eff, bounds = np.zeros(5, np.int32), np.zeros(4, np.int64)
-    n, ns, _, dropped = kernels.parity_prepare_job(tokens, offsets, 0, 3, s_int, False, np.uint64(1), 5, eff, bounds)
+    sents = kernels.Sentences(tokens, offsets, 7)
+    n, ns, _, dropped = kernels.parity_prepare_job(sents, 0, 3, kernels.Downsampling(s_int, False), np.uint64(1), 5,
+                                                   eff, bounds)
     assert (n, ns, dropped) == (5, 3, 5) and bounds[:4].tolist() == [0, 3, 3, 5]
 
 
@@ -298,32 +304,56 @@ def test_alias_draws_follow_the_distribution():
     n, s = 40000, np.uint64(12345)
     hits = np.zeros(5)
     for _ in range(n):
-        k, s = kernels.draw_negative_from(ct, *G(ct), al, s)
+        k, s = kernels.draw_negative_from(U(ct, None, 1, alias=al).ns, s)
         hits[k] += 1
     p = np.array([50, 20, 10, 5, 1]) / 86
     z = (hits - n * p) / np.sqrt(n * p * (1 - p))
     assert np.abs(z).max() < 5  # 5 sigma
     for s0 in (12345, 2**47 + 99, 7 << 20):
         expect = int(np.searchsorted(ct, (s0 >> 16) % int(ct[-1])))
-        k, s2 = kernels.draw_negative_from(ct, *G(ct), NO_ALIAS, np.uint64(s0))
+        k, s2 = kernels.draw_negative_from(U(ct, None, 1).ns, np.uint64(s0))
         assert k == expect and int(s2) == py_lcg(s0)
         k, s2 = kernels.draw_negative(ct, NO_ALIAS, np.uint64(s0))  # no guide table: plain bisection
         assert k == expect and int(s2) == py_lcg(s0)
 
 
-def test_single_job_and_run_of_jobs_train_identically():
+def test_jobs_train_identically_however_they_are_grouped_into_calls():
     syn0, syn1, ct, et = _setup(V=12, D=6, seed=9)
-    eff = np.array([1, 2, 3, 4, 5, 6, 7, 8, 0, 11, 10], np.int32)
-    bounds = np.array([0, 4, 4, 11], np.int64)
-    reduced = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1], np.int64)
+    eff = np.array([1, 2, 3, 4, 5, 6, 7, 8, 0, 11, 10, 3, 4, 5], np.int32)
+    # job 0: sentences [0, 4), [4, 4), [4, 11); job 1: [0, 3) of its own words eff[11:14]
+    bounds = np.array([0, 4, 4, 11, 0, 3], np.int64)
+    reduced = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 0, 0, 1], np.int64)
+    jobs = kernels.ParityJobs(eff, bounds, np.array([0, 11, 14]), np.array([0, 4]), np.array([3, 1]), reduced,
+                              np.array([77, 5], np.uint64), np.array([0.05, 0.04], np.float32))
+    upd = U(ct, et, 3, 3, loss=True)
     work = np.zeros(6, np.float32)
     a0, a1 = syn0.copy(), syn1.copy()
-    st, l1, p1 = kernels.parity_train_job(a0, a1, eff, bounds, 3, 3, reduced, np.uint64(77), np.float32(0.05), 3, ct,
-                                          et, False, work, True)
+    l1, p1 = kernels.parity_train_jobs(W(a0, a1), jobs, upd, work)
     b0, b1 = syn0.copy(), syn1.copy()
-    l2, p2 = kernels.parity_train_jobs(b0, b1, eff, bounds, np.zeros(1, np.int64), np.zeros(1, np.int64),
-                                       np.array([3]), reduced, np.array([77], np.uint64), np.array([0.05], np.float32),
-                                       3, 3, ct, *G(ct), et, False, work, True)
+    l2, p2 = 0.0, 0
+    for k in range(2):  # the same jobs, one call each
+        one = kernels.ParityJobs(eff[jobs.eff_start[k]:], bounds[jobs.bound_start[k]:], np.array([0, 0]),
+                                 np.array([0]), jobs.n_sent[k:k + 1], reduced[jobs.eff_start[k]:],
+                                 jobs.state[k:k + 1], jobs.alpha[k:k + 1])
+        l, p = kernels.parity_train_jobs(W(b0, b1), one, upd, work)
+        l2, p2 = l2 + l, p2 + p
     np.testing.assert_array_equal(a0, b0)
     np.testing.assert_array_equal(a1, b1)
-    assert (l1, p1) == (l2, p2) and p1 > 0
+    assert p1 == p2 and p1 > 0 and l1 == pytest.approx(l2, rel=1e-12)
+
+
+_FM_CALLER = None
+
+
+def test_sigmoid_index_is_not_fused_inside_fast_math_callers():
+    # (f + 6.0) * 83.0 is 498.0 for f = -1.75 * 2**-52; re-associated and fused (f * 83 + 498, one
+    # rounding) it would be 497. The training loops are compiled with fast-math; the lookup is not.
+    from numba import njit
+    global _FM_CALLER
+    if _FM_CALLER is None:
+        _FM_CALLER = njit(fastmath=kernels._FM)(lambda tab, f: kernels.sigmoid_lookup(tab, f))
+    tab = np.arange(1000, dtype=np.float32)
+    f = np.float32(-1.75 * 2.0**-52)
+    assert int((float(f) + 6.0) * 83.0) == 498 and int(float(f) * 83.0 + 498.0) == 497
+    assert _FM_CALLER(tab, f) == 498.0
+    assert kernels.sigmoid_lookup(tab, f) == 498.0

@@ -3,9 +3,17 @@
 Notation: ``syn0`` = input vectors (gensim ``wv.vectors``), ``syn1neg`` = output vectors; both
 float32 [V, D], C-contiguous, updated in place (lock-free when several threads run). Inside the
 kernels every random number comes from the 48-bit linear congruential generator (LCG) of
-word2vec.c / gensim; its state is an explicit uint64 argument and each kernel returns the
-advanced state. (gensim's numpy draws -- job seeds and reduced windows in parity mode -- are
-made by the caller, w2v/trainer.py, and passed in.)
+word2vec.c / gensim; its state is an explicit uint64 value: the per-pair and per-sentence
+kernels take it as an argument and return the advanced state with their results, the job-level
+kernels start each job from the state its schedule gives. (gensim's numpy draws -- job seeds
+and reduced windows in parity mode -- are made by the caller, w2v/trainer.py, and passed in.)
+
+Inputs travel in a few named tuples (Numba compiles field access to plain loads), in the spirit
+of gensim's ``Word2VecConfig`` struct, so no kernel takes a long run of positional arguments:
+``Weights`` (the two matrices), ``NegativeSampling`` (count and table of the negatives),
+``Sigmoid`` (the table and the |f| >= 6 rule), ``Update`` (those two plus the window and the loss
+switch), ``Sentences`` and ``Downsampling`` (the corpus and its thresholds) and the job schedules
+``ParityJobs`` / ``FastJobs``.
 
 References name the functions of gensim 4.4 ``gensim/models/word2vec_inner.pyx`` (``.pyx``
 below) and of word2vec.c (Mikolov et al.) that a kernel mirrors. docs/ALGORITHM.md derives the
@@ -24,8 +32,6 @@ from numba.extending import intrinsic
 
 EXP_TABLE_SIZE = 1000
 MAX_EXP = 6
-# (EXP_TABLE_SIZE / MAX_EXP / 2) is integer division in gensim's generated C: (1000 / 6) / 2 = 83
-EXP_TABLE_SCALE = (EXP_TABLE_SIZE // MAX_EXP) // 2
 LCG_MUL = np.uint64(25214903917)
 LCG_ADD = np.uint64(11)
 LCG_MASK = np.uint64(0xFFFFFFFFFFFF)  # 2**48 - 1
@@ -34,8 +40,72 @@ LCG_MASK = np.uint64(0xFFFFFFFFFFFF)  # 2**48 - 1
 # BLAS sdot) and contraction (fused multiply-add, like a BLAS saxpy). No finite-math or
 # no-NaN assumptions, so comparisons against +-MAX_EXP keep their meaning. ``sgns_pair`` is
 # inlined into its callers at Numba level (they carry the same licence); the sigmoid-table index
-# is computed in ``sigmoid_lookup``, a separate function compiled without it.
+# is computed in ``sigmoid_lookup``, a separate function compiled with an explicit
+# ``fastmath=False`` (without it Numba would let it inherit the caller's flags).
 _FM = {"reassoc", "contract", "nsz"}
+
+
+class Weights(NamedTuple):
+    """The trained matrices: ``syn0`` (input vectors) and ``syn1neg`` (output vectors), float32 [V, D]."""
+
+    syn0: np.ndarray
+    syn1neg: np.ndarray
+
+
+class NegativeSampling(NamedTuple):
+    """``negative`` (>= 1) draws per pair from ``cum_table`` (uint32 [V], V >= 1), by bisection
+    started from ``guide``/``shift`` (``guide_table``; an empty guide: plain ``bisect_left``) or,
+    when ``alias`` (uint64 [V], ``alias_table``) is not empty, by Walker's alias method."""
+
+    negative: int
+    cum_table: np.ndarray
+    guide: np.ndarray
+    shift: int
+    alias: np.ndarray
+
+
+class Sigmoid(NamedTuple):
+    """``exp_table`` (float32 [1000], ``make_exp_table``) and the rule at |f| >= 6: ``clip_edge``
+    False skips the term (gensim), True clips sigma to 0/1 (word2vec.c)."""
+
+    exp_table: np.ndarray
+    clip_edge: bool
+
+
+class Update(NamedTuple):
+    """Everything a skip-gram update needs besides the weights and the random state: the negatives,
+    the sigmoid, the ``window`` (>= 1) and ``compute_loss`` (False: loss terms are not computed)."""
+
+    ns: NegativeSampling
+    sig: Sigmoid
+    window: int
+    compute_loss: bool
+
+
+class Sentences(NamedTuple):
+    """A corpus of vocabulary rows: sentence s is ``tokens[offsets[s]:offsets[s + 1]]`` (int32 /
+    int64 [S + 1]); ``max_len`` >= the longest sentence."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    max_len: int
+
+
+class Downsampling(NamedTuple):
+    """``sample_int`` (uint32 [V]) thresholds; ``use_sample`` False: every word is kept, no draws."""
+
+    sample_int: np.ndarray
+    use_sample: bool
+
+
+def make_update(negative: int, cum_table: np.ndarray, exp_table: np.ndarray, window: int, clip_edge: bool,
+                compute_loss: bool, guide: bool = True, alias: np.ndarray | None = None) -> Update:
+    """An ``Update`` for ``cum_table`` (with its guide table unless ``guide`` is False; the alias
+    table ``alias`` selects the alias method)."""
+    g, shift = guide_table(cum_table) if guide else (np.empty(0, np.int32), 0)
+    a = np.empty(0, np.uint64) if alias is None else alias
+    return Update(NegativeSampling(int(negative), cum_table, g, int(shift), a), Sigmoid(exp_table, bool(clip_edge)),
+                  int(window), bool(compute_loss))
 
 
 @intrinsic
@@ -147,11 +217,17 @@ def guide_table(cum_table: np.ndarray) -> tuple[np.ndarray, int]:
 def draw_negative(cum_table, alias, state):
     """``draw_negative_from`` without a guide table (plain ``bisect_left`` when ``alias`` is
     empty); returns (row, state)."""
-    return draw_negative_from(cum_table, np.empty(0, np.int32), 0, alias, state)
+    return _draw(cum_table, np.empty(0, np.int32), 0, alias, state)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def draw_negative_from(ns, state):
+    """One negative-sample word from ``ns`` (``NegativeSampling``); returns (row, state). See ``_draw``."""
+    return _draw(ns.cum_table, ns.guide, ns.shift, ns.alias, state)
 
 
 @njit(cache=True, nogil=True)
-def draw_negative_from(cum_table, guide, shift, alias, state):
+def _draw(cum_table, guide, shift, alias, state):
     """One negative-sample word; returns (row, state).
 
     ``alias`` empty (parity): gensim's ``bisect_left(cum_table, (state >> 16) % cum_table[-1])``
@@ -238,24 +314,26 @@ def alias_table(cum_table: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=False)
 def sigmoid_lookup(exp_table, f_dot):
     """``exp_table[int((f_dot + 6.0) * 83)]`` in float64 arithmetic, as gensim's C computes the
-    index; compiled without fast-math so the index is never fused or re-associated.
+    index; compiled without fast-math so the index is never fused or re-associated. (``fastmath``
+    must be given explicitly: Numba lets a callee without it inherit its caller's fast-math
+    flags, and the callers are compiled with ``_FM``; the re-associated, fused form
+    ``f * 83 + 498`` gives 497 instead of 498 for some tiny negative f, e.g. -1.75 * 2**-52.)
     exp_table: float32 [1000]; f_dot: float32 with -6 < f_dot < 6 (index 0..995)."""
     return exp_table[int((np.float64(f_dot) + 6.0) * 83.0)]
 
 
 @njit(cache=True, nogil=True, fastmath=_FM, inline="always")
-def sgns_pair(syn0, syn1neg, word, word2, alpha, negative, cum_table, guide, shift, alias, state,
-              exp_table, clip_edge, work, compute_loss):
+def sgns_pair(w, word, word2, alpha, upd, state, work):
     """One skip-gram negative-sampling update: input row ``word2`` predicts output row ``word``.
 
     Mirrors .pyx ``w2v_fast_sentence_sg_neg(word_index=word, word2_index=word2)``:
       work = 0
       for d in 0..negative:
         d = 0: target = word, label = 1
-        d > 0: target, state = draw_negative_from(cum_table, guide, shift, alias, state)
+        d > 0: target, state = draw_negative_from(upd.ns, state)
                (gensim: bisect_left(cum_table, (state >> 16) % cum_table[-1]), one LCG step);
                if target == word: skip this d (no redraw); label = 0
         f_dot = syn0[word2] . syn1neg[target]        (float32)
@@ -268,15 +346,16 @@ def sgns_pair(syn0, syn1neg, word, word2, alpha, negative, cum_table, guide, shi
     -log sigma(-f_dot) for each negative d that was not skipped as equal to ``word``, evaluated as
     sum max(x, 0) + log prod(1 + e**-|x|) with x = -f_dot resp. f_dot (one log per pair).
 
-    syn0, syn1neg: float32 [V, D] C-contiguous; word, word2: row indices; alpha: float32;
-    negative >= 1; cum_table: uint32 [V] (V >= 1); guide, shift, alias: see draw_negative_from;
-    state: uint64 LCG state; exp_table: float32 [1000]; clip_edge: bool; work: float32 [D]
-    scratch (distinct from both matrices); compute_loss: bool (False returns loss 0).
-    Returns (state, loss). A vocabulary of one word makes every negative equal ``word``: only
-    the positive term is trained. Before the loop the negative draws are replayed on a copy of
-    the state to prefetch the output rows (the draws do not depend on the weights, so neither
-    the random stream nor any update changes).
+    w: ``Weights`` (float32 [V, D] C-contiguous); word, word2: row indices; alpha: float32;
+    upd: ``Update``; state: uint64 LCG state; work: float32 [D] scratch (distinct from both
+    matrices). Returns (state, loss) (loss 0 unless ``upd.compute_loss``). A vocabulary of one
+    word makes every negative equal ``word``: only the positive term is trained. Before the loop
+    the negative draws are replayed on a copy of the state to prefetch the output rows (the draws
+    do not depend on the weights, so neither the random stream nor any update changes).
     """
+    syn0, syn1neg, ns = w.syn0, w.syn1neg, upd.ns
+    exp_table, clip_edge, compute_loss = upd.sig.exp_table, upd.sig.clip_edge, upd.compute_loss
+    negative = ns.negative
     d_len = syn0.shape[1]
     for a in range(d_len):
         work[a] = np.float32(0.0)
@@ -287,14 +366,14 @@ def sgns_pair(syn0, syn1neg, word, word2, alpha, negative, cum_table, guide, shi
     s_ahead = state
     prefetch_row(syn1neg, word)
     for _ in range(negative):
-        t_ahead, s_ahead = draw_negative_from(cum_table, guide, shift, alias, s_ahead)
+        t_ahead, s_ahead = draw_negative_from(ns, s_ahead)
         prefetch_row(syn1neg, t_ahead)
     for d in range(negative + 1):
         if d == 0:
             target = np.int64(word)
             label = np.float32(1.0)
         else:
-            target, state = draw_negative_from(cum_table, guide, shift, alias, state)
+            target, state = draw_negative_from(ns, state)
             if target == word:
                 continue
             label = np.float32(0.0)
@@ -329,19 +408,20 @@ def sgns_pair(syn0, syn1neg, word, word2, alpha, negative, cum_table, guide, shi
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def train_span(syn0, syn1neg, idx, start, end, window, reduced, lcg_windows, state, alpha,
-               negative, cum_table, guide, shift, alias, exp_table, clip_edge, work, compute_loss):
+def train_span(w, idx, reduced, start, end, state, alpha, upd, work):
     """Skip-gram over one sentence ``idx[start:end]`` (.pyx ``train_batch_sg`` inner loops).
 
-    For each position i: b = reduced window (``reduced[i]`` when ``lcg_windows`` is False, as
-    gensim draws them with numpy; else ``(state >> 16) % window`` from the LCG, then one step);
-    every j in [max(start, i - window + b), min(end, i + window + 1 - b)), j != i, gives the pair
+    For each position i: b = reduced window: ``reduced[i]`` (gensim draws them with numpy), or,
+    when ``reduced`` is empty, ``(state >> 16) % window`` from the LCG, then one step; every j in
+    [max(start, i - window + b), min(end, i + window + 1 - b)), j != i, gives the pair
     ``sgns_pair(word=idx[i], word2=idx[j])``.
 
-    idx: int32 [*] vocabulary rows; reduced: int64 [>= end] (ignored when lcg_windows);
-    window >= 1; the other arguments as in ``sgns_pair``. Returns (state, loss sum, number of
-    pairs). An empty or one-word span trains nothing (a one-word span still draws its window).
+    idx: int32 [*] vocabulary rows; reduced: int64 [>= end] or [0]; window = ``upd.window`` >= 1;
+    the other arguments as in ``sgns_pair``. Returns (state, loss sum, number of pairs). An empty
+    or one-word span trains nothing (a one-word span still draws its window).
     """
+    window = upd.window
+    lcg_windows = reduced.shape[0] == 0
     loss = 0.0
     pairs = 0
     for i in range(start, end):
@@ -359,30 +439,30 @@ def train_span(syn0, syn1neg, idx, start, end, window, reduced, lcg_windows, sta
         for j in range(j0, j1):
             if j == i:
                 continue
-            state, l = sgns_pair(syn0, syn1neg, idx[i], idx[j], alpha, negative, cum_table, guide, shift, alias,
-                                 state, exp_table, clip_edge, work, compute_loss)
+            state, l = sgns_pair(w, idx[i], idx[j], alpha, upd, state, work)
             loss += l
             pairs += 1
     return state, loss, pairs
 
 
 @njit(cache=True, nogil=True)
-def downsample(tokens, lo, hi, sample_int, use_sample, state, out, pos, cap):
+def downsample(tokens, lo, hi, down, state, out, pos, cap):
     """Copy the kept words of ``tokens[lo:hi]`` to ``out[pos:]`` (.pyx ``train_batch_sg`` prep).
 
-    With ``use_sample``: for each word w, ``r = state >> 16; state = lcg(state)``; w is dropped
-    iff ``sample_int[w] < r``. Stops once ``pos == cap`` (gensim's MAX_SENTENCE_LEN per job);
-    words not examined are reported, and consume no random numbers.
-    tokens: int32 [*]; sample_int: uint32 [V]; out: int32 [>= cap]. Returns (pos, state, unexamined).
+    With ``down.use_sample``: for each word w, ``r = state >> 16; state = lcg(state)``; w is
+    dropped iff ``down.sample_int[w] < r``. Stops once ``pos == cap`` (gensim's MAX_SENTENCE_LEN
+    per job); words not examined are reported, and consume no random numbers.
+    tokens: int32 [*]; down: ``Downsampling``; out: int32 [>= cap]. Returns (pos, state, unexamined).
     """
+    sample_int, use_sample = down.sample_int, down.use_sample
     for t in range(lo, hi):
-        w = tokens[t]
+        wd = tokens[t]
         if use_sample:
             r = state >> np.uint64(16)
             state = lcg_next(state)
-            if np.uint64(sample_int[w]) < r:
+            if np.uint64(sample_int[wd]) < r:
                 continue
-        out[pos] = w
+        out[pos] = wd
         pos += 1
         if pos == cap:
             return pos, state, hi - t - 1
@@ -390,15 +470,16 @@ def downsample(tokens, lo, hi, sample_int, use_sample, state, out, pos, cap):
 
 
 @njit(cache=True, nogil=True)
-def parity_prepare_job(tokens, offsets, s_lo, s_hi, sample_int, use_sample, state, cap, eff, bounds):
-    """Downsample the sentences ``s_lo..s_hi-1`` of one gensim job into ``eff``.
+def parity_prepare_job(sents, s_lo, s_hi, down, state, cap, eff, bounds):
+    """Downsample the sentences ``s_lo..s_hi-1`` of ``sents`` (``Sentences``), one gensim job, into ``eff``.
 
     ``bounds[k]:bounds[k+1]`` (int64 [>= s_hi - s_lo + 1]) delimits effective sentence k in
-    ``eff`` (int32 [>= cap]). Empty sentences are skipped (gensim ``if not sent: continue``); a
-    sentence that is non-empty but loses all its words is kept with zero words (gensim does the
-    same; it trains nothing). After ``cap`` kept words the rest of the job is ignored, exactly
-    like gensim; those words are counted. Returns (n_eff_words, n_eff_sentences, state, dropped).
+    ``eff`` (int32 [>= cap]): every sentence of the job gets an entry, an empty one (or one that
+    loses all its words) a zero-length entry, which trains nothing, as in gensim. After ``cap``
+    kept words the rest of the job is ignored, exactly like gensim; those words are counted.
+    Returns (n_eff_words, n_eff_sentences, state, dropped).
     """
+    tokens, offsets = sents.tokens, sents.offsets
     pos = 0
     ns = 0
     dropped = 0
@@ -406,7 +487,7 @@ def parity_prepare_job(tokens, offsets, s_lo, s_hi, sample_int, use_sample, stat
     for s in range(s_lo, s_hi):
         a = offsets[s]
         b = offsets[s + 1]
-        pos, state, unexamined = downsample(tokens, a, b, sample_int, use_sample, state, eff, pos, cap)
+        pos, state, unexamined = downsample(tokens, a, b, down, state, eff, pos, cap)
         ns += 1
         bounds[ns] = pos
         if pos == cap:
@@ -437,75 +518,67 @@ class ParityJobs(NamedTuple):
     alpha: np.ndarray
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
-def parity_train_jobs(syn0, syn1neg, eff, bounds, eff_start, bound_start, n_sent, reduced, job_state,
-                      job_alpha, window, negative, cum_table, guide, shift, exp_table, clip_edge, work,
-                      compute_loss):
-    """Train a run of prepared gensim jobs in order (one call for many jobs).
+class FastJobs(NamedTuple):
+    """The job schedule of fast mode for jobs ``lo..hi-1`` of an epoch: job j holds the sentences
+    ``starts[j]..starts[j + 1] - 1`` (int64 [J + 1], ``gensim_jobs``), learns at ``alpha[j]``
+    (float32 [J]) and starts its LCG at ``state[j]`` (uint64 [J], ``fast_job_states``)."""
 
-    Job k's kept words are ``eff[eff_start[k]:]`` with sentence bounds
-    ``bounds[bound_start[k] : bound_start[k] + n_sent[k] + 1]`` (relative to its first word);
-    ``reduced[i]`` is the reduced window (gensim's numpy draw) of the word ``eff[i]``; its LCG state after
-    downsampling ``job_state[k]`` and its learning rate ``job_alpha[k]`` (float32). Negatives are
-    gensim's (bisection, sped up by the guide table). eff: int32, bounds/eff_start/bound_start/n_sent/reduced: int64,
-    job_state: uint64, job_alpha: float32 [K]. Returns (loss sum, pairs).
-    """
-    no_alias = np.empty(0, np.uint64)
+    starts: np.ndarray
+    alpha: np.ndarray
+    state: np.ndarray
+    lo: int
+    hi: int
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def parity_train_jobs(w, jobs, upd, work):
+    """Train the prepared gensim jobs ``jobs`` (``ParityJobs``) in order, job k from its LCG state
+    ``jobs.state[k]`` at ``jobs.alpha[k]`` with gensim's reduced windows ``jobs.reduced``. One call
+    trains many jobs; the result does not depend on how jobs are grouped into calls.
+    w: ``Weights``; upd: ``Update`` (negatives by gensim's bisection: ``upd.ns.alias`` empty);
+    work: float32 [D] scratch. Returns (loss sum, pairs)."""
+    eff, bounds = jobs.eff, jobs.bounds
     loss = 0.0
     pairs = 0
-    for k in range(n_sent.shape[0]):
-        e0 = eff_start[k]
-        b0 = bound_start[k]
-        state = job_state[k]
-        for q in range(n_sent[k]):
-            state, l, p = train_span(syn0, syn1neg, eff, e0 + bounds[b0 + q], e0 + bounds[b0 + q + 1], window,
-                                     reduced, False, state, job_alpha[k], negative, cum_table, guide, shift,
-                                     no_alias,
-                                     exp_table, clip_edge, work, compute_loss)
+    for k in range(jobs.n_sent.shape[0]):
+        e0 = jobs.eff_start[k]
+        b0 = jobs.bound_start[k]
+        state = jobs.state[k]
+        alpha = jobs.alpha[k]
+        for q in range(jobs.n_sent[k]):
+            state, l, p = train_span(w, eff, jobs.reduced, e0 + bounds[b0 + q], e0 + bounds[b0 + q + 1], state,
+                                     alpha, upd, work)
             loss += l
             pairs += p
     return loss, pairs
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
-def parity_train_job(syn0, syn1neg, eff, bounds, n_sent, window, reduced, state, alpha, negative,
-                     cum_table, exp_table, clip_edge, work, compute_loss):
-    """One prepared gensim job (``parity_prepare_job``): its effective sentences
-    ``eff[bounds[k]:bounds[k+1]]``, k < n_sent, with gensim's reduced windows ``reduced`` (int64
-    [n_eff_words]), LCG ``state`` after downsampling and float32 ``alpha``; negatives by plain
-    ``bisect_left``. The trainer uses ``parity_train_jobs`` (many jobs per call, same result).
-    Returns (state, loss sum, pairs)."""
-    no_guide = np.empty(0, np.int32)
-    no_alias = np.empty(0, np.uint64)
-    loss = 0.0
-    pairs = 0
-    for k in range(n_sent):
-        state, l, p = train_span(syn0, syn1neg, eff, bounds[k], bounds[k + 1], window, reduced, False, state,
-                                 alpha, negative, cum_table, no_guide, 0, no_alias, exp_table, clip_edge, work,
-                                 compute_loss)
-        loss += l
-        pairs += p
-    return state, loss, pairs
-
-
 @njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
-def fast_train_jobs(syn0, syn1neg, tokens, offsets, job_starts, job_lo, job_hi, job_alpha, job_state,
-                    n_threads, window, negative, sample_int, use_sample, cum_table, guide, shift, alias, exp_table,
-                    clip_edge, compute_loss, max_len, loss_out, pairs_out, words_out):
-    """Fast mode: jobs ``job_lo..job_hi-1`` on ``n_threads`` threads, Hogwild updates.
+def fast_train_jobs(w, sents, down, jobs, n_threads, upd, totals):
+    """Fast mode: jobs ``jobs.lo..jobs.hi-1`` (``FastJobs``) on ``n_threads`` threads, Hogwild updates.
 
-    Thread t takes jobs job_lo + t, job_lo + t + n_threads, ... in order, so all threads move
-    through the epoch together and a job's learning rate ``job_alpha[j]`` (float32) matches its
-    place in the epoch. Job j's sentences are ``job_starts[j]..job_starts[j+1]-1`` (int64
-    [J+1]); its LCG starts at ``job_state[j]`` (uint64 [J]), so with one thread the result is
-    deterministic and does not depend on how jobs are grouped into calls. Each sentence is
-    downsampled into a private buffer (int32 [max_len], max_len >= longest sentence), then
-    trained with LCG reduced windows and negatives drawn with ``alias`` (pass an empty array
-    for gensim's bisection). Per-thread totals go to loss_out/pairs_out/words_out
-    (float64/int64/int64 [n_threads]; words = kept words).
+    Thread t takes jobs lo + t, lo + t + n_threads, ... in order, so all threads move through the
+    epoch together and a job's learning rate ``jobs.alpha[j]`` matches its place in the epoch.
+    Job j's LCG starts at ``jobs.state[j]``, so with one thread the result is deterministic and
+    does not depend on how jobs are grouped into calls. Each sentence of ``sents`` is downsampled
+    (``down``) into a private buffer (int32 [sents.max_len]), then trained with LCG reduced windows
+    and negatives drawn as ``upd.ns`` says (alias method when ``upd.ns.alias`` is not empty).
+    totals: float64 [3, n_threads], per thread += (loss, pairs, kept words).
     """
+    # a parallel loop cannot take tuples of arrays from outside (Numba's parfor lowering passes
+    # them as scalars): unpack here, rebuild inside
+    syn0, syn1neg = w.syn0, w.syn1neg
+    negative, cum_table, guide, shift, alias = upd.ns.negative, upd.ns.cum_table, upd.ns.guide, upd.ns.shift, upd.ns.alias
+    exp_table, clip_edge, window, compute_loss = upd.sig.exp_table, upd.sig.clip_edge, upd.window, upd.compute_loss
+    sample_int, use_sample = down.sample_int, down.use_sample
+    starts, job_alpha, job_state, lo, hi = jobs.starts, jobs.alpha, jobs.state, jobs.lo, jobs.hi
     d_len = syn0.shape[1]
+    tokens, offsets, max_len = sents.tokens, sents.offsets, sents.max_len
     for t in prange(n_threads):
+        wt = Weights(syn0, syn1neg)
+        u = Update(NegativeSampling(negative, cum_table, guide, shift, alias), Sigmoid(exp_table, clip_edge), window,
+                   compute_loss)
+        dn = Downsampling(sample_int, use_sample)
         # 128 bytes of padding on both sides: no cache line of a thread's scratch is shared
         work = np.zeros(d_len + 64, np.float32)[32:32 + d_len]
         buf = np.empty(max(max_len, 1) + 64, np.int32)[32:]
@@ -513,20 +586,18 @@ def fast_train_jobs(syn0, syn1neg, tokens, offsets, job_starts, job_lo, job_hi, 
         loss = 0.0
         pairs = 0
         words = 0
-        for j in range(job_lo + t, job_hi, n_threads):
+        for j in range(lo + t, hi, n_threads):
             state = job_state[j]
             alpha = job_alpha[j]
-            for s in range(job_starts[j], job_starts[j + 1]):
-                n, state, _ = downsample(tokens, offsets[s], offsets[s + 1], sample_int, use_sample,
-                                         state, buf, 0, max_len + 1)
+            for s in range(starts[j], starts[j + 1]):
+                n, state, _ = downsample(tokens, offsets[s], offsets[s + 1], dn, state, buf, 0, max_len + 1)
                 words += n
-                state, l, p = train_span(syn0, syn1neg, buf, 0, n, window, none, True, state, alpha, negative,
-                                         cum_table, guide, shift, alias, exp_table, clip_edge, work, compute_loss)
+                state, l, p = train_span(wt, buf, none, 0, n, state, alpha, u, work)
                 loss += l
                 pairs += p
-        loss_out[t] += loss
-        pairs_out[t] += pairs
-        words_out[t] += words
+        totals[0, t] += loss
+        totals[1, t] += pairs
+        totals[2, t] += words
 
 
 def gensim_jobs(raw_lengths: np.ndarray, batch_words: int) -> np.ndarray:

@@ -217,12 +217,12 @@ class Word2Vec:
         the numpy draws do not depend on the weights, so they are prepared for a run of jobs
         first and the run is then trained in one kernel call, in gensim's order."""
         cfg, corpus = self.config, self.corpus
-        s_int, c_tab, e_tab = self.tables()
-        guide, shift = kernels.guide_table(c_tab)
+        _, c_tab, e_tab = self.tables()
+        upd = kernels.make_update(cfg.negative, c_tab, e_tab, cfg.window, cfg.sigmoid_edge == "clip", cfg.compute_loss)
+        w = kernels.Weights(self.vectors, self.output)
         n_jobs = job_starts.shape[0] - 1
         per_run = max(1, (1 << 20) // cfg.parity_job_cap)  # jobs prepared and trained per kernel call
         work = np.zeros(cfg.vector_size, np.float32)
-        clip = cfg.sigmoid_edge == "clip"
         loss_sum, pairs, kept, dropped = 0.0, 0, 0, 0
         t0 = time.perf_counter()
         csum_raw = np.concatenate(([0], np.cumsum(corpus.raw_lengths)))
@@ -231,10 +231,7 @@ class Word2Vec:
             jobs, _, drop = self.parity_jobs(job_starts, alphas, r0, r1)
             kept += int(jobs.eff_start[-1])
             dropped += drop
-            l, p = kernels.parity_train_jobs(self.vectors, self.output, jobs.eff, jobs.bounds, jobs.eff_start,
-                                             jobs.bound_start, jobs.n_sent, jobs.reduced, jobs.state, jobs.alpha,
-                                             cfg.window, cfg.negative, c_tab, guide, shift, e_tab, clip, work,
-                                             cfg.compute_loss)
+            l, p = kernels.parity_train_jobs(w, jobs, upd, work)
             loss_sum += l
             pairs += p
             self._show(bar, label, int(csum_raw[job_starts[r1]]), corpus.raw_words, t0, alphas[r1 - 1],
@@ -265,13 +262,13 @@ class Word2Vec:
         n_sent = np.zeros(k, np.int64)
         states = np.zeros(k, np.uint64)
         seeds = np.zeros(k, np.uint64)
-        use_sample = bool(cfg.sample != 0)
+        sents = kernels.Sentences(corpus.tokens, corpus.offsets, corpus.max_sentence_tokens)
+        down = kernels.Downsampling(s_int, bool(cfg.sample != 0))
         e_off = b_off = dropped = 0
         for i, j in enumerate(range(lo, hi)):
             seed = (2**24) * rs.randint(0, 2**24) + rs.randint(0, 2**24)
-            n, ns, st, drop = kernels.parity_prepare_job(
-                corpus.tokens, corpus.offsets, int(job_starts[j]), int(job_starts[j + 1]), s_int, use_sample,
-                np.uint64(seed), cap, eff[e_off:], bounds[b_off:])
+            n, ns, st, drop = kernels.parity_prepare_job(sents, int(job_starts[j]), int(job_starts[j + 1]), down,
+                                                         np.uint64(seed), cap, eff[e_off:], bounds[b_off:])
             reduced[e_off:e_off + n] = rs.randint(0, cfg.window, n)
             bound_start[i], n_sent[i], states[i], seeds[i] = b_off, ns, st, seed
             e_off += n
@@ -287,14 +284,15 @@ class Word2Vec:
         """One epoch on ``workers`` threads (Hogwild), grouped in segments for progress output."""
         cfg, corpus = self.config, self.corpus
         s_int, c_tab, e_tab = self.tables()
-        alias = kernels.alias_table(c_tab)
-        guide, shift = kernels.guide_table(c_tab)
+        upd = kernels.make_update(cfg.negative, c_tab, e_tab, cfg.window, cfg.sigmoid_edge == "clip", cfg.compute_loss,
+                                  alias=kernels.alias_table(c_tab))
+        w = kernels.Weights(self.vectors, self.output)
+        sents = kernels.Sentences(corpus.tokens, corpus.offsets, corpus.max_sentence_tokens)
+        down = kernels.Downsampling(s_int, bool(cfg.sample != 0))
         n_jobs = job_starts.shape[0] - 1
         threads = max(1, min(cfg.workers, numba.config.NUMBA_NUM_THREADS))
         states = fast_job_states(cfg.seed, self.epochs_trained, n_jobs)
-        loss_out = np.zeros(threads, np.float64)
-        pairs_out = np.zeros(threads, np.int64)
-        words_out = np.zeros(threads, np.int64)
+        totals = np.zeros((3, threads), np.float64)  # per thread: loss, pairs, kept words
         if bar.enabled:  # about 20 kernel calls per epoch, so the progress line can move
             seg = max(8 * threads, -(-n_jobs // 20))
             seg = -(-seg // threads) * threads
@@ -307,17 +305,14 @@ class Word2Vec:
         try:
             for lo in range(0, n_jobs, seg):
                 hi = min(n_jobs, lo + seg)
-                kernels.fast_train_jobs(
-                    self.vectors, self.output, corpus.tokens, corpus.offsets, job_starts, lo, hi, alphas, states,
-                    threads, cfg.window, cfg.negative, s_int, bool(cfg.sample != 0), c_tab, guide, shift, alias, e_tab,
-                    cfg.sigmoid_edge == "clip", cfg.compute_loss, corpus.max_sentence_tokens,
-                    loss_out, pairs_out, words_out)
+                kernels.fast_train_jobs(w, sents, down, kernels.FastJobs(job_starts, alphas, states, lo, hi), threads,
+                                        upd, totals)
                 raw_done = int(csum_raw[job_starts[hi]])
                 self._show(bar, label, raw_done, corpus.raw_words, t0, alphas[hi - 1],
-                           float(loss_out.sum()), int(pairs_out.sum()))
+                           float(totals[0].sum()), int(totals[1].sum()))
         finally:
             numba.set_num_threads(old_threads)
-        return dict(loss_sum=float(loss_out.sum()), pairs=int(pairs_out.sum()), kept_words=int(words_out.sum()),
+        return dict(loss_sum=float(totals[0].sum()), pairs=int(totals[1].sum()), kept_words=int(totals[2].sum()),
                     dropped_by_job_cap=0, jobs=int(n_jobs), threads=int(threads))
 
     def _show(self, bar, label, done, total, t0, alpha, loss_sum, pairs) -> None:
