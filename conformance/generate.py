@@ -625,11 +625,11 @@ def _label_sessions() -> list[dict]:
                                          _ev(8, t0 + 3, "clicks"), _ev(6, t0 + 4, "carts"), _ev(9, t0 + 5, "carts"),
                                          _ev(6, t0 + 6, "orders"), _ev(9, t0 + 6, "orders")]),
         dict(session=101, cut=1, events=[_ev(1, t0, "clicks"), _ev(2, t0 + 9, "carts"), _ev(3, t0 + 9, "orders")]),
-        dict(session=102, cut=3, events=[_ev(4, t0, "clicks"), _ev(4, t0 + 1, "clicks"), _ev(4, t0 + 2, "carts")]),
+        dict(session=102, cut=2, events=[_ev(4, t0, "clicks"), _ev(4, t0 + 1, "clicks"), _ev(4, t0 + 2, "carts")]),
         dict(session=103, cut=1, events=[_ev(11, t0, "carts"), _ev(0, t0 + 5, "clicks"), _ev(11, t0 + 6, "carts")]),
         dict(session=104, cut=2, events=[_ev(3, t0, "carts"), _ev(3, t0 + 1, "orders"), _ev(3, t0 + 2, "clicks"),
                                          _ev(12, t0 + 3, "clicks")]),
-        dict(session=105, cut=0, events=[_ev(2, t0, "clicks"), _ev(1, t0 + 1, "clicks")]),
+        dict(session=105, cut=1, events=[_ev(2, t0, "clicks"), _ev(1, t0 + 1, "clicks")]),
     ]
     real = {}
     with open(SAMPLE_FILE, "rb") as fh:
@@ -657,6 +657,7 @@ def _py_labels(events, cut) -> dict:
 
 def build_otto_labels(gensim_mod) -> dict:
     sessions = _label_sessions()
+    _require(all(1 <= s["cut"] <= len(s["events"]) - 1 for s in sessions), "otto_labels.json", "cut out of range")
     lens = [len(s["events"]) for s in sessions]
     offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
     aid = np.array([e["aid"] for s in sessions for e in s["events"]], np.int64)
@@ -672,7 +673,8 @@ def build_otto_labels(gensim_mod) -> dict:
     return dict(
         name="otto_labels",
         description=("OTTO test labels of a cut session (otto-de/recsys-dataset labels.py): the session's events "
-                     "(OTTO JSONL order) are cut after the first `cut` events; labels.clicks = aid of the first click "
+                     "(OTTO JSONL order) are cut after the first `cut` events, 1 <= cut <= len(events) - 1 (at least one "
+                     "event kept, at least one after, as otto-eval split cuts); labels.clicks = aid of the first click "
                      "after the cut, labels.carts / labels.orders = the DISTINCT aids carted / ordered after the cut, "
                      "ascending. A key is absent when that target is empty (as in the OTTO labels files). Events "
                      "before the cut never count. A next click on aid 0 is kept (the official script's truthiness "
