@@ -14,13 +14,18 @@ tokens, one worker:
   dot product, and whether the value OpenBLAS's sdot actually returns would have agreed with ours
   (then the flip is caused by the way gensim reads sdot's result, see gensim_replay.gensim_dot);
 * a check that ``gensim_replay.openblas_sdot_model`` reproduces the BLAS pointer gensim calls on
-  random vectors on this machine.
+  random vectors on this machine;
+* ``--int-tokens``: gensim alone fed ``int`` instead of ``str`` tokens (docs/ALGORITHM.md section
+  12.1): rows whose negative-sampling weight is another word's count, the total-variation distance
+  of the two negative distributions, the share of negatives going to the 1,000 most frequent rows,
+  and held-out recall@20 after 1 and 3 epochs (separate runs) for both token types.
 
 Timings are wall-clock seconds of the whole replay (both trainers plus the comparisons), not a
 speed comparison (bench/bench_train.py has that). Writes a Markdown summary to stdout and, with
 ``--out``, JSON.
 
 Usage: python bench/bench_parity.py [--sessions 200000] [--test-sessions 5000] [--epochs 1,3] [--resync]
+       [--int-tokens] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -68,6 +73,39 @@ def model_check(n: int = 2000, seed: int = 0) -> dict:
     return dict(vectors=n, sdot_return_matches=ret, gensim_value_matches=read)
 
 
+def int_tokens(train, test, epochs=(1, 3)) -> dict:
+    """gensim with int vs str tokens on the same corpus (see the module docstring)."""
+    import warnings
+
+    from gensim.models import Word2Vec as GensimW2V
+    out, dist = {}, {}
+    for kind, conv in (("str", str), ("int", int)):
+        sents = [[conv(w) for w in s.tolist()] for s in train]
+        for ep in epochs:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                g = GensimW2V(sg=1, hs=0, workers=1, epochs=ep, **gr.PARAMS)
+                g.build_vocab(sents)
+                if kind not in dist:
+                    ct = g.cum_table.astype(np.int64)
+                    dist[kind] = np.diff(np.concatenate(([0], ct))) / float(ct[-1])
+                    if kind == "int":
+                        cnt = {int(k): int(g.wv.get_vecattr(k, "count")) for k in g.wv.index_to_key}
+                        out["rows"] = len(cnt)
+                        out["misread_rows"] = sum(1 for r, k in enumerate(g.wv.index_to_key)
+                                                  if r in cnt and cnt[r] != cnt[int(k)])
+                g.train(sents, total_examples=g.corpus_count, epochs=ep)
+            row_of = {int(k): i for i, k in enumerate(g.wv.index_to_key)}
+            q, t = gr.heldout_pairs(test, row_of, 20_000)
+            out[f"recall_{kind}_{ep}"] = float(gr.recall_hits(g.wv.vectors, q, t).mean())
+            out["pairs"] = int(q.shape[0])
+            log(f"int tokens: {kind} {ep} epoch(s): recall@20 {out[f'recall_{kind}_{ep}']:.4f}")
+    out["total_variation"] = float(0.5 * np.abs(dist["str"] - dist["int"]).sum())
+    out["top1000_share_str"] = float(dist["str"][:1000].sum())
+    out["top1000_share_int"] = float(dist["int"][:1000].sum())
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=200_000, help="training sessions generated")
@@ -75,6 +113,7 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=None, help="catalogue size (default: data_prep.synth's default)")
     ap.add_argument("--epochs", default="1,3", help="comma-separated epoch counts, one free-running run each")
     ap.add_argument("--resync", action="store_true", help="also run 1 epoch resynchronised after every flip")
+    ap.add_argument("--int-tokens", action="store_true", help="also compare gensim fed int and str tokens")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -108,6 +147,8 @@ def main() -> int:
         out["runs"]["resync-1"] = dict(jobs_per_epoch=r.jobs_per_epoch, jobs_with_a_flip=len(r.flips),
                                        kinds=dict(kinds), flips=[asdict(f) for f in r.flips[:20]], seconds=r.seconds)
         log(f"resync-1: {len(r.flips)} of {r.jobs_per_epoch} jobs flip; {dict(kinds)}")
+    if args.int_tokens:
+        out["int_tokens"] = int_tokens(train, test)
     out["env"]["loadavg_end"] = os.getloadavg()
     print(f"# {out['env']}")
     print(f"sdot model matches the pointer gensim calls: {out['model_check']}")
@@ -127,6 +168,8 @@ def main() -> int:
     if "resync-1" in out["runs"]:
         rs = out["runs"]["resync-1"]
         print(f"\nresync, 1 epoch: {rs['jobs_with_a_flip']} of {rs['jobs_per_epoch']} jobs contain a flip; {rs['kinds']}")
+    if "int_tokens" in out:
+        print(f"\ngensim, int vs str tokens: {out['int_tokens']}")
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
     return 0

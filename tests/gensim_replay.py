@@ -1,14 +1,13 @@
 """Job-by-job replay of gensim 4.4 against our parity mode: the parity oracle at realistic size.
 
-Used by tests/test_w2v_parity_scale.py (smallest size that shows a flip) and bench/bench_parity.py
-(200,000 sessions). What it does, for one training run of ``epochs`` epochs:
+Used by tests/test_w2v_parity_scale.py (50,000 sessions) and bench/bench_parity.py (200,000). What it does, for one training run of ``epochs`` epochs:
 
 * builds gensim ``Word2Vec(sg=1, hs=0, workers=1)`` on the corpus as ``str`` tokens (never
-  ``int``: see docs/ALGORITHM.md section 12 on gensim's int-token table) and our
+  ``int``: see docs/ALGORITHM.md section 12.1 on gensim's int-token table) and our
   ``Word2Vec(mode="parity")`` on the same aids, and checks that the vocabulary, counts,
   ``sample_int``, ``cum_table`` and initial vectors are equal;
 * lets gensim's own ``_job_producer`` cut each epoch into jobs (with their learning rates) and
-  checks our schedule (``kernels.parity_jobs``) against it, job by job;
+  checks our schedule (``Word2Vec.parity_jobs``) against it, job by job;
 * trains each job with gensim's own ``train_batch_sg`` and with our parity kernels, and compares
   the ``RandomState`` streams and both weight matrices after every job;
 * at the first job after which the weights differ, re-runs that job on a copy of the weights as
@@ -24,8 +23,9 @@ Used by tests/test_w2v_parity_scale.py (smallest size that shows a flip) and ben
   start from different weights); ``resync=False`` lets the two trajectories run apart and records
   the per-epoch max / mean |difference|.
 
-The replay's own per-job training is checked against ``Word2Vec.train`` (bit for bit) by the
-callers, so what is compared to gensim is the trainer itself.
+Our side trains each job exactly as the trainer does (``Word2Vec.parity_jobs``, then
+``kernels.parity_train_jobs``); tests/test_w2v_parity_scale.py also checks the result against
+``Word2Vec.train`` bit for bit, so what is compared to gensim is the trainer itself.
 """
 from __future__ import annotations
 
@@ -388,7 +388,8 @@ def _diffs(a: Word2Vec, g) -> dict:
 
 def replay(sentences: list[np.ndarray], epochs: int, params: dict | None = None, resync: bool = False,
            progress=None) -> Replay:
-    """Train gensim and our parity mode side by side, job by job (see the module docstring)."""
+    """Train gensim and our parity mode side by side, job by job (see the module docstring).
+    ``progress`` (callable of a str) receives each flip and each epoch's differences."""
     from gensim.models.word2vec_inner import train_batch_sg
 
     params = dict(PARAMS if params is None else params)
