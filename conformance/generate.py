@@ -386,7 +386,6 @@ def _train_case(name: str, epochs: int, sample: float, gensim_mod) -> dict:
     u0 = (rng.standard_normal((V, D)) * 0.3).astype(np.float32)
     model.set_weights(v0, u0)
     s_int, c_tab, e_tab = model.tables()
-    corpus = model.corpus
 
     # Replay of the trainer's parity epoch with the MT19937 draws recorded, so a port can train from
     # the recorded job seeds and reduced windows without reimplementing numpy's RandomState.

@@ -26,9 +26,9 @@ import pytest
 pytest.importorskip("gensim")
 pytest.importorskip("scipy")
 
-import gensim_replay as gr  # noqa: E402  (tests/ is on sys.path)
-from w2v.config import W2VConfig  # noqa: E402
-from w2v.trainer import Word2Vec  # noqa: E402
+import gensim_replay as gr  # tests/ is on sys.path
+from w2v.config import W2VConfig
+from w2v.trainer import Word2Vec
 
 pytestmark = pytest.mark.slow
 N_SESSIONS, N_TEST, MAX_PAIRS = 50_000, 3_000, 20_000
