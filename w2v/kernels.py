@@ -333,7 +333,7 @@ def sgns_pair(w, word, word2, alpha, upd, state, work):
       work = 0
       for d in 0..negative:
         d = 0: target = word, label = 1
-        d > 0: target, state = draw_negative_from(upd.ns, state)
+        d > 0: target, state = draw_negative_from(upd.ns, state)   (``_draw`` on the table arrays)
                (gensim: bisect_left(cum_table, (state >> 16) % cum_table[-1]), one LCG step);
                if target == word: skip this d (no redraw); label = 0
         f_dot = syn0[word2] . syn1neg[target]        (float32)
@@ -353,9 +353,11 @@ def sgns_pair(w, word, word2, alpha, upd, state, work):
     the negative draws are replayed on a copy of the state to prefetch the output rows (the draws
     do not depend on the weights, so neither the random stream nor any update changes).
     """
-    syn0, syn1neg, ns = w.syn0, w.syn1neg, upd.ns
+    syn0, syn1neg = w.syn0, w.syn1neg
     exp_table, clip_edge, compute_loss = upd.sig.exp_table, upd.sig.clip_edge, upd.compute_loss
-    negative = ns.negative
+    # the table arrays are taken out of their tuple once per pair, not once per draw: each
+    # extraction costs a reference-count update, about 10% of fast mode's time if done per draw
+    negative, cum_table, guide, shift, alias = upd.ns.negative, upd.ns.cum_table, upd.ns.guide, upd.ns.shift, upd.ns.alias
     d_len = syn0.shape[1]
     for a in range(d_len):
         work[a] = np.float32(0.0)
@@ -366,14 +368,14 @@ def sgns_pair(w, word, word2, alpha, upd, state, work):
     s_ahead = state
     prefetch_row(syn1neg, word)
     for _ in range(negative):
-        t_ahead, s_ahead = draw_negative_from(ns, s_ahead)
+        t_ahead, s_ahead = _draw(cum_table, guide, shift, alias, s_ahead)
         prefetch_row(syn1neg, t_ahead)
     for d in range(negative + 1):
         if d == 0:
             target = np.int64(word)
             label = np.float32(1.0)
         else:
-            target, state = draw_negative_from(ns, state)
+            target, state = _draw(cum_table, guide, shift, alias, state)
             if target == word:
                 continue
             label = np.float32(0.0)
