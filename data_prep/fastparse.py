@@ -419,12 +419,15 @@ def dedup_scan(status, sess, line0, start, state, keys, vals):
 
 # --------------------------------------------------------------------------- writer kernels
 @njit(cache=True, nogil=True)
-def _ndigits(v):
-    """Decimal digits of a non-negative int64 (1 for 0): comparisons with powers of ten, no division."""
+def ndigits(v):
+    """Decimal digits of a non-negative integer ``v`` (int64 or uint64; 1 for 0).
+
+    Comparisons with powers of ten in uint64, no division; at most 20 (``2**64 - 1``)."""
+    x = np.uint64(v)
     d = 1
-    p = 10
-    while d < 19 and v >= p:
-        p *= 10
+    p = np.uint64(10)
+    while d < 20 and x >= p:
+        p *= np.uint64(10)
         d += 1
     return d
 
@@ -438,12 +441,14 @@ def _put_lit(out, p, lit, m):
 
 
 @njit(cache=True, nogil=True)
-def _put_uint(out, p, v):
-    """Write int64 ``v >= 0`` in decimal (no leading zeros; ``0`` for 0) at ``out[p:]``; return the end.
+def put_uint(out, p, v):
+    """Write ``v >= 0`` (int64 or uint64) in decimal (no leading zeros; ``0`` for 0) at ``out[p:]``.
 
-    The project's one integer-to-ASCII routine (the synthetic generator writes through this module
-    too); unsigned division by 10, so there are no sign fix-ups."""
-    n = _ndigits(v)
+    Returns the end position. The project's one integer-to-ASCII routine: the JSONL writer below,
+    the synthetic generator (through it), the submission CSV writer and the word2vec text writer
+    all format integers here. Unsigned division by 10, so there are no sign fix-ups. ``out`` is a
+    writable uint8 array with room for ``ndigits(v)`` bytes."""
+    n = ndigits(v)
     x = np.uint64(v)
     ten = np.uint64(10)
     q = p + n
@@ -452,6 +457,17 @@ def _put_uint(out, p, v):
         out[q - 1 - i] = np.uint8(48 + (x - y * ten))
         x = y
     return q
+
+
+@njit(cache=True, nogil=True)
+def put_int(out, p, v):
+    """Write int64 ``v`` in decimal at ``out[p:]``, ``-`` first when negative; return the end.
+
+    The magnitude is taken in uint64, so ``-2**63`` is written exactly (at most 20 bytes)."""
+    if v >= 0:
+        return put_uint(out, p, v)
+    out[p] = 45  # '-'
+    return put_uint(out, p + 1, np.uint64(0) - np.uint64(v))
 
 
 @njit(cache=True, nogil=True)
@@ -469,13 +485,13 @@ def export_sizes(session_ids, offsets, aid, ts, typ, s0, r0, r1, sizes):
             sizes[r] = -2
             continue
         sid = session_ids[s]
-        n = 11 + _ndigits(sid) + 11 + 3  # {"session": S ,"events":[ ... ]}\n
+        n = 11 + ndigits(sid) + 11 + 3  # {"session": S ,"events":[ ... ]}\n
         bad = sid < 0
         for j in range(a, b):
             av = np.int64(aid[j])
             tv = ts[j]
             bad |= (av < 0) | (tv < 0) | (typ[j] > 2)
-            n += 7 + _ndigits(av) + 6 + _ndigits(tv) + 9 + _TYPE_LEN[min(typ[j], 2)] + 2
+            n += 7 + ndigits(av) + 6 + ndigits(tv) + 9 + _TYPE_LEN[min(typ[j], 2)] + 2
         n += b - a - 1  # commas between events
         sizes[r] = -1 if bad else n
 
@@ -491,7 +507,7 @@ def export_fill(session_ids, offsets, aid, ts, typ, s0, r0, r1, pos, out):
         s = s0 + r
         p = pos[r]
         p = _put_lit(out, p, _LIT_SESSION, 11)
-        p = _put_uint(out, p, session_ids[s])
+        p = put_uint(out, p, session_ids[s])
         p = _put_lit(out, p, _LIT_EVENTS, 11)
         a, b = offsets[s], offsets[s + 1]
         for j in range(a, b):
@@ -499,9 +515,9 @@ def export_fill(session_ids, offsets, aid, ts, typ, s0, r0, r1, pos, out):
                 out[p] = 44
                 p += 1
             p = _put_lit(out, p, _LIT_AID, 7)
-            p = _put_uint(out, p, np.int64(aid[j]))
+            p = put_uint(out, p, np.int64(aid[j]))
             p = _put_lit(out, p, _LIT_TS, 6)
-            p = _put_uint(out, p, ts[j])
+            p = put_uint(out, p, ts[j])
             p = _put_lit(out, p, _LIT_TYPE, 9)
             c = typ[j]
             m = _TYPE_LEN[c]

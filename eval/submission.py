@@ -16,6 +16,7 @@ import numpy as np
 
 from data_prep.atomic import atomic_file
 from data_prep.dataset import TYPE_NAMES
+from data_prep.fastparse import put_int
 
 HEADER = b"session_type,labels"
 
@@ -59,9 +60,10 @@ def from_predictions(session_ids: np.ndarray, preds: dict[int, np.ndarray]) -> S
 
 # ---------------------------------------------------------------------------------------------
 # Format rows ``{sid}_{type},{a0} {a1} ...\n`` into one byte buffer.
-#   sid int64[R], typ uint8[R] (0..2), offsets int64[R+1], aids int64[N] (all >= 0),
+#   sid int64[R], typ uint8[R] (0..2), offsets int64[R+1], aids int64[N],
 #   names uint8[3, 6] (type names, zero padded), name_len int64[3].
-# Negative session ids are written with a leading '-'. Empty rows end right after the comma.
+# Negative numbers are written with a leading '-' (data_prep.fastparse.put_int). Empty rows end
+# right after the comma.
 # ---------------------------------------------------------------------------------------------
 @nb.njit(cache=True, nogil=True)
 def _format_kernel(sid, typ, offsets, aids, names, name_len):
@@ -69,41 +71,22 @@ def _format_kernel(sid, typ, offsets, aids, names, name_len):
     # worst case: 20 digits + sign per number, 1 separator
     cap = R * (21 + 1 + 6 + 2) + aids.shape[0] * 21 + 1
     out = np.empty(cap, np.uint8)
-    digits = np.empty(24, np.uint8)
     p = 0
     for r in range(R):
-        for pass_ in range(1 + offsets[r + 1] - offsets[r]):
-            if pass_ == 0:
-                v = sid[r]
-            else:
-                v = aids[offsets[r] + pass_ - 1]
-                if pass_ > 1:
-                    out[p] = 32  # ' '
-                    p += 1
-            if v < 0:
-                out[p] = 45  # '-'
+        p = put_int(out, p, sid[r])
+        out[p] = 95  # '_'
+        p += 1
+        t = typ[r]
+        for c in range(name_len[t]):
+            out[p] = names[t, c]
+            p += 1
+        out[p] = 44  # ','
+        p += 1
+        for j in range(offsets[r], offsets[r + 1]):
+            if j > offsets[r]:
+                out[p] = 32  # ' '
                 p += 1
-                v = -v
-            nd = 0
-            if v == 0:
-                digits[0] = 48
-                nd = 1
-            while v > 0:
-                digits[nd] = 48 + v % 10
-                v //= 10
-                nd += 1
-            for d in range(nd - 1, -1, -1):
-                out[p] = digits[d]
-                p += 1
-            if pass_ == 0:
-                out[p] = 95  # '_'
-                p += 1
-                t = typ[r]
-                for c in range(name_len[t]):
-                    out[p] = names[t, c]
-                    p += 1
-                out[p] = 44  # ','
-                p += 1
+            p = put_int(out, p, aids[j])
         out[p] = 10
         p += 1
     return out[:p]

@@ -105,6 +105,16 @@ def test_text_layout_and_binary_layout(tmp_path):
     assert (tmp_path / "t.bin").read_bytes() == expect
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 2 ** 63 - 1), min_size=1, max_size=30, unique=True))
+def test_keys_are_written_as_python_str(tmp_path_factory, keys):
+    tmp = tmp_path_factory.mktemp("keys")
+    vec = np.zeros((len(keys), 1), np.float32)
+    for binary, sep in ((False, b" 0.0\n"), (True, b" " + bytes(4) + b"\n")):
+        ix.write_word2vec(tmp / "k", np.array(keys, np.int64), vec, binary=binary)
+        assert (tmp / "k").read_bytes() == b"%d 1\n" % len(keys) + b"".join(str(k).encode() + sep for k in keys)
+
+
 def test_text_floats_are_numpy_shortest_repr(tmp_path):
     rng = np.random.default_rng(3)
     bits = rng.integers(0, 2 ** 32, 20000, dtype=np.uint64).astype(np.uint32)

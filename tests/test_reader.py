@@ -619,3 +619,26 @@ def test_cli_in_process(tmp_path, monkeypatch, capsys):
             main([cmd, "--help"])
         out = capsys.readouterr().out
         assert exc.value.code == 0 and all(f in out for f in flags), out
+
+
+_INT64 = st.integers(-2 ** 63, 2 ** 63 - 1)
+_INT_EDGES = [0, 1, 9, 10, 99, 100, 10 ** 18 - 1, 10 ** 18, 2 ** 63 - 1, -1, -9, -10, -(2 ** 63 - 1), -2 ** 63]
+
+
+def _formatted(kernel, v) -> bytes:
+    out = np.full(24, 255, np.uint8)
+    end = kernel(out, 1, v)
+    assert (out[0] == 255) and (out[end:] == 255).all()  # writes exactly out[1:end]
+    return out[1:end].tobytes()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_INT64, max_size=20))
+def test_integer_formatting_is_python_str(values):
+    """fastparse.put_int/put_uint, the one integer-to-ASCII routine, write what str() writes."""
+    for v in _INT_EDGES + values:
+        assert _formatted(fp.put_int, np.int64(v)) == str(v).encode()
+        if v >= 0:
+            assert _formatted(fp.put_uint, np.int64(v)) == str(v).encode()
+            assert fp.ndigits(np.int64(v)) == len(str(v))
+    assert _formatted(fp.put_uint, np.uint64(2 ** 64 - 1)) == str(2 ** 64 - 1).encode()

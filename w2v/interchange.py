@@ -34,6 +34,7 @@ from numba import njit, prange
 
 from data_prep import checks
 from data_prep.atomic import atomic_file, check_output
+from data_prep.fastparse import ndigits, put_uint
 from data_prep.npyio import FormatError
 
 from .model_io import Model, load_model, save_model
@@ -79,27 +80,6 @@ _MAX_KEY_CHARS = 21     # 19 digits, separator, newline
 # --------------------------------------------------------------------------------------------
 # Kernels
 # --------------------------------------------------------------------------------------------
-
-# Write the decimal digits of c (uint64; exactly nd digits, leading zeros when c has fewer) into
-# out[p:p+nd]; returns p + nd. out: uint8[:], writable.
-@njit(cache=True, nogil=True)
-def _put_digits(out, p, c, nd):
-    ten = np.uint64(10)
-    for i in range(nd):
-        out[p + nd - 1 - i] = np.uint8(48 + c % ten)
-        c //= ten
-    return p + nd
-
-
-# Number of decimal digits of c (uint64), 1 for c = 0.
-@njit(cache=True, nogil=True)
-def _n_digits(c):
-    nd = 1
-    while c >= np.uint64(10):
-        c //= np.uint64(10)
-        nd += 1
-    return nd
-
 
 # The best p-significant-digit decimal c * 10**k (k = E - p + 1) that reads back as the float32
 # with magnitude a (float64), biased-exponent-free mantissa bits frac and half-gaps hg_lo/hg_hi;
@@ -224,12 +204,12 @@ def _put_float32(out, p, bits, pow10):
     while m % np.uint64(10) == 0:
         m //= np.uint64(10)
         k += 1
-    nd = _n_digits(m)
+    nd = ndigits(m)
     e10 = k + nd - 1
     if 1e-4 <= a < 1e6:
         if e10 >= 0:
             if nd <= e10 + 1:
-                p = _put_digits(out, p, m, nd)
+                p = put_uint(out, p, m)
                 for _ in range(e10 + 1 - nd):
                     out[p] = 48
                     p += 1
@@ -237,7 +217,7 @@ def _put_float32(out, p, bits, pow10):
                 out[p + 1] = 48
                 return p + 2
             # digits split by the decimal point: write them, then shift the tail right by one
-            end = _put_digits(out, p, m, nd)
+            end = put_uint(out, p, m)
             dot = p + e10 + 1
             for t in range(end, dot, -1):
                 out[t] = out[t - 1]
@@ -249,21 +229,24 @@ def _put_float32(out, p, bits, pow10):
         for _ in range(-e10 - 1):
             out[p] = 48
             p += 1
-        return _put_digits(out, p, m, nd)
+        return put_uint(out, p, m)
     # scientific: d[.ddd]e(+|-)XX -- digits written one byte to the right, then the first moved
     # in front of the decimal point
     if nd == 1:
-        p = _put_digits(out, p, m, 1)
+        p = put_uint(out, p, m)
     else:
-        end = _put_digits(out, p + 1, m, nd)
+        end = put_uint(out, p + 1, m)
         out[p] = out[p + 1]
         out[p + 1] = 46
         p = end
     out[p] = 101
     out[p + 1] = 45 if e10 < 0 else 43
     p += 2
-    ae = np.uint64(-e10 if e10 < 0 else e10)
-    return _put_digits(out, p, ae, max(2, _n_digits(ae)))
+    ae = -e10 if e10 < 0 else e10
+    if ae < 10:  # at least two exponent digits
+        out[p] = 48
+        p += 1
+    return put_uint(out, p, ae)
 
 
 # Encode rows as word2vec records.
@@ -278,8 +261,7 @@ def _encode_rows(keys, bits, binary, stride, out, lens, pow10):
     n, D = bits.shape
     for i in prange(n):
         p0 = i * stride
-        c = np.uint64(keys[i])
-        p = _put_digits(out, p0, c, _n_digits(c))
+        p = put_uint(out, p0, keys[i])
         if binary:
             out[p] = 32
             p += 1
