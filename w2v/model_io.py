@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +85,6 @@ class Model:
     neighbors: np.ndarray | None = None
     neighbor_scores: np.ndarray | None = None
     index_meta: dict | None = None
-    _row_of: dict | None = field(default=None, repr=False)
 
     @property
     def vocab_size(self) -> int:
