@@ -80,10 +80,9 @@ def tune_blend(work: Path, sessions: int = 200_000, seed: int = 1, split_seed: i
     from w2v.model_io import load_model
     model = load_model(work / "model")
     graphs = R.build_covisit_set(r.train, R.CovisitParams())
-    nbg, _ = R.w2v_graph(model, np.asarray(r.test_full.aid), 20)
     rows = ["| recommender | w2v_coef | clicks | carts | orders | total |", "|---|---|---|---|---|---|"]
     recs = [("covisit", None, R.make("covisit", covisit_graphs=graphs))]
-    recs += [("blend", c, R.BlendRec(graphs=graphs, w2v=nbg, w2v_coef=c)) for c in coefs]
+    recs += [("blend", c, R.BlendRec(graphs=graphs, w2v_coef=c)) for c in coefs]
     for name, c, rec in recs:
         s = score(r.labels, from_predictions(r.test.session_ids, rec.fit(r.train, model).predict(r.test, 20)))
         rows.append(f"| {name} | {'' if c is None else c} | {s['clicks']:.4f} | {s['carts']:.4f} | {s['orders']:.4f} | {s['total']:.4f} |")

@@ -124,20 +124,22 @@ def bench_format(n_sessions: int, threads: int) -> dict:
 # --------------------------------------------------------------------------- full-size statistics in memory
 def full_stats(threads: int, batch: int = 262_144) -> tuple[dict, float]:
     from data_prep import stats, synth
+    from data_prep.progress import Progress
     t0 = time.perf_counter()
     n_items = synth.default_items(FULL_SESSIONS)
     cat = synth.build_catalog(n_items, 0, threads=threads)
     lens = np.empty(FULL_SESSIONS, dtype=np.int64)
     counts = np.zeros(n_items, dtype=np.int64)
     types = np.zeros(3, dtype=np.int64)
+    progress = Progress("full-stats", FULL_SESSIONS, unit="sessions")
     for first in range(0, FULL_SESSIONS, batch):
         nb = min(batch, FULL_SESSIONS - first)
         offsets, aid, ts, typ, item, *_ = synth.generate_batch(cat, first, nb, FULL_SESSIONS, 0, threads=threads)
         lens[first:first + nb] = np.diff(offsets)
         counts += np.bincount(aid, minlength=n_items)
         types += np.bincount(typ, minlength=3)
-        print(f"full-stats: {first + nb:,}/{FULL_SESSIONS:,}", file=sys.stderr, end="\r")
-    print(file=sys.stderr)
+        progress.report(first + nb)
+    progress.close()
     per_item = counts[counts > 0]
     st = {"sessions": FULL_SESSIONS, "items": int(per_item.size), "events": int(lens.sum()),
           "clicks": int(types[0]), "carts": int(types[1]), "orders": int(types[2]),
