@@ -16,6 +16,8 @@ through the context managers here:
   running, and which no process holds an ``flock`` on (every writer locks its temporary), is
   stale. If such a run died between the two renames of the fallback swap, the old
   output is put back first.
+* Scratch space for intermediate files (:func:`scratch_directory`) uses the same temporary
+  names, locks and stale-cleaning, so a killed run's scratch is removed by the next run too.
 * Files and directories are created with mode ``0666``/``0777`` minus the process umask, as
   ``open``/``mkdir`` would make them (a group-readable umask gives a group-readable model).
 * A write that fails for lack of space (``ENOSPC``, ``EDQUOT``, a short write) or over the file
@@ -31,6 +33,7 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 
 try:
     import fcntl
@@ -40,7 +43,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 __all__ = ["OutputPathError", "OutputWriteError", "atomic_directory", "atomic_file", "atomic_files",
-           "check_output", "clean_stale_siblings", "named_write_errors"]
+           "check_output", "clean_stale_siblings", "named_write_errors", "scratch_directory"]
 
 
 class OutputPathError(ValueError):
@@ -351,3 +354,30 @@ def atomic_files(directory: str | os.PathLike, names: Iterable[str], *,
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def scratch_directory(beside: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty directory for intermediate files; it is removed when the block ends.
+
+    It is made beside ``beside`` (the same file system, e.g. next to the input it is derived
+    from) as a locked temporary sibling ``.<name>.tmp-<pid>-<8 hex>``, after cleaning that path's
+    stale temporaries: a run killed inside the block leaves a sibling that the next run using the
+    same ``beside``, or writing an output there, removes. When that directory cannot be written,
+    the system temporary directory is used the same way.
+    """
+    beside = Path(beside)
+    targets = (beside, Path(tempfile.gettempdir()) / beside.name)
+    for i, target in enumerate(targets):
+        try:
+            clean_stale_siblings(target)
+            lock, tmp = _make_dir(target)
+            break
+        except OSError:
+            if i == len(targets) - 1:
+                raise
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
+        os.close(lock)

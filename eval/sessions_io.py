@@ -7,13 +7,12 @@ input is reported by the reader, naming the file and line.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from data_prep import reader
+from data_prep.atomic import scratch_directory
 from data_prep.dataset import Dataset
 
 
@@ -27,15 +26,11 @@ def read_sessions(path: str | os.PathLike) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise OSError(f"{path}: no such file")
-    try:  # beside the input (same disk), else the system temporary directory
-        tmp = Path(tempfile.mkdtemp(prefix=".otto-eval-read-", dir=path.parent))
-    except OSError:
-        tmp = Path(tempfile.mkdtemp(prefix="otto-eval-read-"))
-    try:
+    # the columnar copy goes in scratch space beside the input (same disk, else the system
+    # temporary directory); a killed run's copy is removed by the next read of the same file
+    with scratch_directory(path) as tmp:
         reader.convert(path, tmp / "ds", quiet=True)
         return _in_memory(Dataset.open(tmp / "ds"))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_sessions(ds: Dataset, path: str | os.PathLike) -> None:

@@ -431,6 +431,58 @@ def test_sigkill_mid_write_then_next_run_cleans(tmp_path):
     assert os.listdir(tmp_path) == ["out"]
 
 
+_SESSIONS_JSONL = (b'{"session":7,"events":[{"aid":5,"ts":1,"type":"clicks"},{"aid":6,"ts":2,"type":"orders"}]}\n'
+                   b'{"session":9,"events":[{"aid":5,"ts":3,"type":"carts"}]}\n')
+
+
+def test_sigkill_while_reading_sessions_then_next_read_cleans(tmp_path):
+    """otto-eval's session reader keeps its columnar copy in atomic.py's scratch space: a killed
+    read leaves a stale temporary beside the input that the next read of that file removes."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(_SESSIONS_JSONL)
+    code = ("import sys, time\n"
+            "from data_prep import reader\n"
+            "from eval.sessions_io import read_sessions\n"
+            "convert = reader.convert\n"
+            "def stall(*a, **k):\n"
+            "    convert(*a, **k)\n"
+            "    print('converted', flush=True)\n"
+            "    time.sleep(60)\n"
+            "reader.convert = stall\n"
+            f"read_sessions({str(src)!r})\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         cwd=Path(__file__).parent.parent)
+    try:
+        assert p.stdout.readline().strip() == "converted"
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+    left = [n for n in os.listdir(tmp_path) if n != "in.jsonl"]
+    assert len(left) == 1 and left[0].startswith(f".in.jsonl.tmp-{p.pid}-")  # SIGKILL runs no cleanup
+    assert (tmp_path / left[0] / "ds" / "aid.npy").exists()
+    from eval.sessions_io import read_sessions
+    ds = read_sessions(src)
+    assert ds.session_ids.tolist() == [7, 9] and np.asarray(ds.aid).tolist() == [5, 6, 5]
+    assert os.listdir(tmp_path) == ["in.jsonl"]
+
+
+def test_scratch_directory_falls_back_to_the_system_temporary_directory(tmp_path, monkeypatch):
+    make_dir = atomic._make_dir
+    tried = []
+
+    def refuse_beside(target):
+        tried.append(target)
+        if target.parent == tmp_path:
+            raise PermissionError(13, "read-only", str(target.parent))
+        return make_dir(target)
+
+    monkeypatch.setattr(atomic, "_make_dir", refuse_beside)
+    with atomic.scratch_directory(tmp_path / "in.jsonl") as tmp:
+        assert tmp.parent != tmp_path and tmp.name.startswith(".in.jsonl.tmp-") and not any(tmp.iterdir())
+        (tmp / "x").write_text("x")
+    assert not tmp.exists() and len(tried) == 2 and os.listdir(tmp_path) == []
+
+
 # ------------------------------------------------------------------------------ inputs are sacred
 def test_check_output_refuses_overlap(tmp_path):
     (tmp_path / "d").mkdir()
