@@ -54,7 +54,8 @@ def build_parser() -> ArgumentParser:
         prog=PROG,
         description="Serve item and session recommendations from a model directory over HTTP/1.1 "
                     "(GET /api/v1/popular, GET /api/v1/recommendations/<aid>, POST /api/v1/recommendations, "
-                    "/healthz, /readyz, /metrics, /openapi.json). SIGHUP reloads the model; SIGTERM drains and exits.")
+                    "/healthz, /readyz, /metrics, /openapi.json), and an explorer page at / to browse them in a "
+                    "web browser. SIGHUP reloads the model; SIGTERM drains and exits.")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory written by otto-train (memory-mapped read-only)")
     g = p.add_argument_group("network")
     g.add_argument("--host", default="127.0.0.1",
@@ -141,7 +142,8 @@ def _serve_one(args) -> int:
     rec = server.recommender
     if args.ready_fd is None:
         print(f"{PROG}: listening on {server.url} (model {rec.path}: {rec.vocab_size} x {rec.vector_size}, "
-              f"table k={rec.table_k}, {args.threads} threads, pid {os.getpid()})", flush=True)
+              f"table k={rec.table_k}, {args.threads} threads, pid {os.getpid()}); explorer page {server.url}/",
+              flush=True)
         if args.print_examples:
             print(examples(server.url, rec), flush=True)
     else:

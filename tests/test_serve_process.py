@@ -35,6 +35,7 @@ def start(args, timeout=120):
     if not m:
         p.kill()
         raise AssertionError(f"no 'listening on' line: {line!r} {p.stderr.read()}")
+    p.listening_line = line
     return p, int(m.group(1))
 
 
@@ -56,6 +57,7 @@ def model_dir(tmp_path_factory):
 def test_help_and_one_line_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "serve", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
+    assert "explorer page at /" in " ".join(r.stdout.split())
     for flag in ("--host", "--port", "--threads", "--workers", "--max-connections", "--idle-timeout",
                  "--request-timeout", "--send-timeout", "--send-buffer", "--max-body", "--max-session-events",
                  "--access-log", "--quiet", "--decay"):
@@ -146,6 +148,7 @@ def test_sigterm_drains_request_in_flight(model_dir):
 
 def test_ctrl_c_exits_cleanly(model_dir):
     p, port = start([model_dir])
+    assert p.listening_line.rstrip().endswith(f"; explorer page http://127.0.0.1:{port}/")
     assert call(port, "GET", "/healthz")[0] == 200
     code, err = stop(p, signal.SIGINT)
     assert code == 0 and "Traceback" not in err
