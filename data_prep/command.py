@@ -1,7 +1,8 @@
 """The one way every ``otto-*`` CLI parses its arguments, runs a command and reports errors.
 
 Error style, the same for every command: one line on stderr, ``PROG: error: --flag: reason`` for
-a bad argument (exit status 2, no usage dump: ``PROG --help`` shows the usage) and
+a bad argument, an output path that overlaps an input included (exit status 2, no usage dump:
+``PROG --help`` shows the usage) and
 ``PROG: error: reason`` naming the file, line or field for a failure while working (exit
 status 1). ``PROG`` is the command as typed, e.g. ``otto-eval run``.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+
+from .atomic import OutputPathError
 
 
 class UsageError(ValueError):
@@ -39,8 +42,9 @@ class ArgumentParser(argparse.ArgumentParser):
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse ``argv`` and run the chosen subcommand's ``func``; the one error policy of every CLI.
 
-    ``UsageError`` (a bad argument found after parsing) exits with status 2 (``SystemExit``, as
-    argparse does for the errors it finds); other user errors (``ValueError``/``OSError``, whose
+    ``UsageError`` (a bad argument found after parsing) and ``OutputPathError`` (an output path
+    that is, contains or lies inside an input) exit with status 2 (``SystemExit``, as argparse does
+    for the errors it finds); other user errors (``ValueError``/``OSError``, whose
     messages name the file, line or field) return 1; both print one line
     ``PROG COMMAND: error: ...``. Ctrl-C returns 130. Outputs are written atomically, so
     none of these leaves anything half-written behind.
@@ -52,7 +56,7 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; no output was left behind", file=sys.stderr)
         return 130
-    except UsageError as exc:
+    except (UsageError, OutputPathError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except (ValueError, OSError) as exc:

@@ -1,5 +1,5 @@
-"""Hostile command lines: inputs are never destroyed, a bad file is one line and exit 1 in every
-CLI, a failed write keeps the old output (see tests/HOSTILE.md, "Files and CLIs").
+"""Hostile command lines: inputs are never destroyed (an output over an input is a usage error,
+exit 2), a bad file is one line and exit 1 in every CLI, a failed write keeps the old output (see tests/HOSTILE.md, "Files and CLIs").
 
 Most commands run in-process through their ``main`` (an escaping exception, i.e. a traceback,
 fails the test); the ones that need a process of their own (a file size limit, a server start)
@@ -44,6 +44,14 @@ def _fails(rc: int, capsys, *needles: str) -> str:
     return lines[0]
 
 
+def _refused(main, argv: list[str], capsys, *needles: str) -> str:
+    """An output path that overlaps an input is a usage error: one line, exit status 2."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    return _fails(1, capsys, *needles)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A converted sample dataset, its split, and a model on its train aids with a neighbour table."""
@@ -74,19 +82,19 @@ def test_convert_into_the_directory_holding_the_input(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     shutil.copy(SAMPLE, tmp_path / "d" / "in.jsonl")
     before = _digest(tmp_path / "d")
-    _fails(prep(["convert", str(tmp_path / "d" / "in.jsonl"), str(tmp_path / "d"), "--overwrite", "--quiet"]),
-           capsys, "contains the input")
+    _refused(prep, ["convert", str(tmp_path / "d" / "in.jsonl"), str(tmp_path / "d"), "--overwrite", "--quiet"],
+             capsys, "otto-prep convert: error: ", "contains the input")
     assert _digest(tmp_path / "d") == before
 
 
 def test_convert_onto_the_input_file(tmp_path, capsys):
     shutil.copy(SAMPLE, tmp_path / "x.jsonl")
-    _fails(prep(["convert", str(tmp_path / "x.jsonl"), str(tmp_path / "x.jsonl"), "--overwrite", "--quiet"]),
-           capsys, "is the input")
+    _refused(prep, ["convert", str(tmp_path / "x.jsonl"), str(tmp_path / "x.jsonl"), "--overwrite", "--quiet"],
+             capsys, "is the input")
     assert (tmp_path / "x.jsonl").is_file() and (tmp_path / "x.jsonl").read_bytes() == SAMPLE.read_bytes()
     (tmp_path / "alias").symlink_to(tmp_path / "x.jsonl")
-    _fails(prep(["convert", str(tmp_path / "alias"), str(tmp_path / "x.jsonl"), "--overwrite", "--quiet"]),
-           capsys, "is the input")
+    _refused(prep, ["convert", str(tmp_path / "alias"), str(tmp_path / "x.jsonl"), "--overwrite", "--quiet"],
+             capsys, "is the input")
     assert (tmp_path / "x.jsonl").read_bytes() == SAMPLE.read_bytes()
 
 
@@ -98,7 +106,7 @@ def test_convert_onto_the_input_file(tmp_path, capsys):
 ])
 def test_otto_train_never_writes_over_its_input(bad, capsys, argv, needle):
     before = {"ds": _digest(bad / "ds"), "model": _digest(bad / "model")}
-    _fails(train([a.format(ds=bad / "ds", model=bad / "model") for a in argv]), capsys, needle)
+    _refused(train, [a.format(ds=bad / "ds", model=bad / "model") for a in argv], capsys, needle)
     assert {"ds": _digest(bad / "ds"), "model": _digest(bad / "model")} == before
 
 
@@ -113,16 +121,16 @@ def test_otto_train_never_writes_over_its_input(bad, capsys, argv, needle):
 ])
 def test_otto_eval_never_writes_over_its_input(bad, capsys, argv, needle):
     before = {n: _digest(bad / n) for n in ("ds", "model", "test.jsonl")}
-    _fails(evaluate([a.format(ds=bad / "ds", model=bad / "model", test=bad / "test.jsonl") for a in argv]),
-           capsys, needle)
+    _refused(evaluate, [a.format(ds=bad / "ds", model=bad / "model", test=bad / "test.jsonl") for a in argv],
+             capsys, needle)
     assert {n: _digest(bad / n) for n in ("ds", "model", "test.jsonl")} == before
 
 
 def test_prep_export_and_plot_never_write_into_the_dataset(bad, capsys):
     before = _digest(bad / "ds")
-    _fails(prep(["export", str(bad / "ds"), str(bad / "ds" / "aid.npy"), "--quiet"]), capsys, "lies inside the input")
+    _refused(prep, ["export", str(bad / "ds"), str(bad / "ds" / "aid.npy"), "--quiet"], capsys, "lies inside the input")
     pytest.importorskip("matplotlib")
-    _fails(prep(["stats", str(bad / "ds"), "--plot", str(bad / "ds" / "ts.npy")]), capsys, "lies inside the input")
+    _refused(prep, ["stats", str(bad / "ds"), "--plot", str(bad / "ds" / "ts.npy")], capsys, "lies inside the input")
     assert _digest(bad / "ds") == before
 
 
