@@ -60,6 +60,21 @@ class Labels:
         return out
 
 
+# Sort a[lo:hi] ascending and move its distinct values to the front, in place; return the end of
+# the distinct run (lo + the number of distinct values; hi when hi - lo <= 1).
+@nb.njit(cache=True, nogil=True)
+def _sort_unique(a, lo, hi):
+    if hi - lo <= 1:
+        return hi
+    a[lo:hi] = np.sort(a[lo:hi])
+    w = lo + 1
+    for r in range(lo + 1, hi):
+        if a[r] != a[w - 1]:
+            a[w] = a[r]
+            w += 1
+    return w
+
+
 # ---------------------------------------------------------------------------------------------
 # Labels of cut sessions.
 #   offsets int64[S+1], aid int32/int64[E], type uint8[E]: the FULL test sessions (CSR)
@@ -101,23 +116,8 @@ def _labels_kernel(offsets, aid, type_, cut):
             else:
                 orders[po] = aid[j]
                 po += 1
-        # sort + dedupe in place
-        if pc - c0 > 1:
-            carts[c0:pc] = np.sort(carts[c0:pc])
-            w = c0 + 1
-            for r in range(c0 + 1, pc):
-                if carts[r] != carts[w - 1]:
-                    carts[w] = carts[r]
-                    w += 1
-            pc = w
-        if po - o0 > 1:
-            orders[o0:po] = np.sort(orders[o0:po])
-            w = o0 + 1
-            for r in range(o0 + 1, po):
-                if orders[r] != orders[w - 1]:
-                    orders[w] = orders[r]
-                    w += 1
-            po = w
+        pc = _sort_unique(carts, c0, pc)
+        po = _sort_unique(orders, o0, po)
         cart_off[i + 1] = pc
         order_off[i + 1] = po
     return clicks, cart_off, carts[:pc].copy(), order_off, orders[:po].copy()
