@@ -64,26 +64,26 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         return 1
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts and sizes: an integer >= 1 (``64_000`` and ``0x100`` accepted)."""
+def _int_from(text: str, lo: int, expected: str) -> int:
+    """``text`` as an integer >= ``lo`` (``64_000`` and ``0x100`` accepted), else an argparse
+    error ``expected <expected>, got ...``."""
     try:
         value = int(text.replace("_", ""), 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < lo:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts and sizes: an integer >= 1 (``64_000`` and ``0x100`` accepted)."""
+    return _int_from(text, 1, "a positive integer")
 
 
 def int_at_least(lo: int):
     """argparse type: an integer >= ``lo``."""
     def parse(text: str) -> int:
-        try:
-            value = int(text.replace("_", ""), 0)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {value}")
-        return value
+        return _int_from(text, lo, f"an integer >= {lo}")
     parse.__name__ = f"int_at_least_{lo}"
     return parse
