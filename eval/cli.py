@@ -109,6 +109,7 @@ def _cmd_pairs(args) -> int:
     import tempfile
     from pathlib import Path
 
+    from data_prep.atomic import scratch_directory
     from w2v.trainer import config_from_flags
 
     from . import recommenders as R
@@ -123,12 +124,13 @@ def _cmd_pairs(args) -> int:
     if ps.stats["test_pairs"] == 0:
         raise ValueError(f"{args.dataset}: no test pair: {ps.stats['eligible_sessions']} sessions have at least "
                          f"{pp.min_len} events of types {pp.types}")
-    with tempfile.TemporaryDirectory() as tmp:
+    # the model trained here is scratch: a killed run's copy is removed by the next pairs run
+    with scratch_directory(Path(tempfile.gettempdir()) / "otto-eval-pairs") as tmp:
         if args.model:
             from w2v.model_io import load_model
             model = load_model(args.model)
         else:
-            model = train_model(ps.train, Path(tmp) / "m", w2v, args.quiet)
+            model = train_model(ps.train, tmp / "m", w2v, args.quiet)
         out = {"split": ps.stats, "results": {}}
         for name in ("random", "popular", "covisit", "w2v-item"):
             rec = R.make(name, seed=args.seed).fit(ps.train, model)

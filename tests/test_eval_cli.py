@@ -196,3 +196,25 @@ def test_run_trains_with_otto_train_defaults():
     assert config_from_flags(run, seed=1) == config_from_flags(train) == W2VConfig(seed=1)
     run = build_parser().parse_args(["run", "D", "O", "--vector-size", "16", "--min-count", "2", "--seed", "7"])
     assert config_from_flags(run, seed=run.seed) == W2VConfig(vector_size=16, min_count=2, seed=7)
+
+
+def test_pairs_trains_in_scratch_space_and_leaves_none(sample_split, tmp_path, monkeypatch, capsys):
+    """The pair protocol's model is scratch (data_prep.atomic.scratch_directory in the system
+    temporary directory): removed afterwards, and a killed run's copy is removed by the next run."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp / f".otto-eval-pairs.tmp-{dead.pid}-0badc0de"
+    (stale / "m").mkdir(parents=True)
+    capsys.readouterr()
+    assert main(["pairs", str(sample_split / "ds"), "--types", "clicks", "--min-len", "2", "--test-size", "0.3",
+                 "--valid-size", "0.3", "--epochs", "1", "--vector-size", "8", "--workers", "1", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["results"]) == {"random", "popular", "covisit", "w2v-item"} and out["split"]["test_pairs"] > 0
+    assert os.listdir(tmp) == []
