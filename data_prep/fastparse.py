@@ -87,6 +87,35 @@ def _uint(buf, p, end, max_digits):
     return v, q
 
 
+_INT64_MAX_DIV10 = np.uint64(922337203685477580)  # (2**63 - 1) // 10
+
+
+@njit(cache=True, nogil=True)
+def parse_uint(buf, p, end):
+    """Parse the decimal digits at ``buf[p:end]`` (all of them) as an int64: ``(value, q)``, ``q``
+    the position of the first non-digit (or ``end``); ``q = -1`` when there is no digit or the
+    value exceeds ``2**63 - 1``.
+
+    The project's one general integer parser (submission CSV, word2vec keys); leading zeros are
+    allowed, canonical-form rules are the caller's. The JSONL fast path uses ``_uint`` above,
+    whose digit limit sends long numbers to the ``json.loads`` fallback."""
+    q = p
+    v = np.uint64(0)
+    over = False
+    while q < end:
+        d = np.int64(buf[q]) - 48
+        if d < 0 or d > 9:
+            break
+        if v > _INT64_MAX_DIV10 or (v == _INT64_MAX_DIV10 and d > 7):
+            over = True
+        else:
+            v = v * np.uint64(10) + np.uint64(d)
+        q += 1
+    if q == p or over:
+        return np.int64(0), -1
+    return np.int64(v), q
+
+
 @njit(cache=True, nogil=True)
 def _parse_line(buf, p, end, ev, ev_aid, ev_ts, ev_type):
     """Fast-path parse of the line starting at ``p`` (no later than chunk end ``end``).

@@ -16,7 +16,7 @@ import numpy as np
 
 from data_prep.atomic import atomic_file
 from data_prep.dataset import TYPE_NAMES
-from data_prep.fastparse import put_int
+from data_prep.fastparse import parse_uint, put_int
 
 HEADER = b"session_type,labels"
 
@@ -116,7 +116,7 @@ def write_submission(sub: Submission, path: str | os.PathLike) -> None:
 # ---------------------------------------------------------------------------------------------
 # Parse the body (everything after the header line) of a submission CSV.
 #   buf uint8[B]. Rows: optional '-' + digits, '_', one of clicks|carts|orders, ',', then aids
-#   separated by single or repeated spaces; '\r' before '\n' tolerated; blank lines skipped.
+#   separated by single or repeated spaces (numbers fit int64: data_prep.fastparse.parse_uint); '\r' before '\n' tolerated; blank lines skipped.
 # Returns (sid int64[R], typ uint8[R], offsets int64[R+1], aids int64[N], err_line, err_code):
 #   err_line = -1 on success, else the 0-based body line of the first error and err_code
 #   1 bad session id, 2 missing '_', 3 unknown type, 4 missing ',', 5 bad aid.
@@ -156,12 +156,9 @@ def _parse_kernel(buf):
         if buf[p] == 45:
             neg = True
             p += 1
-        if p >= e or buf[p] < 48 or buf[p] > 57:
+        v, p = parse_uint(buf, p, e)
+        if p < 0:
             return sid[:r], typ[:r], offsets[:r + 1], aids[:na], line, 1
-        v = 0
-        while p < e and 48 <= buf[p] <= 57:
-            v = v * 10 + (buf[p] - 48)
-            p += 1
         if p >= e or buf[p] != 95:
             return sid[:r], typ[:r], offsets[:r + 1], aids[:na], line, 2
         p += 1
@@ -185,12 +182,9 @@ def _parse_kernel(buf):
             if buf[p] == 32:
                 p += 1
                 continue
-            if buf[p] < 48 or buf[p] > 57:
+            a, p = parse_uint(buf, p, e)
+            if p < 0:
                 return sid[:r], typ[:r], offsets[:r + 1], aids[:na], line, 5
-            a = 0
-            while p < e and 48 <= buf[p] <= 57:
-                a = a * 10 + (buf[p] - 48)
-                p += 1
             if p < e and buf[p] != 32:
                 return sid[:r], typ[:r], offsets[:r + 1], aids[:na], line, 5
             aids[na] = a
@@ -206,7 +200,7 @@ def _parse_kernel(buf):
 
 _ERRORS = {1: "bad session id", 2: "missing '_' between session and type",
            3: "unknown type (expected clicks, carts or orders)", 4: "missing ',' after the type",
-           5: "bad aid (expected non-negative integers separated by spaces)"}
+           5: "bad aid (expected non-negative integers below 2**63 separated by spaces)"}
 
 
 def read_submission(path: str | os.PathLike) -> Submission:

@@ -148,6 +148,24 @@ def test_submission_bytes_are_the_python_formatting(tmp_path_factory, rows):
     assert path.read_bytes() == b"session_type,labels\n" + expect.encode()
 
 
+def test_submission_numbers_must_fit_int64(tmp_path):
+    """Numbers are parsed by data_prep.fastparse.parse_uint: the int64 range round-trips, anything
+    larger is a bad line (it used to wrap around silently)."""
+    big = 2 ** 63 - 1
+    sub = Submission(np.array([big, -big, 0], np.int64), np.array([0, 1, 2], np.uint8),
+                     np.array([0, 2, 2, 3], np.int64), np.array([big, 0, 10 ** 18], np.int64))
+    write_submission(sub, tmp_path / "s.csv")
+    back = read_submission(tmp_path / "s.csv")
+    for f in ("session_ids", "types", "offsets", "aids"):
+        np.testing.assert_array_equal(getattr(back, f), getattr(sub, f))
+    p = tmp_path / "bad.csv"
+    for body, what in ((f"3_clicks,1 {big + 1}\n", r":2: bad aid"), ("3_clicks,1 " + "9" * 25 + "\n", r":2: bad aid"),
+                       (f"{big + 1}_clicks,1\n", r":2: bad session id")):
+        p.write_text("session_type,labels\n" + body)
+        with pytest.raises(SubmissionError, match=what):
+            read_submission(p)
+
+
 def test_submission_reader_tolerates_crlf_and_reports_bad_lines(tmp_path):
     p = tmp_path / "s.csv"
     p.write_bytes(b"session_type,labels\r\n3_orders,1  2\r\n\r\n4_carts,\r\n")

@@ -635,10 +635,15 @@ def _formatted(kernel, v) -> bytes:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(_INT64, max_size=20))
 def test_integer_formatting_is_python_str(values):
-    """fastparse.put_int/put_uint, the one integer-to-ASCII routine, write what str() writes."""
+    """fastparse.put_int/put_uint, the one integer-to-ASCII routine, write what str() writes;
+    parse_uint reads it back and refuses what does not fit int64."""
     for v in _INT_EDGES + values:
         assert _formatted(fp.put_int, np.int64(v)) == str(v).encode()
         if v >= 0:
             assert _formatted(fp.put_uint, np.int64(v)) == str(v).encode()
             assert fp.ndigits(np.int64(v)) == len(str(v))
     assert _formatted(fp.put_uint, np.uint64(2 ** 64 - 1)) == str(2 ** 64 - 1).encode()
+    for v in [x for x in _INT_EDGES + values if x >= 0] + [2 ** 63, 10 ** 19, 10 ** 30]:
+        text = np.frombuffer(b"00" + str(v).encode() + b"_", np.uint8)  # leading zeros are allowed
+        assert fp.parse_uint(text, 0, text.size) == ((v, text.size - 1) if v < 2 ** 63 else (0, -1))
+    assert fp.parse_uint(np.frombuffer(b"_1", np.uint8), 0, 2) == (0, -1)

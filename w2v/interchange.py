@@ -34,7 +34,7 @@ from numba import njit, prange
 
 from data_prep import checks
 from data_prep.atomic import atomic_file, check_output
-from data_prep.fastparse import ndigits, put_uint
+from data_prep.fastparse import ndigits, parse_uint, put_uint
 from data_prep.npyio import FormatError
 
 from .model_io import Model, load_model, save_model
@@ -300,15 +300,8 @@ def _parse_key(buf, s, e):
     n = e - s
     if n <= 0 or n > 19 or (n > 1 and buf[s] == 48):
         return False, np.int64(0)
-    v = np.uint64(0)
-    for i in range(s, e):
-        d = buf[i] - 48
-        if d < 0 or d > 9:
-            return False, np.int64(0)
-        v = v * np.uint64(10) + np.uint64(d)
-    if v > np.uint64(9223372036854775807):
-        return False, np.int64(0)
-    return True, np.int64(v)
+    v, q = parse_uint(buf, s, e)
+    return q == e, v
 
 
 @njit(cache=True, nogil=True)
