@@ -87,10 +87,7 @@ def _uint(buf, p, end, max_digits):
     return v, q
 
 
-_INT64_MAX_DIV10 = np.uint64(922337203685477580)  # (2**63 - 1) // 10
-
-
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def parse_uint(buf, p, end):
     """Parse the decimal digits at ``buf[p:end]`` (all of them) as an int64: ``(value, q)``, ``q``
     the position of the first non-digit (or ``end``); ``q = -1`` when there is no digit or the
@@ -101,18 +98,20 @@ def parse_uint(buf, p, end):
     whose digit limit sends long numbers to the ``json.loads`` fallback."""
     q = p
     v = np.uint64(0)
-    over = False
     while q < end:
-        d = np.int64(buf[q]) - 48
-        if d < 0 or d > 9:
+        c = buf[q]
+        if c < 48 or c > 57:
             break
-        if v > _INT64_MAX_DIV10 or (v == _INT64_MAX_DIV10 and d > 7):
-            over = True
-        else:
-            v = v * np.uint64(10) + np.uint64(d)
+        v = v * np.uint64(10) + np.uint64(c - 48)
         q += 1
-    if q == p or over:
+    if q == p:
         return np.int64(0), -1
+    if q - p >= 19:  # rare: count the significant digits (19 fit uint64, so one comparison settles int64)
+        s = p
+        while s < q - 1 and buf[s] == 48:
+            s += 1
+        if q - s > 19 or (q - s == 19 and v > np.uint64(9223372036854775807)):
+            return np.int64(0), -1
     return np.int64(v), q
 
 
@@ -447,7 +446,7 @@ def dedup_scan(status, sess, line0, start, state, keys, vals):
 
 
 # --------------------------------------------------------------------------- writer kernels
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def ndigits(v):
     """Decimal digits of a non-negative integer ``v`` (int64 or uint64; 1 for 0).
 
@@ -469,7 +468,7 @@ def _put_lit(out, p, lit, m):
     return p + m
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def put_uint(out, p, v):
     """Write ``v >= 0`` (int64 or uint64) in decimal (no leading zeros; ``0`` for 0) at ``out[p:]``.
 
@@ -483,12 +482,12 @@ def put_uint(out, p, v):
     q = p + n
     for i in range(n):
         y = x // ten
-        out[q - 1 - i] = np.uint8(48 + (x - y * ten))
+        out[q - 1 - i] = np.uint8(np.uint64(48) + (x - y * ten))  # all uint64: no float detour
         x = y
     return q
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def put_int(out, p, v):
     """Write int64 ``v`` in decimal at ``out[p:]``, ``-`` first when negative; return the end.
 
