@@ -138,12 +138,10 @@ def evaluate(aids: np.ndarray, vectors: np.ndarray, train, held_out, max_session
     from eval.metrics import rank_metrics
     from eval.nextevent import prefix_sessions
     from eval.recommenders import W2VItemRec
-    from w2v.model_io import Model
-    aids = np.asarray(aids, np.int64)
-    vectors = np.ascontiguousarray(vectors, np.float32)
-    model = Model(None, vectors, vectors, aids, np.zeros(aids.shape[0], np.int64), {})
+    from w2v.keyed import KeyedVectors
+    kv = KeyedVectors(np.ascontiguousarray(vectors, np.float32), np.asarray(aids, np.int64))
     pre, targets, _ = prefix_sessions(held_out, max_hist=30, max_sessions=max_sessions, seed=0)
-    preds = W2VItemRec().fit(train, model).predict(pre, 20)[0]
+    preds = W2VItemRec().fit(train, kv).predict(pre, 20)[0]
     m = rank_metrics(preds, targets, 20)
     hit = (preds[:, :20] == targets[:, None]).any(axis=1).astype(np.float64)
     _, cluster = np.unique(np.asarray(pre.session_ids), return_inverse=True)
@@ -151,7 +149,7 @@ def evaluate(aids: np.ndarray, vectors: np.ndarray, train, held_out, max_session
     c = np.bincount(cluster).astype(np.float64)
     r = h.sum() / c.sum()
     se = float(np.sqrt(((h - r * c) ** 2).sum()) / c.sum())
-    return dict(recall20=m["recall"], mrr20=m["mrr"], positions=m["n"], se=se, vocab=int(aids.shape[0]))
+    return dict(recall20=m["recall"], mrr20=m["mrr"], positions=m["n"], se=se, vocab=len(kv))
 
 
 # ------------------------------------------------------------------------------------ timing helpers
@@ -417,18 +415,22 @@ def tune(args, dataset: Path) -> int:
             best[tool] = search(tool, OURS_START, (OURS_GRID, OURS_GRID[1:3]))
         elif tool in DEFAULTS:
             best[tool] = search(tool, DEFAULTS[tool], ([(k, v) for k, v in PEER_GRID.items() if k in KNOBS[tool]],))
+    print_tune_table(list(done.values()), tools, best, dataset)
+    return 0
+
+
+def print_tune_table(runs: list[dict], tools, best: dict, dataset: Path) -> None:
     print(f"# {environment()}")
     print(f"# corpus: {dataset.name}, tune split; runs in search order")
     print("| tool | " + " | ".join(OURS_START) + " | tune recall@20 ± s.e. | MRR@20 | words per CPU-s | load |")
     print("|---|" + "---:|" * (len(OURS_START) + 4))
-    for r in done.values():
+    for r in runs:
         if r["tool"] in tools:
             s = r["settings"]
             mark = " **best**" if s == best.get(r["tool"]) else ""
             print(f"| {r['tool']}{mark} | " + " | ".join(f"{s[k]:g}" if k in s else "-" for k in OURS_START) +
                   f" | {r['tune']['recall20']:.4f} ± {r['tune']['se']:.4f} | {r['tune']['mrr20']:.4f} | "
                   f"{r['words_per_cpu_s']:,.0f} | {r['loadavg_before'][0]:.1f} |")
-    return 0
 
 
 def best_tuned(path: Path) -> dict[str, dict]:

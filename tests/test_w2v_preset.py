@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep.dataset import Dataset, write_dataset
+from data_prep.dataset import write_dataset
 from eval import cli as eval_cli
 from w2v import cli
 from w2v.config import PRESETS, W2VConfig

@@ -24,7 +24,7 @@ PRESETS: dict[str, dict] = {
     "gensim": {},
     # chosen by held-out next-click recall@20 on the tune split of one generated 100k-session corpus
     # and checked against every peer on the test split of another: bench/RESULTS.md, section 3
-    "session": {"ns_exponent": 1.25, "alpha": 0.1, "epochs": 10, "window": 10, "min_count": 1},
+    "session": {"alpha": 0.1, "epochs": 10, "window": 10, "min_count": 1},
 }
 SIGMOID_EDGES = ("skip", "clip")
 
