@@ -9,7 +9,7 @@
 #   DATA=FILE      run on a real OTTO JSONL file instead of generated data
 #   SESSIONS, ITEMS, SEED   size and seed of the generated data (SEED also seeds split and training)
 #   DAYS           test period of the split, in days
-#   EPOCHS         Word2Vec training epochs
+#   EPOCHS         Word2Vec training epochs (default: the session preset's, w2v/config.py PRESETS)
 #   WORK=DIR       where every output goes (default work/)
 #   HOST, PORT     address the demo server binds (default 127.0.0.1:8000; 0.0.0.0 to accept others)
 #   QUIET=--quiet  no progress output from the steps
@@ -25,7 +25,7 @@ SESSIONS ?= 60000
 ITEMS    ?= 9000
 SEED     ?= 42
 DAYS     ?= 7
-EPOCHS   ?= 5
+EPOCHS   ?=
 HOST     ?= 127.0.0.1
 PORT     ?= 8000
 QUIET    ?=
@@ -83,7 +83,7 @@ $(SPLIT)/test_labels.jsonl: $(DATASET)/meta.json $(S_SPLIT)
 	$(PY) -m eval split $(DATASET) $(SPLIT) --days $(DAYS) --seed $(SEED) --overwrite $(QUIET)
 
 $(MODEL)/meta.json: $(SPLIT)/test_labels.jsonl $(S_TRAIN)
-	$(PY) -m w2v train $(SPLIT)/train $(MODEL) --epochs $(EPOCHS) --seed $(SEED) --overwrite $(QUIET)
+	$(PY) -m w2v train $(SPLIT)/train $(MODEL) --preset session $(if $(EPOCHS),--epochs $(EPOCHS)) --seed $(SEED) --overwrite $(QUIET)
 
 $(MODEL)/index.json: $(MODEL)/meta.json
 	$(PY) -m w2v index $(MODEL) --k 20 $(QUIET)

@@ -233,6 +233,7 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
 def register(sub) -> None:
     from data_prep.flags import add_config_flags
     from w2v.trainer import add_config_flags as add_w2v_flags
+    from w2v.trainer import add_preset_flag
     p = sub.add_parser(
         "run", help="split, train, predict with every recommender, score both protocols, write a report",
         description="Run the whole evaluation: the official OTTO split (or --split), a Word2Vec model (trained on the "
@@ -254,6 +255,7 @@ def register(sub) -> None:
     g = p.add_argument_group("the original study's pair protocol")
     g.add_argument("--no-nextevent", action="store_true", help="skip the original study's pair protocol")
     add_config_flags(g, PairParams, prefix="ne-")
+    add_preset_flag(p, "session")
     add_w2v_flags(p, exclude=("seed",))
     R.add_tuning_flags(p)
     p.add_argument("--plot", action="store_true",
@@ -268,6 +270,7 @@ def register(sub) -> None:
 def _cmd_run(args) -> int:
     from data_prep.command import UsageError
     from data_prep.flags import config_from_args
+    from w2v.config import PRESETS
     from w2v.trainer import config_from_flags
     names = [n.strip() for n in args.recommenders.split(",") if n.strip()]
     bad = [n for n in names if n not in R.NAMES] or ([] if names else ["(none)"])
@@ -276,7 +279,7 @@ def _cmd_run(args) -> int:
     ev = config_from_args(EvalParams, args)
     split = config_from_args(SplitParams, args, seed=args.seed)
     pairs = None if args.no_nextevent else config_from_args(PairParams, args, prefix="ne-")
-    w2v = config_from_flags(args, seed=args.seed)
+    w2v = config_from_flags(args, base=PRESETS[args.preset], seed=args.seed)
     covisit, w2v_coef = R.tuning_from_flags(args)
     if args.plot:
         check_plotting()

@@ -3,6 +3,12 @@
 ``mode="parity"`` reproduces gensim's single-worker random stream, job batching and learning-rate
 schedule; ``mode="fast"`` (default) trains with all cores, lock-free (Hogwild) updates and a
 private random stream per job. docs/ALGORITHM.md describes both.
+
+Presets (``PRESETS``) are named sets of field values, plain data: a config is built from one with
+``W2VConfig.from_preset(name, **overrides)``, the overrides winning. ``"gensim"`` is the plain
+defaults (gensim 4.4's); ``"session"`` holds settings chosen for session data by held-out
+next-click recall@20 on a tuning split (bench/bench_train.py ``--tune``; measured in
+bench/RESULTS.md). ``W2VConfig()`` itself always has gensim's defaults.
 """
 from __future__ import annotations
 
@@ -13,6 +19,13 @@ from typing import ClassVar
 from data_prep.parallel import default_threads
 
 MODES = ("fast", "parity")
+PRESETS: dict[str, dict] = {
+    # gensim 4.4's defaults: W2VConfig() unchanged
+    "gensim": {},
+    # chosen by held-out next-click recall@20 on the tune split of one generated 100k-session corpus
+    # and checked against every peer on the test split of another: bench/RESULTS.md, section 3
+    "session": {"alpha": 0.1, "epochs": 10, "window": 10, "min_count": 1},
+}
 SIGMOID_EDGES = ("skip", "clip")
 
 
@@ -107,6 +120,23 @@ class W2VConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @staticmethod
+    def describe_presets() -> str:
+        """One line per preset for --help: its name and the values it sets."""
+        return "; ".join(f"{name}: " + (", ".join(f"{k} {v}" for k, v in values.items()) or "gensim 4.4's defaults")
+                         for name, values in PRESETS.items())
+
+    @classmethod
+    def from_preset(cls, name: str = "gensim", **overrides) -> "W2VConfig":
+        """The preset's values (``PRESETS[name]``) with ``overrides`` on top."""
+        if name not in PRESETS:
+            raise ValueError(f"preset: unknown name {name!r} (expected one of {', '.join(PRESETS)})")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not a W2VConfig field")
+        return cls(**{**PRESETS[name], **overrides})
 
     @classmethod
     def from_dict(cls, d: dict, **overrides) -> "W2VConfig":

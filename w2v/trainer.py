@@ -17,7 +17,7 @@ from data_prep.progress import Progress
 from data_prep.splitmix import splitmix64 as _splitmix64
 
 from . import kernels
-from .config import W2VConfig
+from .config import PRESETS, W2VConfig
 from .corpus import (Corpus, Sentences, map_to_vocab, sentences_from_dataset,
                      sentences_from_sequences)
 from .model_io import load_model, popularity, save_model
@@ -423,6 +423,13 @@ def config_from_flags(args, *, base: dict | None = None, **fixed) -> W2VConfig:
     return config
 
 
+def add_preset_flag(parser, default: str) -> None:
+    """``--preset NAME``: the ``w2v.config.PRESETS`` entry the Word2Vec flags start from."""
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=default,
+                        help="named Word2Vec settings that the flags not given take (a flag given wins): "
+                             f"{W2VConfig.describe_presets()} (default: {default}; measured in bench/RESULTS.md)")
+
+
 def register(subparsers) -> None:
     """Add ``otto-train train``."""
     from data_prep.command import positive_int
@@ -433,6 +440,7 @@ def register(subparsers) -> None:
                     "'otto-train [flags] DATASET MODEL_DIR' is short for this command.")
     p.add_argument("dataset", metavar="DATASET", help="dataset directory (otto-prep format)")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory to write (atomically)")
+    add_preset_flag(p, "gensim")
     add_config_flags(p)
     g = p.add_argument_group("corpus")
     g.add_argument("--types", default=None, metavar="TYPES",
@@ -450,7 +458,7 @@ def _cmd_train(args) -> int:
     from data_prep.atomic import check_output
     from data_prep.dataset import Dataset
 
-    config = config_from_flags(args)
+    config = config_from_flags(args, base=PRESETS[args.preset])
     out = Path(args.model_dir)
     check_output(out, (args.dataset,))
     if out.exists() and not args.overwrite:
