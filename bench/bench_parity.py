@@ -13,6 +13,10 @@ tokens, one worker:
   every job that contains a flip, and for each flip whether gensim's decision is that of the exact
   dot product, and whether the value OpenBLAS's sdot actually returns would have agreed with ours
   (then the flip is caused by the way gensim reads sdot's result, see gensim_replay.gensim_dot);
+* ``--emulate-gensim-dot``: instead of the free-running runs, each ``--epochs`` count is run with
+  gensim's dot product substituted in our parity update (``gensim_replay.gensim_dot_model``, a
+  Numba port of ``openblas_sdot_model``), requiring bit-identical weights after every job (the
+  run stops with an error at the first job that differs);
 * a check that ``gensim_replay.openblas_sdot_model`` reproduces the BLAS pointer gensim calls on
   random vectors on this machine;
 * ``--int-tokens``: gensim alone fed ``int`` instead of ``str`` tokens (docs/ALGORITHM.md section
@@ -25,7 +29,7 @@ speed comparison (bench/bench_train.py has that). Writes a Markdown summary to s
 ``--out``, JSON.
 
 Usage: python bench/bench_parity.py [--sessions 200000] [--test-sessions 5000] [--epochs 1,3] [--resync]
-       [--int-tokens] [--out FILE.json]
+       [--int-tokens] [--emulate-gensim-dot] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -114,6 +118,10 @@ def main() -> int:
     ap.add_argument("--epochs", default="1,3", help="comma-separated epoch counts, one free-running run each")
     ap.add_argument("--resync", action="store_true", help="also run 1 epoch resynchronised after every flip")
     ap.add_argument("--int-tokens", action="store_true", help="also compare gensim fed int and str tokens")
+    ap.add_argument("--emulate-gensim-dot", action="store_true",
+                    help="instead of the free-running runs, run each --epochs count with gensim's dot product "
+                         "substituted in our parity update (gensim_replay.gensim_dot_model) and require the "
+                         "weights bit-identical to gensim's after every job")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -130,6 +138,14 @@ def main() -> int:
     out["model_check"] = model_check()
     log(f"sdot model: {out['model_check']}")
     for ep in [int(e) for e in args.epochs.split(",") if e]:
+        if args.emulate_gensim_dot:
+            r = gr.replay(train, ep, progress=log, emulate_gensim_dot=True)  # raises at the first job that differs
+            out["runs"][f"emulated-{ep}"] = dict(
+                epochs=ep, vocab=r.vocab, raw_words=r.raw_words, jobs_per_epoch=r.jobs_per_epoch,
+                identical_jobs=r.identical_jobs, sdot_model="avx512" if r.emulated else "avx2",
+                epoch_diffs=r.epoch_diffs, seconds=r.seconds)
+            log(f"emulated-{ep}: {r.identical_jobs} of {ep * r.jobs_per_epoch} jobs bit-identical in {r.seconds:.0f}s")
+            continue
         r = gr.replay(train, ep, progress=log)
         out["runs"][f"free-{ep}"] = dict(
             epochs=ep, vocab=r.vocab, raw_words=r.raw_words, jobs_per_epoch=r.jobs_per_epoch,
@@ -165,6 +181,13 @@ def main() -> int:
         print(f"| {name} | {run['vocab']:,} | {run['jobs_per_epoch']} | {run['identical_jobs']} | {where} | "
               f"{d['vectors_max']:.3g}, {d['output_max']:.3g} | {d['vectors_mean']:.3g}, {d['output_mean']:.3g} | "
               f"{rc['recall_ours']:.4f} / {rc['recall_gensim']:.4f} | {rc['z']:.2f} |")
+    for name, run in out["runs"].items():
+        if name.startswith("emulated"):
+            d = run["epoch_diffs"][-1]
+            print(f"| {name} (gensim's dot, {run['sdot_model']} sdot model) | {run['vocab']:,} | "
+                  f"{run['jobs_per_epoch']} | {run['identical_jobs']} of {run['epochs'] * run['jobs_per_epoch']} | "
+                  f"none | {d['vectors_max']:.3g}, {d['output_max']:.3g} | {d['vectors_mean']:.3g}, "
+                  f"{d['output_mean']:.3g} | - | - |")
     if "resync-1" in out["runs"]:
         rs = out["runs"]["resync-1"]
         print(f"\nresync, 1 epoch: {rs['jobs_with_a_flip']} of {rs['jobs_per_epoch']} jobs contain a flip; {rs['kinds']}")

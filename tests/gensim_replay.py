@@ -36,7 +36,10 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from llvmlite import ir
 from numba import njit
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from w2v import kernels
 from w2v.config import W2VConfig
@@ -282,6 +285,148 @@ def openblas_sdot_model(x: np.ndarray, y: np.ndarray, avx512: bool = True) -> tu
     return float(ret), read
 
 
+# ------------------------------------------------------------------ gensim's dot, emulated
+@intrinsic
+def _fma32(typingctx, a, b, c):
+    """``a * b + c`` for float32 with a single rounding (LLVM ``llvm.fma.f32``), as a vector FMA lane."""
+    if not all(t == types.float32 for t in (a, b, c)):
+        return None
+    sig = types.float32(a, b, c)
+
+    def codegen(context, builder, signature, args):
+        f = ir.FloatType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f, [f, f, f]), "llvm.fma.f32")
+        return builder.call(fn, list(args))
+    return sig, codegen
+
+
+@intrinsic
+def _read_as_double(typingctx, dd):
+    """The double gensim reads after OpenBLAS ``sdot`` returned ``float32(dd)``: upper 32 bits those
+    of ``dd`` (what the register held), lower 32 bits the float's bit pattern (``openblas_sdot_model``)."""
+    if dd != types.float64:
+        return None
+    sig = types.float64(dd)
+
+    def codegen(context, builder, signature, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        ret = builder.fptrunc(args[0], ir.FloatType())
+        lo = builder.zext(builder.bitcast(ret, i32), i64)
+        hi = builder.and_(builder.bitcast(args[0], i64), ir.Constant(i64, 0xFFFFFFFF00000000))
+        return builder.bitcast(builder.or_(hi, lo), ir.DoubleType())
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def gensim_dot_model(x, y, acc, avx512):
+    """Numba port of ``openblas_sdot_model``: the float32 gensim's ``w2v_fast_sentence_sg_neg``
+    computes for ``x . y`` (``<REAL_t>our_dot_double(...)`` with FAST_VERSION 0 on this BLAS).
+
+    x, y: float32 [n] (n >= 0, unit stride); acc: float32 [2, 8] scratch; avx512: the 64-term
+    16-lane blocks first (OpenBLAS's AVX-512 kernel) or only the 32-term 8-lane blocks (AVX2).
+    Compiled without fast-math (explicitly: Numba would otherwise inherit the caller's flags), so
+    every operation is the one the model names, in its order; the lane FMAs are ``llvm.fma.f32``.
+    """
+    n = x.shape[0]
+    n1 = n & -32
+    n64 = n1 & -64 if avx512 else 0
+    kern = np.float32(0.0)
+    if n1:
+        # lane l of 8-lane accumulator k, each chain kept in a register (the lanes are independent)
+        for lane in range(8):
+            s = np.float32(0.0)
+            for k in range(4):
+                v = np.float32(0.0)
+                if n64:
+                    lo = np.float32(0.0)
+                    hi = np.float32(0.0)
+                    for i in range(0, n64, 64):
+                        lo = _fma32(x[i + 16 * k + lane], y[i + 16 * k + lane], lo)
+                        hi = _fma32(x[i + 16 * k + lane + 8], y[i + 16 * k + lane + 8], hi)
+                    v = lo + hi
+                for i in range(n64, n1, 32):
+                    v = _fma32(x[i + 8 * k + lane], y[i + 8 * k + lane], v)
+                s = v if k == 0 else s + v
+            acc[0, lane] = s
+        for lane in range(4):
+            acc[1, lane] = acc[0, lane] + acc[0, lane + 4]
+        kern = (acc[1, 0] + acc[1, 1]) + (acc[1, 2] + acc[1, 3])
+    dd = 0.0
+    for i in range(n1, n):
+        dd += np.float64(y[i] * x[i])
+    dd += np.float64(kern)
+    return np.float32(_read_as_double(dd))
+
+
+def probe_sdot_model(n: int = 300, seed: int = 0) -> bool | None:
+    """Which variant of the sdot model reproduces, on ``n`` random vectors (lengths 1..299), the
+    value gensim gets from this machine's BLAS pointer (``gensim_dot``): True (AVX-512 kernel),
+    False (AVX2), or None when neither matches every vector (then the emulation does not apply)."""
+    rng = np.random.default_rng(seed)
+    acc = np.zeros((2, 8), np.float32)
+    ok = {True: 0, False: 0}
+    for _ in range(n):
+        d = int(rng.integers(1, 300))
+        x = (rng.standard_normal(d) * 0.1).astype(np.float32)
+        y = rng.standard_normal(d).astype(np.float32)
+        g = gensim_dot(x, y)
+        for v in ok:
+            ok[v] += float(gensim_dot_model(x, y, acc, v)) == g
+    for v in (True, False):
+        if ok[v] == n:
+            return v
+    return None
+
+
+@njit(cache=True, nogil=True, fastmath=kernels._FM)
+def _emulated_job(syn0, syn1neg, eff, bounds, n_sent, reduced, state, alpha, window, negative, cum_table,
+                  exp_table, work, acc, avx512):
+    """Our parity update of one prepared job (the loops of ``kernels.train_span`` / ``sgns_pair``,
+    the same fast-math licence for the updates, ``kernels.sigmoid_lookup`` for the index) with one
+    substitution: each dot product is ``gensim_dot_model`` instead of our float32 sum. Returns the
+    final LCG state. If this reproduces gensim bit for bit, the dot product is the only difference."""
+    d_len = syn0.shape[1]
+    for q in range(n_sent):
+        s0 = bounds[q]
+        s1 = bounds[q + 1]
+        for i in range(s0, s1):
+            b = reduced[i]
+            j0 = max(s0, i - window + b)
+            j1 = min(s1, i + window + 1 - b)
+            for j in range(j0, j1):
+                if j == i:
+                    continue
+                word = eff[i]
+                word2 = eff[j]
+                for a in range(d_len):
+                    work[a] = np.float32(0.0)
+                l1 = syn0[word2]
+                for d in range(negative + 1):
+                    if d == 0:
+                        target = np.int64(word)
+                        label = np.float32(1.0)
+                    else:
+                        x_r = (state >> np.uint64(16)) % np.uint64(cum_table[cum_table.shape[0] - 1])
+                        target = kernels.bisect_left(cum_table, x_r)
+                        state = kernels.lcg_next(state)
+                        if target == word:
+                            continue
+                        label = np.float32(0.0)
+                    l2 = syn1neg[target]
+                    f_dot = gensim_dot_model(l1, l2, acc, avx512)
+                    if f_dot <= -kernels.MAX_EXP or f_dot >= kernels.MAX_EXP:
+                        continue
+                    f = kernels.sigmoid_lookup(exp_table, f_dot)
+                    g = (label - f) * alpha
+                    for a in range(d_len):
+                        s1v = l2[a]
+                        work[a] += g * s1v
+                        l2[a] = s1v + g * l1[a]
+                for a in range(d_len):
+                    l1[a] += work[a]
+    return state
+
+
 def decision(f: float) -> str | int:
     """What the update does with a float32 dot ``f``: 'skip' (|f| >= 6) or the sigmoid-table index."""
     if f <= -6.0 or f >= 6.0:
@@ -364,6 +509,7 @@ class Replay:
     first_flip: Flip | None = None
     flips: list = field(default_factory=list)      # resync=True: the first flip of every job that has one
     epoch_diffs: list = field(default_factory=list)  # per epoch: max / mean |difference| of both matrices
+    emulated: bool | None = None            # emulate_gensim_dot: the sdot-model variant used (True: AVX-512)
     ours: Word2Vec | None = None
     gensim: object = None
     seconds: float = 0.0
@@ -387,11 +533,21 @@ def _diffs(a: Word2Vec, g) -> dict:
 
 
 def replay(sentences: list[np.ndarray], epochs: int, params: dict | None = None, resync: bool = False,
-           progress=None) -> Replay:
+           progress=None, emulate_gensim_dot: bool = False) -> Replay:
     """Train gensim and our parity mode side by side, job by job (see the module docstring).
-    ``progress`` (callable of a str) receives each flip and each epoch's differences."""
+    ``progress`` (callable of a str) receives each flip and each epoch's differences.
+
+    ``emulate_gensim_dot``: train our side with ``_emulated_job`` (our schedule and update, gensim's
+    dot product as ``gensim_dot_model``, the variant ``probe_sdot_model`` finds on this machine)
+    and require bit-identical weights after every job: the first job that differs raises
+    (``resync`` is ignored). Raises RuntimeError when the model does not match this machine's BLAS."""
     from gensim.models.word2vec_inner import train_batch_sg
 
+    avx512 = None
+    if emulate_gensim_dot:
+        avx512 = probe_sdot_model()
+        if avx512 is None:
+            raise RuntimeError("the sdot model does not reproduce this machine's BLAS pointer: no emulation")
     params = dict(PARAMS if params is None else params)
     t_start = time.perf_counter()
     sents_str = [[str(w) for w in s.tolist()] for s in sentences]
@@ -412,13 +568,14 @@ def replay(sentences: list[np.ndarray], epochs: int, params: dict | None = None,
     job_starts = kernels.gensim_jobs(corpus.raw_lengths, cfg.batch_words)
     n_jobs = job_starts.shape[0] - 1
     res = Replay(epochs=epochs, jobs_per_epoch=int(n_jobs), vocab=int(ours.aids.shape[0]),
-                 raw_words=int(corpus.raw_words), ours=ours, gensim=g)
+                 raw_words=int(corpus.raw_words), ours=ours, gensim=g, emulated=avx512)
     g.epochs = epochs
     g.min_alpha_yet_reached = g.alpha
     work_g = np.zeros(cfg.vector_size, np.float32)
     identical = True
     upd = kernels.make_update(cfg.negative, c_tab, e_tab, cfg.window, False, False)
     work_o = np.zeros(cfg.vector_size, np.float32)
+    acc = np.zeros((2, 8), np.float32)
     for ep in range(epochs):
         jobs_q: queue.Queue = queue.Queue()
         g._job_producer(iter(sents_str), jobs_q, cur_epoch=ep, total_examples=len(sents_str))
@@ -435,7 +592,12 @@ def replay(sentences: list[np.ndarray], epochs: int, params: dict | None = None,
             keep = identical or resync
             pre = (ours.vectors.copy(), ours.output.copy()) if keep else None
             jobs, _, _ = ours.parity_jobs(job_starts, alphas, j, j + 1)
-            kernels.parity_train_jobs(kernels.Weights(ours.vectors, ours.output), jobs, upd, work_o)
+            if emulate_gensim_dot:
+                _emulated_job(ours.vectors, ours.output, jobs.eff, jobs.bounds, int(jobs.n_sent[0]), jobs.reduced,
+                              jobs.state[0], jobs.alpha[0], cfg.window, cfg.negative, c_tab, e_tab, work_o, acc,
+                              avx512)
+            else:
+                kernels.parity_train_jobs(kernels.Weights(ours.vectors, ours.output), jobs, upd, work_o)
             train_batch_sg(g, job, g_alpha, work_g, False)
             if ours.random.get_state()[2] != g.random.get_state()[2] or not np.array_equal(
                     ours.random.get_state()[1], g.random.get_state()[1]):
@@ -446,6 +608,12 @@ def replay(sentences: list[np.ndarray], epochs: int, params: dict | None = None,
             if same:
                 res.identical_jobs += identical
                 continue
+            if emulate_gensim_dot:
+                rows = np.flatnonzero((ours.vectors != g.wv.vectors).any(1) | (ours.output != g.syn1neg).any(1))
+                d = _diffs(ours, g)
+                raise AssertionError(f"epoch {ep} job {j}: with gensim's dot product emulated the weights differ "
+                                     f"in {rows.shape[0]} rows (first {ours.aids[rows[0]]}), max "
+                                     f"{max(d['vectors_max'], d['output_max']):.3g}")
             flip = locate_flip(pre[0], pre[1], jobs, cfg, tables, ours.aids, ep, j, lo, ours.vectors, ours.output)
             if flip is None:
                 d = _diffs(ours, g)

@@ -10,7 +10,11 @@ What holds, and is asserted:
   value gensim computes; the replay locates it (pair, term, ours / gensim / exact values) and fails
   if weights ever differ without one;
 * the replay's own per-job training is ``Word2Vec.train`` bit for bit;
-* held-out recall@20 of both models agrees within 2 standard errors after 1 and 3 epochs.
+* held-out recall@20 of both models agrees within 2 standard errors after 1 and 3 epochs;
+* with gensim's dot product substituted (``gensim_replay.gensim_dot_model``: what gensim reads
+  from OpenBLAS's ``sdot`` with FAST_VERSION 0), our parity schedule and update reproduce gensim
+  bit for bit after every job of a 3-epoch run: the flips, hence the drift, come from the dot
+  product alone.
 
 After the first flip the two float32 trajectories drift apart; the size of that drift is measured,
 not asserted, by bench/bench_parity.py (docs/ALGORITHM.md section 12 has the figures). 50,000
@@ -89,3 +93,38 @@ def test_heldout_recall_agrees_within_two_standard_errors(corpus, replays, epoch
     assert a["recall_ours"] > 0.05  # the models learned something
     assert a["z"] <= 2.0, a
     assert math.isfinite(a["se"]) and a["se"] > 0
+
+
+def test_with_gensims_dot_product_substituted_the_weights_are_bit_identical(corpus):
+    """Every job of a 3-epoch run (so also after the 1st and the 3rd full epoch) ends with weights
+    bit-identical to gensim's when our update uses gensim's dot product; the replay raises at the
+    first job that differs."""
+    from gensim.models.word2vec_inner import FAST_VERSION
+
+    if FAST_VERSION != 0:
+        pytest.skip(f"gensim FAST_VERSION {FAST_VERSION}: the dot-product model covers FAST_VERSION 0 only")
+    if gr.probe_sdot_model() is None:
+        pytest.skip("the OpenBLAS sdot model does not reproduce this machine's BLAS pointer (another kernel)")
+    r = gr.replay(corpus[0], 3, emulate_gensim_dot=True)
+    assert r.jobs_per_epoch > 50
+    assert r.identical_jobs == 3 * r.jobs_per_epoch
+    assert len(r.epoch_diffs) == 3
+    for d in r.epoch_diffs:
+        assert d == dict(vectors_max=0.0, vectors_mean=0.0, output_max=0.0, output_mean=0.0)
+    np.testing.assert_array_equal(r.ours.vectors, r.gensim.wv.vectors)
+    np.testing.assert_array_equal(r.ours.output, r.gensim.syn1neg)
+    assert r.ours.epochs_trained == 3
+
+
+def test_the_sdot_model_port_is_the_model():
+    """``gensim_dot_model`` (Numba) equals ``openblas_sdot_model``'s "what gensim reads" value, both
+    kernel variants, on lengths around the 32- and 64-term block edges."""
+    rng = np.random.default_rng(3)
+    acc = np.zeros((2, 8), np.float32)
+    for d in [0, 1, 31, 32, 33, 63, 64, 65, 95, 96, 100, 127, 128, 129, 300]:
+        for _ in range(20):
+            x = (rng.standard_normal(d) * 0.1).astype(np.float32)
+            y = rng.standard_normal(d).astype(np.float32)
+            for avx512 in (True, False):
+                want = float(np.float32(gr.openblas_sdot_model(x, y, avx512)[1]))
+                assert float(gr.gensim_dot_model(x, y, acc, avx512)) == want, (d, avx512)
