@@ -21,7 +21,11 @@ Used by tests/test_w2v_parity_scale.py (50,000 sessions) and bench/bench_parity.
 * ``resync=True`` then copies gensim's weights into ours and goes on, so every job that contains
   a flip is found (the first flip of each such job is reported; later terms of that job already
   start from different weights); ``resync=False`` lets the two trajectories run apart and records
-  the per-epoch max / mean |difference|.
+  the per-epoch max / mean |difference|;
+* ``emulate_gensim_dot=True`` trains our side with ``_emulated_job`` instead: our schedule and
+  update with gensim's dot product (``gensim_dot_model``, a Numba port of ``openblas_sdot_model``
+  including gensim's reading of the result) substituted, and requires bit-identical weights after
+  every job. That it holds shows the dot product is the only difference.
 
 Our side trains each job exactly as the trainer does (``Word2Vec.parity_jobs``, then
 ``kernels.parity_train_jobs``); tests/test_w2v_parity_scale.py also checks the result against
@@ -243,8 +247,8 @@ def openblas_sdot_model(x: np.ndarray, y: np.ndarray, avx512: bool = True) -> tu
     products (float32) are summed in a double, the kernel's float32 added last; the function
     returns that double rounded to float32. gensim reads the return register as a double: its upper
     32 bits are the upper half of that double, its lower 32 bits the float's bit pattern. Used by
-    bench/bench_parity.py to show the model matches the pointer on this machine (not needed for
-    the replay, which calls the pointer)."""
+    bench/bench_parity.py to show the model matches the pointer on this machine; ported to Numba
+    as ``gensim_dot_model`` for the emulated replay (the flip locator calls the pointer)."""
     import struct
 
     x = np.ascontiguousarray(x, np.float32)
