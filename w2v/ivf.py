@@ -66,7 +66,8 @@ from . import knn
 # the exact kernels' own building blocks, so IVF scores are the exact table's scores
 from .knn import _inv_norms_kernel, _outer4x16, _trim_kernel, heap_replace_root, heap_sort
 
-__all__ = ["IVFIndex", "IVFParams", "IVFError", "default_nlist", "build_ivf", "search", "neighbor_table",
+__all__ = ["IVFIndex", "IVFParams", "IVFError", "default_nlist", "default_nprobe", "assign_lists", "build_ivf",
+           "search", "neighbor_table", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
            "save_ivf", "load_ivf", "IVF_FORMAT_NAME", "IVF_FORMAT_VERSION"]
 
 IVF_FORMAT_NAME = "otto-ivf"
@@ -299,6 +300,20 @@ def _assign(centroids: np.ndarray, x: np.ndarray, n_threads) -> tuple[np.ndarray
     return s[:, 0].copy(), lab
 
 
+def assign_lists(centroids, vectors, *, n_threads=None) -> tuple[np.ndarray, np.ndarray]:
+    """Inverted lists of ``vectors`` under fixed ``centroids``: ``(offsets int64[nlist + 1],
+    rows int64[V])``; row i joins the list of its best centroid by cosine (ties and zero rows:
+    the lowest centroid), rows ascending within a list (step 4 of the module docstring)."""
+    c = knn._as_matrix(centroids, "centroids")
+    v = knn._as_matrix(vectors)
+    nlist = c.shape[0]
+    lab = _assign(c, v, n_threads)[1] if v.shape[0] else np.zeros(0, np.int64)
+    rows = np.argsort(lab, kind="stable").astype(np.int64)
+    offsets = np.zeros(nlist + 1, np.int64)
+    np.cumsum(np.bincount(lab, minlength=nlist), out=offsets[1:])
+    return offsets, rows
+
+
 def build_ivf(vectors, params: IVFParams = DEFAULTS, *, n_threads=None, progress=None) -> IVFIndex:
     """Seeded spherical k-means over the rows of ``vectors`` and their inverted lists.
 
@@ -339,11 +354,8 @@ def build_ivf(vectors, params: IVFParams = DEFAULTS, *, n_threads=None, progress
                      f"{int(bad.size)} lists re-seeded")
         if changed == 0 and bad.size == 0:
             break
-    _, lab = _assign(cent, v, n_threads) if V else (None, np.zeros(0, np.int64))
-    rows = np.argsort(lab, kind="stable").astype(np.int64)
-    sizes = np.bincount(lab, minlength=nlist).astype(np.int64)
-    offsets = np.zeros(nlist + 1, np.int64)
-    np.cumsum(sizes, out=offsets[1:])
+    offsets, rows = assign_lists(cent, v, n_threads=n_threads)
+    sizes = np.diff(offsets)
     info = {
         "nlist": int(nlist), "nlist_requested": int(nlist_req), "seed": int(params.seed),
         "iterations": int(params.iterations), "rounds_run": int(rounds),
