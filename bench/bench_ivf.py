@@ -15,7 +15,8 @@ For each matrix (generated clustered matrices of the given sizes, and the ``vect
 - by hnswlib (HNSW, M = 16, ef_construction = 100, ef = 64) when V <= --hnsw-max-rows.
 
 Recall@20 = |found ∩ exact| / 20 over the sample rows. Every method runs in this one process
-with the same thread count, one after the other; the load average is printed beside each row.
+with the same thread count, one after the other; wall and process CPU time (all threads) are
+both given, since the machine is shared, and the load average is printed beside each row.
 """
 from __future__ import annotations
 
@@ -49,6 +50,16 @@ def clustered(V, D, seed=0):
     return out
 
 
+class Clock:
+    """Wall and process CPU time (all threads) since creation: lap() -> (wall s, cpu s)."""
+
+    def __init__(self):
+        self.w, self.c = time.perf_counter(), time.process_time()
+
+    def lap(self):
+        return time.perf_counter() - self.w, time.process_time() - self.c
+
+
 def recall(ref, got):
     k = ref.shape[1]
     return float((got[:, :, None] == ref[:, None, :]).any(2).sum() / (k * ref.shape[0]))
@@ -63,28 +74,29 @@ def bench(name, v, args, rows_out):
     k = 20
     rng = np.random.default_rng(1)
     sample = np.sort(rng.choice(V, min(args.sample, V), replace=False))
-    t = time.perf_counter()
+    t = Clock()
     ref, _ = knn.build_neighbor_table(v, k, rows=sample, n_threads=args.threads)
-    ex_s = (time.perf_counter() - t) * V / sample.size
+    ex = t.lap()
+    ex = (ex[0] * V / sample.size, ex[1] * V / sample.size)
 
-    def row(method, nlist, nprobe, build_s, table_s, rec, note=""):
-        total = build_s + table_s
-        r = (f"| {name} | {method} | {nlist} | {nprobe} | {build_s:.1f} | {table_s:.1f} | {total:.1f} | "
-             f"{ex_s / total:.1f}x | {rec:.4f} | {load():.2f} | {note} |")
+    def row(method, nlist, nprobe, build, table, rec, note=""):
+        wall, cpu = build[0] + table[0], build[1] + table[1]
+        r = (f"| {name} | {method} | {nlist} | {nprobe} | {build[0]:.1f} / {build[1]:.1f} | {table[0]:.1f} / {table[1]:.1f} | "
+             f"{wall:.1f} / {cpu:.1f} | {ex[0] / wall:.1f}x / {ex[1] / cpu:.1f}x | {rec:.4f} | {load():.2f} | {note} |")
         print(r, flush=True)
         rows_out.append(r)
 
-    row("exact (extrapolated from the sample)", "-", "-", 0.0, ex_s, 1.0, f"{sample.size} rows timed")
+    row("exact (extrapolated from the sample)", "-", "-", (0.0, 0.0), ex, 1.0, f"{sample.size} rows timed")
     params = ivf.DEFAULTS
     nlist = ivf.default_nlist(V)
     nprobes = sorted({max(1, ivf.default_nprobe(nlist) // 2), ivf.default_nprobe(nlist), 2 * ivf.default_nprobe(nlist)})
-    t = time.perf_counter()
+    t = Clock()
     index = ivf.build_ivf(v, params, n_threads=args.threads)
-    build_s = time.perf_counter() - t
+    build = t.lap()
     for npb in nprobes:
-        t = time.perf_counter()
+        t = Clock()
         nb, _ = ivf.neighbor_table(v, k, index, nprobe=npb, n_threads=args.threads)
-        row("ours IVF", nlist, npb, build_s, time.perf_counter() - t, recall(ref, nb[sample]),
+        row("ours IVF", nlist, npb, build, t.lap(), recall(ref, nb[sample]),
             "" if npb != ivf.default_nprobe(nlist) else "default nprobe")
         del nb
     del index
@@ -92,7 +104,7 @@ def bench(name, v, args, rows_out):
     try:
         import faiss
         faiss.omp_set_num_threads(args.threads)
-        t = time.perf_counter()
+        t = Clock()
         quant = faiss.IndexFlatIP(D)
         fx = faiss.IndexIVFFlat(quant, D, nlist, faiss.METRIC_INNER_PRODUCT)
         fx.cp.niter = params.iterations
@@ -100,12 +112,12 @@ def bench(name, v, args, rows_out):
         fx.cp.seed = params.seed
         fx.train(unit)
         fx.add(unit)
-        fb = time.perf_counter() - t
+        fb = t.lap()
         for npb in nprobes:
             fx.nprobe = npb
-            t = time.perf_counter()
+            t = Clock()
             _, I = fx.search(unit, k + 1)
-            ts = time.perf_counter() - t
+            ts = t.lap()
             got = np.array([r[r != i][:k] if (r == i).any() else r[:k] for i, r in zip(sample, I[sample])])
             row("FAISS IndexIVFFlat", nlist, npb, fb, ts, recall(ref, got))
             del I
@@ -115,15 +127,15 @@ def bench(name, v, args, rows_out):
     if V <= args.hnsw_max_rows:
         try:
             import hnswlib
-            t = time.perf_counter()
+            t = Clock()
             h = hnswlib.Index(space="ip", dim=D)
             h.init_index(max_elements=V, M=16, ef_construction=100, random_seed=params.seed)
             h.add_items(unit, np.arange(V), num_threads=args.threads)
-            hb = time.perf_counter() - t
+            hb = t.lap()
             h.set_ef(64)
-            t = time.perf_counter()
+            t = Clock()
             labels, _ = h.knn_query(unit, k=k + 1, num_threads=args.threads)
-            ts = time.perf_counter() - t
+            ts = t.lap()
             got = np.array([r[r != i][:k] if (r == i).any() else r[:k] for i, r in zip(sample, labels[sample].astype(np.int64))])
             row("hnswlib HNSW (M 16, efC 100, ef 64)", "-", "-", hb, ts, recall(ref, got))
             del h, labels
@@ -146,8 +158,8 @@ def main(argv=None):
     head = [f"Run: bench_ivf {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
             f"machine: {platform.machine()}, nproc {os.cpu_count()}, python {platform.python_version()}, "
             f"numpy {np.__version__}, numba {numba.__version__}, threads {args.threads}, load avg at start {load():.2f}",
-            "", "| matrix | method | nlist | nprobe | build (s) | table (s) | total (s) | speed-up vs exact | "
-            "recall@20 | load | note |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "", "| matrix | method | nlist | nprobe | build wall / CPU (s) | table wall / CPU (s) | total wall / CPU (s) | "
+            "speed-up vs exact wall / CPU | recall@20 | load | note |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(head), flush=True)
     rows = []
     for spec in filter(None, args.sizes.split(",")):
