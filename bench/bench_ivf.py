@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# FAISS's OpenMP threads would otherwise spin while waiting, which costs CPU time (and, on a
+# shared machine, wall time) that is not search work
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(ROOT))
 
 from w2v import ivf, knn  # noqa: E402
