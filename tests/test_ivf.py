@@ -265,7 +265,7 @@ def test_w2v_session_recommender_with_ivf(tmp_path):
     train = Dataset(np.arange(1, dtype=np.int64), np.array([0, 3]), aids[:3].astype(np.int32),
                     np.arange(3, dtype=np.int64), np.zeros(3, np.uint8))
     exact = R.make("w2v-session", knn_method="exact").fit(train, model).predict(test, 20)
-    full = R.make("w2v-session", knn_method="ivf", ivf_params=ivf.DEFAULTS._replace(nlist=40, nprobe=40))
+    full = R.make("w2v-session", knn_method="ivf", ivf_params=replace(ivf.DEFAULTS, nlist=40, nprobe=40))
     got = full.fit(train, model).predict(test, 20)
     assert all(np.array_equal(exact[t], got[t]) for t in range(3))
     assert full.info()["method"] == "ivf" and full.info()["nprobe"] == 40
@@ -273,4 +273,4 @@ def test_w2v_session_recommender_with_ivf(tmp_path):
     # these sessions mix random items from unrelated clusters, the hard case for an IVF index
     # (real sessions stay near a topic); 0.95 is what the defaults keep on them
     assert recall(exact[0], approx[0]) >= 0.95
-    assert R.make("w2v-session").fit(train, model).bulk.method == "exact"  # auto below AUTO_IVF_MIN_ROWS
+    assert R.make("w2v-session").fit(train, model)._bulk().method == "exact"  # auto below AUTO_IVF_MIN_ROWS
