@@ -74,6 +74,7 @@ def method_params(args) -> ivf.IVFParams:
 
 
 def run(args) -> int:
+    params = method_params(args)  # flags are validated before any work
     model = load_model(args.model_dir)
     V, D = model.vectors.shape
     if V < 2:
@@ -84,7 +85,6 @@ def run(args) -> int:
         args.k = V - 1
     threads = args.threads if args.threads is not None else knn.default_threads()
     method = ivf.resolve_method(args.method, V)
-    params = method_params(args)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(f"index: {msg}", file=sys.stderr, flush=True))
     say(f"{V} rows x {D} dims, k={args.k}, method {method}, {threads} threads")
     start = time.perf_counter()
