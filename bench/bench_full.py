@@ -372,16 +372,20 @@ def render(scales: list[dict]) -> str:
     if len(scales) >= 2:
         names = [n for n in scales[0]["stages"] if n != "synth"]
         lines += ["### growth (least-squares exponent over the scales above)", "",
-                  "| stage | time vs events | RSS vs events | time vs aids | RSS vs aids |", "|---|---|---|---|---|"]
+                  "Wall times depend on the load while each stage ran; CPU time is the steadier measure.", "",
+                  "| stage | wall vs events | CPU vs events | RSS vs events | CPU vs aids | RSS vs aids |",
+                  "|---|---|---|---|---|---|"]
         for n in names:
             have = [r for r in scales if n in r["stages"]]
-            ev = [r["events"] for r in have]
+            ev = [r.get("events") for r in have]
             ai = [r.get("aids") for r in have]
             w = [r["stages"][n]["wall_s"] for r in have]
             mem = [r["stages"][n]["peak_rss_mb"] for r in have]
+            cpu = [r["stages"][n].get("cpu_s") for r in have]
             vec = n in VECTOR_STAGES
-            lines.append(f"| {n} | {slope(ev, w)} | {slope(ev, mem)} | {slope(ai, w) if vec else ''} | "
-                         f"{slope(ai, mem) if vec else ''} |")
+            f = lambda v: "–" if v is None else v  # noqa: E731
+            lines.append(f"| {n} | {f(slope(ev, w))} | {f(slope(ev, cpu))} | {f(slope(ev, mem))} | "
+                         f"{f(slope(ai, cpu)) if vec else ''} | {f(slope(ai, mem)) if vec else ''} |")
         lines.append("")
     lines.append(SECTION_END)
     return "\n".join(lines) + "\n"

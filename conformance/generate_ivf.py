@@ -1,6 +1,6 @@
 """Write conformance/ivf.json: the IVF search contract of w2v/ivf.py on a hand-made matrix.
 
-    python conformance/generate_ivf.py [--check]
+    python conformance/generate_ivf.py [--check]     (also part of conformance/generate.py)
 
 The k-means training draws from NumPy's generator and is not part of the portable contract; the
 case fixes the centroids instead, and specifies (1) the inverted lists they induce (each row in
@@ -106,13 +106,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="compare with the committed file instead of writing it")
     args = p.parse_args(argv)
-    text = json.dumps(build(), indent=1) + "\n"
+    doc = build()
     if args.check:
-        if OUT.read_text() != text:
+        if json.loads(OUT.read_text()) != json.loads(json.dumps(doc)):
             print(f"{OUT}: differs from what generate_ivf.py builds", file=sys.stderr)
             return 1
         return 0
-    OUT.write_text(text)
+    from generate import dumps  # the conformance files' one canonical formatting
+    OUT.write_text(dumps(doc))
     print(f"wrote {OUT}", file=sys.stderr)
     return 0
 
