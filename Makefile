@@ -43,7 +43,7 @@ S_INPUT  := $(STAMPS)/input-$(subst /,_,$(INPUT))
 S_SPLIT  := $(STAMPS)/split-days$(DAYS)-seed$(SEED)
 S_TRAIN  := $(STAMPS)/train-epochs$(EPOCHS)-seed$(SEED)
 
-.PHONY: demo test lint venv serve bench conformance clean
+.PHONY: demo test lint venv serve bench bench-full conformance clean
 
 # A step's stamp exists only under its current parameters' name: changing a parameter makes a new,
 # newer stamp (so the step reruns), and the old ones are removed (so changing it back reruns too).
@@ -107,6 +107,11 @@ bench: $(STAMP)
 	$(PY) bench/bench_topk.py
 	$(PY) bench/bench_serve.py
 	$(PY) bench/bench_eval.py
+
+# the whole chain at 1/16, 1/4 and full OTTO size (hours on 2 cores; DATA= reuses a full-size file)
+bench-full: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/bench_full.py $(if $(DATA),--input $(DATA))
 
 conformance: $(STAMP)
 	$(PY) conformance/generate.py

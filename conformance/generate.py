@@ -792,6 +792,15 @@ def build_weighted_recall(gensim_mod) -> dict:
     )
 
 
+def build_ivf(gensim_mod) -> dict:
+    """The IVF search contract, built by conformance/generate_ivf.py (no gensim involved)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("conformance_generate_ivf", HERE / "generate_ivf.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.build()
+
+
 BUILDERS = {
     "lcg": build_lcg,
     "sample_int": build_sample_int,
@@ -803,6 +812,7 @@ BUILDERS = {
     "topk": build_topk,
     "otto_labels": build_otto_labels,
     "weighted_recall": build_weighted_recall,
+    "ivf": build_ivf,
 }
 
 

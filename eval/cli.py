@@ -42,11 +42,14 @@ def _cmd_predict(args) -> int:
     from . import recommenders as R
     from .sessions_io import read_sessions
     from .submission import from_predictions, write_submission
+    from w2v.index import method_params
     covisit, w2v_coef = R.tuning_from_flags(args)
     k = config_from_args(EvalParams, args).k
+    ivf_params = method_params(args)
     check_output(args.out, (args.test, args.train, args.model))
     t0 = time.perf_counter()
-    rec = R.make(args.recommender, seed=args.seed, covisit_params=covisit, progress=not args.quiet, w2v_coef=w2v_coef)
+    rec = R.make(args.recommender, seed=args.seed, covisit_params=covisit, progress=not args.quiet, w2v_coef=w2v_coef,
+                 knn_method=args.method, ivf_params=ivf_params)
     model = None
     if rec.needs_model:
         if not args.model:

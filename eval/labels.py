@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,12 +163,9 @@ def read_labels(path: str | os.PathLike) -> Labels:
     A session id appearing twice is an error (the official evaluator would silently keep one).
     """
     path = Path(path)
-    sids: list[int] = []
-    clicks: list[int] = []
-    co = [0]
-    oo = [0]
-    carts: list[int] = []
-    orders: list[int] = []
+    # int64 arrays, not lists: no Python object is kept per session or label
+    sids, clicks, carts, orders = array("q"), array("q"), array("q"), array("q")
+    co, oo = array("q", [0]), array("q", [0])
     with open(path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -196,9 +194,9 @@ def read_labels(path: str | os.PathLike) -> Labels:
                 dest.extend(sorted({_aid(v, path, lineno, f"labels.{key}") for v in vals}))
                 offs.append(len(dest))
             sids.append(sid)
-    s = np.array(sids, np.int64)
+    s = np.frombuffer(sids, np.int64).copy()
     if s.size != np.unique(s).size:
         u, cnt = np.unique(s, return_counts=True)
         raise LabelsError(f"{path}: session {int(u[cnt > 1][0])} appears on more than one line")
-    return Labels(s, np.array(clicks, np.int64), np.array(co, np.int64), np.array(carts, np.int64),
-                  np.array(oo, np.int64), np.array(orders, np.int64))
+    arr = lambda a: np.frombuffer(a, np.int64).copy()  # noqa: E731
+    return Labels(s, arr(clicks), arr(co), arr(carts), arr(oo), arr(orders))

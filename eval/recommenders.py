@@ -272,6 +272,17 @@ class Recommender:
 
     name = "base"
     needs_model = False
+    knn_method = "auto"   # bulk top-k of the session answer: w2v.ivf.METHODS
+    ivf_params = None     # w2v.ivf.IVFParams (None: defaults)
+
+    def _bulk(self):
+        """The batched top-k over the model's vectors (``w2v.ivf.BulkTopK`` with ``knn_method``;
+        its IVF files are reused from the model directory when they match), built once."""
+        if getattr(self, "_bulk_topk", None) is None:
+            from w2v.ivf import DEFAULTS, BulkTopK
+            self._bulk_topk = BulkTopK(self.kv.vectors, self.knn_method, self.ivf_params or DEFAULTS,
+                                       model_dir=getattr(self.model, "path", None))
+        return self._bulk_topk
 
     def fit(self, train: Dataset, model=None) -> "Recommender":
         if self.needs_model and model is None:
@@ -509,19 +520,23 @@ class W2VSessionRec(Recommender):
     name = "w2v-session"
     needs_model = True
 
-    def __init__(self, rule: SessionRule = DEFAULT_RULE, q_block: int = 65536):
+    def __init__(self, rule: SessionRule = DEFAULT_RULE, q_block: int = 65536, knn_method: str = "auto",
+                 ivf_params=None):
         self.rule = rule.validate()
         self.q_block = q_block
+        self.knn_method, self.ivf_params = knn_method, ivf_params
 
     def predict(self, test, k=20):
-        r = session_recommend(self.kv, test.offsets, test.aid, test.type, k, self.rule, q_block=self.q_block)
+        bulk = self._bulk()
+        r = session_recommend(self.kv, test.offsets, test.aid, test.type, k, self.rule, q_block=self.q_block,
+                              bulk=bulk)
         res = {}
         for t in range(3):
             # the list as ranked, then the popular aids not already in it
             res[t], _ = score_sessions(test, k, fill=self.popular[t], hist_coef=0.0, max_hist=1,
                                        per_session=PerSession(r.aids, _rank_weights(r.aids), 1.0))
         self.stats = {"sessions_without_vocab_event": int((~r.has).sum()), "unknown_events": r.unknown_events,
-                      "exact_rescans": r.exact_rescans}
+                      "exact_rescans": r.exact_rescans, **bulk.info()}
         self.limits = {"events_beyond_max_events": int(np.maximum(test.lengths() - self.rule.max_events, 0).sum())
                        if self.rule.max_events else 0}
         return res
@@ -547,15 +562,19 @@ class BlendRec(CovisitRec):
     needs_model = True
 
     def __init__(self, params: CovisitParams | None = None, hist_coef: float = 10.0, w2v_coef: float = 0.05,
-                 n_neighbors: int = 20, progress: bool = False, graphs=None, rule: SessionRule = DEFAULT_RULE):
+                 n_neighbors: int = 20, progress: bool = False, graphs=None, rule: SessionRule = DEFAULT_RULE,
+                 knn_method: str = "auto", ivf_params=None):
         super().__init__(params, hist_coef, progress, graphs)
+        self.knn_method, self.ivf_params = knn_method, ivf_params
         self.w2v_coef = w2v_coef
         self.n_neighbors = n_neighbors
         self.rule = rule.validate()
 
     def predict(self, test, k=20):
-        r = session_recommend(self.kv, test.offsets, test.aid, test.type, self.n_neighbors, self.rule)
-        self.w2v_stats = {"sessions_without_vocab_event": int((~r.has).sum()), "exact_rescans": r.exact_rescans}
+        bulk = self._bulk()
+        r = session_recommend(self.kv, test.offsets, test.aid, test.type, self.n_neighbors, self.rule, bulk=bulk)
+        self.w2v_stats = {"sessions_without_vocab_event": int((~r.has).sum()), "exact_rescans": r.exact_rescans,
+                          **bulk.info()}
         return self._predict(test, k, per_session=PerSession(r.aids, r.scores, self.w2v_coef))
 
     def info(self):
@@ -565,7 +584,8 @@ class BlendRec(CovisitRec):
 
 
 def make(name: str, *, seed: int = 0, covisit_graphs=None, covisit_params: CovisitParams | None = None,
-         progress: bool = False, w2v_coef: float = 0.05, w2v: Graph | None = None) -> Recommender:
+         progress: bool = False, w2v_coef: float = 0.05, w2v: Graph | None = None, knn_method: str = "auto",
+         ivf_params=None) -> Recommender:
     """A recommender by name (one of ``NAMES``). ``covisit_graphs`` (from ``build_covisit_set``)
     and ``w2v`` (from ``w2v_graph``, used by ``w2v-item``) are shared precomputations; ``w2v``
     must cover every aid of the sessions predicted for."""
@@ -580,9 +600,10 @@ def make(name: str, *, seed: int = 0, covisit_graphs=None, covisit_params: Covis
     if name == "w2v-item":
         return W2VItemRec(graph=w2v)
     if name == "w2v-session":
-        return W2VSessionRec()
+        return W2VSessionRec(knn_method=knn_method, ivf_params=ivf_params)
     if name == "blend":
-        return BlendRec(covisit_params, progress=progress, graphs=covisit_graphs, w2v_coef=w2v_coef)
+        return BlendRec(covisit_params, progress=progress, graphs=covisit_graphs, w2v_coef=w2v_coef,
+                        knn_method=knn_method, ivf_params=ivf_params)
     raise ValueError(f"recommender: unknown name {name!r} (expected one of {', '.join(NAMES)})")
 
 
@@ -594,6 +615,8 @@ def add_tuning_flags(parser) -> None:
                              "independent synthetic set; see bench/RESULTS.md, 'Session rule')")
     add_config_flags(parser.add_argument_group("co-visitation graphs"), CovisitParams,
                      metavars={"type_weight": "CLICKS,CARTS,ORDERS"})
+    from w2v.index import add_method_flags
+    add_method_flags(parser)  # --method and --ivf-*: the session answer's bulk top-k
 
 
 def tuning_from_flags(args) -> tuple[CovisitParams, float]:

@@ -78,7 +78,8 @@ def _check(names, k: int, next_click_sessions: int | None, max_hist: int) -> Non
 def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: SplitParams | None = None,
             model_dir: str | None = None, w2v=None, names=R.NAMES, k: int = 20,
             next_click_sessions: int | None = 20_000, max_hist: int = 30, pairs: PairParams | None = None,
-            covisit_params: R.CovisitParams | None = None, w2v_coef: float = 0.05, do_plot: bool = False,
+            covisit_params: R.CovisitParams | None = None, w2v_coef: float = 0.05, knn_method: str = "auto",
+            ivf_params=None, do_plot: bool = False,
             keep_submissions: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
     """Everything ``otto-eval run`` does; returns the report dict (also written to ``out_dir``).
 
@@ -166,7 +167,7 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
         t_rec = t_nc = 0.0
         for name in names:
             rec = R.make(name, seed=seed, covisit_graphs=covisit_graphs, covisit_params=covisit_params,
-                         w2v_coef=w2v_coef, w2v=w2v_nb)
+                         w2v_coef=w2v_coef, w2v=w2v_nb, knn_method=knn_method, ivf_params=ivf_params)
             t0 = t = time.perf_counter()
             rec.fit(train, model)
             fit_s = time.perf_counter() - t
@@ -271,6 +272,7 @@ def _cmd_run(args) -> int:
     from data_prep.command import UsageError
     from data_prep.flags import config_from_args
     from w2v.config import PRESETS
+    from w2v.index import method_params
     from w2v.trainer import config_from_flags
     names = [n.strip() for n in args.recommenders.split(",") if n.strip()]
     bad = [n for n in names if n not in R.NAMES] or ([] if names else ["(none)"])
@@ -281,11 +283,13 @@ def _cmd_run(args) -> int:
     pairs = None if args.no_nextevent else config_from_args(PairParams, args, prefix="ne-")
     w2v = config_from_flags(args, base=PRESETS[args.preset], seed=args.seed)
     covisit, w2v_coef = R.tuning_from_flags(args)
+    ivf_params = method_params(args)
     if args.plot:
         check_plotting()
     report = run_all(args.dataset, args.out_dir, split_dir=args.split_dir, split=split, model_dir=args.model_dir,
                      w2v=w2v, names=names, k=ev.k, next_click_sessions=ev.next_click_sessions or None,
                      max_hist=ev.max_hist, pairs=pairs, covisit_params=covisit, w2v_coef=w2v_coef,
+                     knn_method=args.method, ivf_params=ivf_params,
                      do_plot=args.plot, keep_submissions=args.keep_submissions, overwrite=args.overwrite,
                      quiet=args.quiet)
     print(markdown(report))

@@ -161,3 +161,24 @@ def test_split_rejects_bad_arguments():
         split_dataset(ds, days=0)
     with pytest.raises(ValueError, match="min_train_len"):
         split_dataset(ds, min_train_len=0)
+
+
+def test_bounded_memory_split_writes_the_same_files_for_any_chunk_size(tmp_path):
+    """split_to_directory (chunked passes, train streamed to disk) == write_split(split_dataset())."""
+    from data_prep import reader
+    from eval.split import split_to_directory
+    reader.convert(SAMPLE, tmp_path / "ds", quiet=True)
+    ds = Dataset.open(tmp_path / "ds")
+    write_split(split_dataset(ds, days=7, seed=5), tmp_path / "ref")
+    ref = {p.relative_to(tmp_path / "ref"): p.read_bytes() for p in sorted((tmp_path / "ref").rglob("*")) if p.is_file()}
+    for chunk in (1, 97, 10**9):  # one session per chunk .. everything in one chunk
+        stats = split_to_directory(ds, tmp_path / f"s{chunk}", days=7, seed=5, chunk_events=chunk)
+        got = {p.relative_to(tmp_path / f"s{chunk}"): p.read_bytes()
+               for p in sorted((tmp_path / f"s{chunk}").rglob("*")) if p.is_file()}
+        assert got.keys() == ref.keys()
+        for name in ref:
+            if name.name != "meta.json":
+                assert got[name] == ref[name], (chunk, name)
+        meta, ref_meta = (json.loads(d[Path("train/meta.json")]) for d in (got, ref))
+        assert meta == ref_meta and stats == json.loads(ref[Path("split.json")])
+        assert split_dataset(ds, days=7, seed=5, chunk_events=chunk).stats == stats

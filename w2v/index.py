@@ -1,7 +1,10 @@
 """``otto-train index MODEL_DIR``: precompute every aid's k nearest aids by cosine similarity.
 
 Writes ``neighbors.npy`` (int32 ``[V, k]`` rows), ``neighbor_scores.npy`` (float32 ``[V, k]``)
-and, last, ``index.json`` into the model directory (see docs/FORMATS.md, section 3).
+and, last, ``index.json`` into the model directory (see docs/FORMATS.md, section 3). With
+``--method ivf`` (``auto`` from ``w2v.ivf.AUTO_IVF_MIN_ROWS`` rows) the table comes from the IVF
+index of ``w2v/ivf.py``, whose files are written too; ``index.json`` records the method and its
+parameters.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import time
 from data_prep.command import positive_int
 from data_prep.progress import Progress
 
-from . import knn
+from . import ivf, knn
 from .model_io import load_model, save_index
 
 MAX_K = 1000  # neighbours per row: the table is V * k * 8 bytes; the service answers at most 100
@@ -28,11 +31,14 @@ def _k(text: str) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "index",
-        help="build the exact cosine neighbour table of a model directory",
+        help="build the cosine neighbour table of a model directory (exact or IVF)",
         description="Compute, for every row of MODEL_DIR/vectors.npy, its K most similar other rows by "
-                    "cosine similarity (exact, score descending then row ascending) and store them in the "
+                    "cosine similarity (score descending then row ascending) and store them in the "
                     "model directory as neighbors.npy, neighbor_scores.npy and index.json (written last). "
-                    "An existing table is replaced. Cost: V*V*D multiply-adds.",
+                    "An existing table is replaced. Exact cost: V*V*D multiply-adds; the IVF method "
+                    "(k-means lists, NPROBE lists scanned per row, every candidate scored exactly) costs "
+                    f"about V*(NLIST + NPROBE*V/NLIST)*D and also writes ivf_*.npy and ivf.json. "
+                    f"--method auto uses ivf from {ivf.AUTO_IVF_MIN_ROWS:,} rows.",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory written by 'otto-train train' or 'import'")
     p.add_argument("--k", type=_k, default=20,
@@ -44,11 +50,31 @@ def register(subparsers) -> None:
                    help="queries per tile (default 64); affects speed only, never the result")
     p.add_argument("--i-block", type=positive_int, default=4096,
                    help="rows per tile (default 4096); affects speed only, never the result")
+    add_method_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
 
 
+def add_method_flags(p) -> None:
+    """--method and the --ivf-* flags (w2v.ivf.IVFParams): the bulk top-k choice, also used by
+    otto-eval's w2v-session."""
+    from data_prep.flags import add_config_flags
+    p.add_argument("--method", choices=ivf.METHODS, default="auto",
+                   help=f"exact: scan every row; ivf: inverted-file index, every candidate scored exactly "
+                        f"(recall@20 against exact in bench/RESULTS.md); auto: ivf from {ivf.AUTO_IVF_MIN_ROWS:,} "
+                        "rows, else exact (default: auto)")
+    add_config_flags(p.add_argument_group("IVF index (--method ivf)"), ivf.IVFParams, prefix="ivf-",
+                     exclude=("chunk", "q_block"))
+
+
+def method_params(args) -> ivf.IVFParams:
+    """The validated IVFParams of parsed --ivf-* flags."""
+    from data_prep.flags import config_from_args
+    return config_from_args(ivf.IVFParams, args, prefix="ivf-")
+
+
 def run(args) -> int:
+    params = method_params(args)  # flags are validated before any work
     model = load_model(args.model_dir)
     V, D = model.vectors.shape
     if V < 2:
@@ -58,26 +84,34 @@ def run(args) -> int:
               file=sys.stderr)
         args.k = V - 1
     threads = args.threads if args.threads is not None else knn.default_threads()
-    if not args.quiet:
-        print(f"index: {V} rows x {D} dims, k={args.k}, {threads} threads, "
-              f"tiles {args.q_block}x{args.i_block}", file=sys.stderr, flush=True)
+    method = ivf.resolve_method(args.method, V)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(f"index: {msg}", file=sys.stderr, flush=True))
+    say(f"{V} rows x {D} dims, k={args.k}, method {method}, {threads} threads")
     start = time.perf_counter()
     progress = None if args.quiet else Progress("index", V, unit="rows").report
-    neighbors, scores = knn.build_neighbor_table(model.vectors, args.k, q_block=args.q_block,
-                                                 i_block=args.i_block, n_threads=threads,
-                                                 progress=progress)
+    info = {"method": method, "threads": threads, "vocab_size": int(V), "vector_size": int(D),
+            "order": "score descending, then row ascending; self excluded; padding row -1 / score -inf"}
+    index = None
+    if method == "exact":
+        neighbors, scores = knn.build_neighbor_table(model.vectors, args.k, q_block=args.q_block,
+                                                     i_block=args.i_block, n_threads=threads,
+                                                     progress=progress)
+        info.update(q_block=args.q_block, i_block=args.i_block)
+    else:
+        index = ivf.build_ivf(model.vectors, params, n_threads=threads, progress=say)
+        build_s = time.perf_counter() - start
+        say(f"IVF: {index.info['nlist']} lists (largest {index.info['max_list']} rows) in {build_s:.1f} s")
+        stats = {}
+        neighbors, scores = ivf.neighbor_table(model.vectors, args.k, index, nprobe=params.nprobe,
+                                               n_threads=threads, progress=progress, stats=stats)
+        info["ivf"] = dict(index.info, nprobe=stats["nprobe"], kmeans_seconds=round(build_s, 3),
+                           queries_widened=stats["queries_widened"], pairs_scored=stats["pairs_scored"])
     seconds = time.perf_counter() - start
-    info = {
-        "q_block": args.q_block,
-        "i_block": args.i_block,
-        "threads": threads,
-        "build_seconds": round(seconds, 3),
-        "vocab_size": int(V),
-        "vector_size": int(D),
-        "order": "score descending, then row ascending; self excluded; padding row -1 / score -inf",
-    }
+    info["build_seconds"] = round(seconds, 3)
+    crc = ivf.vectors_fingerprint(model.vectors) if index is not None else None
     del model  # release the memory maps before files in the directory are replaced
+    if index is not None:
+        ivf.save_ivf(args.model_dir, index, crc)
     save_index(args.model_dir, neighbors, scores, info)
-    if not args.quiet:
-        print(f"index: wrote k={args.k} neighbours for {V} rows in {seconds:.1f} s", file=sys.stderr)
+    say(f"wrote k={args.k} neighbours for {V} rows in {seconds:.1f} s")
     return 0

@@ -222,10 +222,13 @@ def _certificate_eps(D: int) -> float:
 
 
 def recommend(kv: KeyedVectors, offsets, aids, types, k: int, rule: SessionRule = DEFAULT_RULE,
-              n_threads: int | None = None, q_block: int = 65536) -> SessionRecs:
+              n_threads: int | None = None, q_block: int = 65536, bulk=None) -> SessionRecs:
     """The rule's top-``k`` for every CSR session (``offsets`` int64[S+1], ``aids``/``types`` [E]),
     equal to :func:`knn.topk` of each session's query with the session's rows excluded (when
-    ``exclude_session``). ``q_block`` bounds the sessions held in one batch."""
+    ``exclude_session``). ``q_block`` bounds the sessions held in one batch. ``bulk`` (optional,
+    a ``w2v.ivf.BulkTopK`` over ``kv.vectors``) supplies the batched candidates; with its IVF
+    method the answer is approximate: the best of the candidates by their exact scores, accepted
+    without the certificate (docs/ALGORITHM.md, "Bulk top-k")."""
     rule.validate()
     k = int(k)
     if k < 1:
@@ -267,11 +270,11 @@ def recommend(kv: KeyedVectors, offsets, aids, types, k: int, rule: SessionRule 
     for b in np.unique(bucket[todo]):
         grp = todo[bucket[todo] == b]
         K = min(V, k + int(b) + MARGIN)
-        complete = K >= V
+        complete = K >= V or (bulk is not None and bulk.method != "exact")
         for g0 in range(0, grp.shape[0], q_block):
             sel = grp[g0:g0 + q_block]
             qs = np.ascontiguousarray(queries[sel])
-            cs, cr = knn.topk_batch(vec, inv, qs, K, n_threads=nt)
+            cs, cr = bulk.topk(qs, K) if bulk is not None else knn.topk_batch(vec, inv, qs, K, n_threads=nt)
             sub_eo = np.zeros(sel.shape[0] + 1, np.int64)
             np.cumsum(n_ex[sel], out=sub_eo[1:])
             sub_ex = (np.concatenate([excl[eo[s]:eo[s + 1]] for s in sel]) if rule.exclude_session and excl.size

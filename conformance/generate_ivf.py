@@ -1,0 +1,122 @@
+"""Write conformance/ivf.json: the IVF search contract of w2v/ivf.py on a hand-made matrix.
+
+    python conformance/generate_ivf.py [--check]     (also part of conformance/generate.py)
+
+The k-means training draws from NumPy's generator and is not part of the portable contract; the
+case fixes the centroids instead, and specifies (1) the inverted lists they induce (each row in
+the list of its best centroid by cosine, ties and zero rows to the lowest centroid, rows
+ascending) and (2) search results: the nprobe best centroids of the query (same order), every
+row of those lists scored by cosine, the k best by score descending then row ascending, the
+query's own row excluded when given, and every list probed when the query is zero or its lists
+hold fewer than k (+1 with an exclusion) rows. Every expected value is checked here against a
+float64 NumPy reference before the file is written; ``--check`` compares instead of writing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from w2v import ivf, knn  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "ivf.json"
+
+MATRIX = [
+    [1.0, 0.1, 0.0], [0.9, -0.2, 0.1], [0.8, 0.3, -0.1], [0.1, 1.0, 0.0],
+    [-0.2, 0.9, 0.3], [0.0, 0.1, 1.0], [0.0, 0.1, 1.0], [0.2, -0.1, 0.9],
+    [1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.2, 0.1], [-0.9, -0.3, 0.0],
+    [0.3, 0.6, -0.4], [-0.5, -0.5, -0.5], [0.6, 0.1, 0.5], [0.05, -0.8, 0.6],
+]
+CENTROIDS = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]]
+QUERIES = [[1.0, 0.1, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 0.0], [0.1, 0.2, 1.0], [-0.7, 0.1, 0.2]]
+CASES = [  # (query, k, nprobe, exclude_self)
+    (0, 3, 1, 0), (1, 4, 2, -1), (2, 3, 1, -1), (3, 20, 1, -1), (4, 5, 4, -1), (4, 3, 1, 10), (3, 4, 2, 5),
+]
+
+
+def _reference(m, q, rows, k, skip):
+    """float64 cosine of the candidate rows, best k by (-score, row), zero norms scoring 0."""
+    mn = np.linalg.norm(m, axis=1)
+    qn = np.linalg.norm(q)
+    cand = [r for r in rows if r != skip]
+    sc = {r: (float(m[r] @ q) / (mn[r] * qn) if mn[r] > 0 and qn > 0 else 0.0) for r in cand}
+    order = sorted(cand, key=lambda r: (-sc[r], r))[:k]
+    return order, [sc[r] for r in order], sc
+
+
+def build() -> dict:
+    m = np.array(MATRIX, np.float32)
+    c = np.array(CENTROIDS, np.float32)
+    qs = np.array(QUERIES, np.float32)
+    offsets, rows = ivf.assign_lists(c, m)
+    # lists: the float64 reference assignment
+    mn = np.linalg.norm(m.astype(np.float64), axis=1)
+    for r in range(m.shape[0]):
+        cos = (c.astype(np.float64) @ m[r].astype(np.float64)) / (mn[r] if mn[r] > 0 else 1.0)
+        best = int(np.flatnonzero(cos == cos.max())[0])
+        got = int(np.searchsorted(offsets, np.flatnonzero(rows == r)[0], side="right") - 1)
+        assert got == best, f"row {r}: list {got} != reference {best}"
+    index = ivf.IVFIndex(c, offsets, rows, {"nlist": 4})
+    inv = knn.inverse_norms(m)
+    cases = []
+    for qi, k, nprobe, skip in CASES:
+        q = qs[qi]
+        qs64 = q.astype(np.float64)
+        ccos = (c.astype(np.float64) @ qs64) / (np.linalg.norm(qs64) or 1.0)
+        probes = sorted(range(4), key=lambda j: (-ccos[j], j))[:nprobe]
+        K = k + (skip >= 0)
+        held = sum(int(offsets[j + 1] - offsets[j]) for j in probes)
+        widened = bool(not qs64.any() or held < min(K, m.shape[0]))
+        cand = list(range(m.shape[0])) if widened else sorted(int(r) for j in probes for r in rows[offsets[j]:offsets[j + 1]])
+        order, ref_scores, all_sc = _reference(m.astype(np.float64), qs64, cand, k, skip)
+        vals = sorted({round(v, 12) for v in all_sc.values()}, reverse=True)
+        assert all(a - b > 1e-4 for a, b in zip(vals, vals[1:])), f"near-tie in case {(qi, k, nprobe, skip)}"
+        st = {}
+        s, ids = ivf.search(index, m, inv, q[None, :], k, nprobe=nprobe,
+                            exclude_self=np.array([skip], np.int64), stats=st)
+        got = [int(x) for x in ids[0] if x >= 0]
+        assert got == order, f"case {(qi, k, nprobe, skip)}: ids {got} != reference {order}"
+        assert np.all(np.abs(s[0][:len(order)] - np.array(ref_scores)) <= 1e-6), "scores off by > 1e-6"
+        assert (st["queries_widened"] == 1) == widened
+        cases.append({"query": qi, "k": k, "nprobe": nprobe, "exclude_self": skip,
+                      "probes": [int(j) for j in probes], "widened": widened,
+                      "ids": [int(x) for x in ids[0]],
+                      "scores": [None if not np.isfinite(x) else round(float(x), 7) for x in s[0]]})
+    return {
+        "name": "ivf",
+        "description": "IVF top-k search over fixed centroids (w2v/ivf.py): inverted lists, probing, widening, "
+                       "exact cosine scores of the probed rows, order score descending then row ascending. "
+                       "ids -1 with score null are padding beyond the eligible rows.",
+        "tolerance": {"default": "exact", "scores": {"abs": 1e-6, "rel": 1e-6}},
+        "inputs": {"matrix": MATRIX, "centroids": CENTROIDS, "queries": QUERIES,
+                   "cases": [{"query": a, "k": b, "nprobe": c_, "exclude_self": d} for a, b, c_, d in CASES]},
+        "expected": {"offsets": [int(x) for x in offsets], "rows": [int(x) for x in rows], "cases": cases},
+        "notes": {"reference": "float64 numpy cosine over the candidate rows, sorted by (-score, row)",
+                  "training": "k-means training (seeded NumPy sampling) is not part of the portable contract"},
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="compare with the committed file instead of writing it")
+    args = p.parse_args(argv)
+    doc = build()
+    if args.check:
+        if json.loads(OUT.read_text()) != json.loads(json.dumps(doc)):
+            print(f"{OUT}: differs from what generate_ivf.py builds", file=sys.stderr)
+            return 1
+        return 0
+    from generate import dumps  # the conformance files' one canonical formatting
+    OUT.write_text(dumps(doc))
+    print(f"wrote {OUT}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""conformance/ivf.json: w2v/ivf.py reproduces the portable IVF search contract, the checker
+catches a changed expectation, and the committed file is what conformance/generate_ivf.py builds."""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from w2v import ivf, knn
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = json.loads((ROOT / "conformance" / "ivf.json").read_text())
+
+
+def problems(doc) -> list[str]:
+    """Every difference between ``doc``'s expectations and what w2v/ivf.py computes."""
+    out = []
+    m = np.array(doc["inputs"]["matrix"], np.float32)
+    c = np.array(doc["inputs"]["centroids"], np.float32)
+    qs = np.array(doc["inputs"]["queries"], np.float32)
+    tol = doc["tolerance"]["scores"]
+    offsets, rows = ivf.assign_lists(c, m)
+    if offsets.tolist() != doc["expected"]["offsets"] or rows.tolist() != doc["expected"]["rows"]:
+        out.append(f"lists {offsets.tolist()} / {rows.tolist()}")
+    index = ivf.IVFIndex(c, offsets, rows, {})
+    inv = knn.inverse_norms(m)
+    for case, exp in zip(doc["inputs"]["cases"], doc["expected"]["cases"]):
+        q = qs[case["query"]][None, :]
+        _, probes = knn.topk_batch(c, knn.inverse_norms(c), q, case["nprobe"])
+        if probes[0].tolist() != exp["probes"]:
+            out.append(f"{case}: probes {probes[0].tolist()}")
+        st = {}
+        s, ids = ivf.search(index, m, inv, q, case["k"], nprobe=case["nprobe"],
+                            exclude_self=np.array([case["exclude_self"]]), stats=st)
+        if ids[0].tolist() != exp["ids"]:
+            out.append(f"{case}: ids {ids[0].tolist()}")
+        if (st["queries_widened"] == 1) != exp["widened"]:
+            out.append(f"{case}: widened {st['queries_widened']}")
+        for got, want in zip(s[0].tolist(), exp["scores"]):
+            if want is None:
+                if got != -np.inf:
+                    out.append(f"{case}: padding score {got}")
+            elif abs(got - want) > tol["abs"] + tol["rel"] * abs(want):
+                out.append(f"{case}: score {got} vs {want}")
+    return out
+
+
+def test_ours_matches_the_committed_case():
+    assert problems(DOC) == []
+    assert any(c["widened"] for c in DOC["expected"]["cases"]) and not all(c["widened"] for c in DOC["expected"]["cases"])
+
+
+@pytest.mark.parametrize("path, change", [
+    (("cases", 0, "ids", 0), lambda v: v + 1),
+    (("cases", 1, "scores", 2), lambda v: v + 2e-6),
+    (("cases", 2, "widened"), lambda v: not v),
+    (("cases", 4, "probes", 0), lambda v: 0),
+    (("rows", 0), lambda v: 1),
+])
+def test_checker_catches_a_changed_expectation(path, change):
+    doc = copy.deepcopy(DOC)
+    node = doc["expected"]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = change(node[path[-1]])
+    assert problems(doc)
+
+
+def test_committed_file_is_what_the_generator_builds():
+    r = subprocess.run([sys.executable, str(ROOT / "conformance" / "generate_ivf.py"), "--check"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,653 @@
+"""Inverted-file (IVF) cosine top-k for bulk queries: hand-written Numba kernels and wrappers.
+
+The exact batched top-k (:func:`w2v.knn.topk_batch`) costs ``Q * V * D`` multiply-adds; for the
+neighbour table (``Q = V``) and for scoring every test session that is quadratic in the number
+of aids. The IVF index visits only the rows of a few clusters per query.
+
+Coarse quantiser
+----------------
+Spherical k-means on unit vectors, seeded and bounded:
+
+1. ``rng = numpy.random.default_rng(seed)`` (the only source of randomness). A training sample of
+   ``min(V, train_per_list * nlist)`` distinct rows is drawn with ``rng.choice`` and sorted;
+   its rows are normalised (``knn.normalize_rows``; zero rows stay zero).
+2. The initial centroids are ``nlist`` distinct sample rows (``rng.choice``).
+3. At most ``iterations`` rounds of: assign every sample row to its best centroid by cosine
+   (``knn.topk_batch`` with ``k = 1``: score descending, then centroid ascending, so ties and
+   zero rows go to the lowest centroid); new centroid = the float64 sum of its rows, normalised
+   (``_centroid_sums``). A centroid left with no rows or a zero sum is re-seeded with the
+   sample row that scored lowest against its own centroid (ties: lowest sample position), each
+   such row used once per round. Stops early when no assignment changed.
+4. Every row of the matrix is assigned to its best centroid (the same ``k = 1`` rule); the
+   inverted lists are the rows of each centroid in ascending row order (``rows``, ``offsets``:
+   a CSR over lists).
+
+Every step is deterministic for a seed and independent of the thread count (``topk_batch`` is).
+
+Search
+------
+For each query ``q``: the ``nprobe`` best centroids by cosine (``topk_batch`` over the centroids);
+then every row of those lists is scored with the exact batched arithmetic of
+``knn._tiles_kernel`` (unit query ``q * (1/||q||)`` dotted with the unit row ``v_j * inv_j`` by the
+``_outer4x16`` micro-kernel, sequential fused multiply-adds), so each candidate's score is
+bit-identical to the exact table's score for the same pair; the ``K`` best are kept in a heap
+under the one total order (score descending, row ascending). Lists are not visited in row order,
+so the heap test is the full comparison ``s > t or (s == t and j < id_t)``. With
+``nprobe = nlist`` the result therefore equals ``knn.topk_batch`` exactly.
+
+A query whose probed lists hold fewer than ``K`` rows (``K = k``, or ``k + 1`` when its own row
+is excluded), and a zero query (all cosines 0), probe every list instead, so a result is never
+shorter than the exact one; both are counted (``stats["queries_widened"]``).
+
+Cost per query: ``nlist * D`` (coarse, tiled) + about ``nprobe * V / nlist * D`` (lists).
+
+Files (docs/FORMATS.md, "IVF index"): ``ivf_centroids.npy`` (``<f4 [nlist, D]``),
+``ivf_offsets.npy`` (``<i8 [nlist + 1]``), ``ivf_rows.npy`` (``<i8 [V]``), and ``ivf.json``
+(format ``otto-ivf`` version 1, written last) in the model directory.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from data_prep.atomic import atomic_file
+from data_prep.parallel import run_tasks
+
+from . import knn
+# the exact kernels' own building blocks, so IVF scores are the exact table's scores
+from .knn import _inv_norms_kernel, _outer4x16, _trim_kernel, heap_replace_root, heap_sort
+
+__all__ = ["IVFIndex", "IVFParams", "IVFError", "default_nlist", "default_nprobe", "assign_lists", "build_ivf",
+           "search", "neighbor_table", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
+           "save_ivf", "load_ivf", "IVF_FORMAT_NAME", "IVF_FORMAT_VERSION"]
+
+IVF_FORMAT_NAME = "otto-ivf"
+IVF_FORMAT_VERSION = 1
+FILES = ("ivf_centroids.npy", "ivf_offsets.npy", "ivf_rows.npy", "ivf.json")
+
+
+class IVFError(ValueError):
+    """IVF files missing, corrupt or not matching the vectors. The message names the file."""
+
+
+@dataclass(frozen=True)
+class IVFParams:
+    """The IVF index's knobs (``otto-train index`` and ``otto-eval`` flags ``--ivf-*``).
+
+    nlist           inverted lists (k-means centroids), at most V (default: round(4 sqrt(V)))
+    nprobe          lists scanned per query; nprobe >= nlist gives the exact result (default:
+                    max(24, nlist / 48), about 2% of the lists)
+    seed            seed of the k-means training sample and initial centroids
+    iterations      k-means rounds at most (fewer when no assignment changes)
+    train_per_list  k-means training sample: this many rows per list (at most V)
+    chunk           queries per work unit shared by the threads; memory and speed only
+    q_block         queries per tile inside a list; speed only
+    """
+
+    nlist: int | None = None
+    nprobe: int | None = None
+    seed: int = 0
+    iterations: int = 10
+    train_per_list: int = 64
+    chunk: int = 32768
+    q_block: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("nlist", "nprobe", "iterations", "train_per_list", "chunk", "q_block"):
+            v = getattr(self, name)
+            lo = 0 if name == "iterations" else 1
+            if v is None and name in ("nlist", "nprobe"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name}: must be an integer >= {lo}, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: must be an integer >= 0, got {self.seed!r}")
+
+
+DEFAULTS = IVFParams()
+
+
+class IVFIndex(NamedTuple):
+    """Coarse centroids and the inverted lists of one matrix (see the module docstring)."""
+
+    centroids: np.ndarray   # float32 [nlist, D], unit rows (zero only for a degenerate list)
+    offsets: np.ndarray     # int64 [nlist + 1], offsets[0] = 0, offsets[-1] = V
+    rows: np.ndarray        # int64 [V], rows of list l = rows[offsets[l]:offsets[l + 1]], ascending
+    info: dict              # build parameters and counts (the ivf.json fields)
+
+
+def default_nprobe(nlist: int) -> int:
+    """``max(24, ceil(nlist / 48))``, at most ``nlist``: about 2% of the lists. Recall depends
+    mostly on the fraction of lists probed; 2% gave recall@20 >= 0.99 against the exact table on
+    trained models (bench/RESULTS.md, IVF section)."""
+    return int(max(1, min(nlist, max(24, -(-nlist // 48)))))
+
+
+def default_nlist(V: int) -> int:
+    """``round(4 sqrt(V))``, at least 1 and at most ``V`` (the usual IVF rule of thumb: about
+    ``sqrt(V)`` rows per list; 4x more lists keeps the list scan short at ``nprobe = 24``)."""
+    return int(max(1, min(V, round(4.0 * math.sqrt(max(V, 1))))))
+
+
+def _nprobe(nprobe, nlist: int) -> int:
+    if nprobe is None:
+        return default_nprobe(nlist)
+    if int(nprobe) < 1:
+        raise ValueError(f"nprobe: must be >= 1 (got {nprobe})")
+    return int(nprobe)
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+# sums[c, d] = sum of x[i, d] (float64) over the rows i with labels[i] = c; counts[c] = their number.
+# x: float32 [n, D] (unit rows); labels: int64 [n] in [0, C); sums: float64 [C, D] zeroed;
+# counts: int64 [C] zeroed. Sequential in i, so the sums do not depend on threads. Degenerate: n = 0.
+@njit(cache=True, nogil=True)
+def _centroid_sums(x, labels, sums, counts):
+    n, D = x.shape
+    for i in range(n):
+        c = labels[i]
+        counts[c] += 1
+        for d in range(D):
+            sums[c, d] += np.float64(x[i, d])
+
+
+# Inverted probe lists of one query chunk: for list l, the chunk-local queries that probe it, in
+# ascending query order, as a CSR (l_off int64 [nlist + 1], l_q int64 [total]).
+# probes: int64 [Q, P] (best centroids of each query, -1 padding); full: bool [Q] (probe every
+# list). Degenerate: Q = 0 gives empty lists.
+@njit(cache=True, nogil=True)
+def _invert_probes(probes, full, nlist):
+    Q, P = probes.shape
+    cnt = np.zeros(nlist + 1, np.int64)
+    for q in range(Q):
+        if full[q]:
+            for l in range(nlist):
+                cnt[l + 1] += 1
+        else:
+            for p in range(P):
+                l = probes[q, p]
+                if l >= 0:
+                    cnt[l + 1] += 1
+    for l in range(nlist):
+        cnt[l + 1] += cnt[l]
+    l_q = np.empty(cnt[nlist], np.int64)
+    pos = cnt[:nlist].copy()
+    for q in range(Q):
+        if full[q]:
+            for l in range(nlist):
+                l_q[pos[l]] = q
+                pos[l] += 1
+        else:
+            for p in range(P):
+                l = probes[q, p]
+                if l >= 0:
+                    l_q[pos[l]] = q
+                    pos[l] += 1
+    return cnt, l_q
+
+
+# Scaled, panel-interleaved copy of the rows of one list (knn._pack_panels through an index):
+# row rows[a + 16 p + l] goes to dst[p, :, l] multiplied by row_scale, lanes past b zeroed.
+# Same float32 product as _pack_panels, so packed values are bit-identical.
+# vectors: float32 [V, D]; row_scale: float32 [V]; rows: int64 [V]; dst: float32 [P, D, 16].
+@njit(cache=True, nogil=True)
+def _pack_list(vectors, row_scale, rows, a, b, dst):
+    D = vectors.shape[1]
+    n = b - a
+    for p in range((n + 15) // 16):
+        r0 = a + 16 * p
+        lanes = min(16, b - r0)
+        for d in range(D):
+            for l in range(lanes):
+                j = rows[r0 + l]
+                dst[p, d, l] = vectors[j, d] * row_scale[j]
+            for l in range(lanes, 16):
+                dst[p, d, l] = 0.0
+
+
+# Scaled copy of the queries qids[lo:hi] (knn._copy_scaled through an index): dst[r] =
+# queries[qids[lo + r]] * q_scale[...]; rows up to a multiple of 4 zeroed.
+@njit(cache=True, nogil=True)
+def _gather_scaled(queries, q_scale, qids, lo, hi, dst):
+    D = queries.shape[1]
+    n = hi - lo
+    for r in range(n):
+        qi = qids[lo + r]
+        c = q_scale[qi]
+        for d in range(D):
+            dst[r, d] = queries[qi, d] * c
+    for r in range(n, min((n + 3) // 4 * 4, dst.shape[0])):
+        for d in range(D):
+            dst[r, d] = 0.0
+
+
+# The list scan of one query chunk. For every list l with rows and probing queries: pack its
+# rows once (_pack_list), then for each block of q_block probing queries copy them scaled
+# (_gather_scaled) and, per panel of 16 rows and group of 4 queries, compute 64 exact scores with
+# _outer4x16 (the knn._tiles_kernel arithmetic), each tested against its query's heap root with
+# the full total order (lists arrive in centroid order, not row order). Heaps sorted at the end.
+# vectors: float32 [V, D]; row_scale: float32 [V] (inverse norms); rows/offsets: the lists;
+# queries: float32 [Q, D] (chunk); q_scale: float32 [Q]; l_off/l_q: _invert_probes output;
+# hs/hid: float32/int64 [Q, K] pre-filled with (-inf, -1). Returns the pairs scored.
+# Degenerate: empty lists or lists nobody probes are skipped; D = 0 scores every pair 0.
+@njit(cache=True, nogil=True)
+def _scan_lists_kernel(vectors, row_scale, rows, offsets, queries, q_scale, l_off, l_q, q_block, hs, hid):
+    D = vectors.shape[1]
+    nlist = offsets.shape[0] - 1
+    Q, K = hs.shape
+    maxlen = 0
+    for l in range(nlist):
+        maxlen = max(maxlen, offsets[l + 1] - offsets[l])
+    vp = np.zeros(((maxlen + 15) // 16 + 1, D, 16), np.float32)
+    qt = np.zeros(((q_block + 3) // 4 * 4, D), np.float32)
+    acc = np.zeros((4, 16), np.float32)
+    pairs = 0
+    for l in range(nlist):
+        a = offsets[l]
+        b = offsets[l + 1]
+        if a == b or l_off[l] == l_off[l + 1]:
+            continue
+        _pack_list(vectors, row_scale, rows, a, b, vp)
+        npan = (b - a + 15) // 16
+        for qb0 in range(l_off[l], l_off[l + 1], q_block):
+            qb1 = min(qb0 + q_block, l_off[l + 1])
+            nq = qb1 - qb0
+            pairs += nq * (b - a)
+            _gather_scaled(queries, q_scale, l_q, qb0, qb1, qt)
+            for p in range(npan):
+                j0 = a + 16 * p
+                lanes = min(16, b - j0)
+                for ii in range(0, nq, 4):
+                    _outer4x16(qt, ii, vp, p, acc)
+                    for r in range(min(4, nq - ii)):
+                        qi = l_q[qb0 + ii + r]
+                        t = hs[qi, 0]
+                        ti = hid[qi, 0]
+                        for ln in range(lanes):
+                            s = acc[r, ln]
+                            j = rows[j0 + ln]
+                            if s > t or (s == t and j < ti):
+                                heap_replace_root(hs[qi], hid[qi], s, j)
+                                t = hs[qi, 0]
+                                ti = hid[qi, 0]
+    for qi in range(Q):
+        heap_sort(hs[qi], hid[qi], K)
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# Build
+# --------------------------------------------------------------------------------------------
+
+def _assign(centroids: np.ndarray, x: np.ndarray, n_threads) -> tuple[np.ndarray, np.ndarray]:
+    """Best centroid of every row of ``x`` by cosine (ties: lowest centroid): (scores, labels)."""
+    inv_c = knn.inverse_norms(centroids)
+    s, lab = knn.topk_batch(centroids, inv_c, x, 1, n_threads=n_threads)
+    lab = lab[:, 0].copy()
+    lab[lab < 0] = 0  # only when every centroid scores NaN (non-finite rows): list 0
+    return s[:, 0].copy(), lab
+
+
+def assign_lists(centroids, vectors, *, n_threads=None) -> tuple[np.ndarray, np.ndarray]:
+    """Inverted lists of ``vectors`` under fixed ``centroids``: ``(offsets int64[nlist + 1],
+    rows int64[V])``; row i joins the list of its best centroid by cosine (ties and zero rows:
+    the lowest centroid), rows ascending within a list (step 4 of the module docstring)."""
+    c = knn._as_matrix(centroids, "centroids")
+    v = knn._as_matrix(vectors)
+    nlist = c.shape[0]
+    lab = _assign(c, v, n_threads)[1] if v.shape[0] else np.zeros(0, np.int64)
+    rows = np.argsort(lab, kind="stable").astype(np.int64)
+    offsets = np.zeros(nlist + 1, np.int64)
+    np.cumsum(np.bincount(lab, minlength=nlist), out=offsets[1:])
+    return offsets, rows
+
+
+def build_ivf(vectors, params: IVFParams = DEFAULTS, *, n_threads=None, progress=None) -> IVFIndex:
+    """Seeded spherical k-means over the rows of ``vectors`` and their inverted lists.
+
+    ``vectors``: float32 ``[V, D]`` (any rows; zero rows are allowed). ``nlist`` is capped at ``V``
+    (at least 1). ``progress(message)`` (optional) is called once per k-means round."""
+    v = knn._as_matrix(vectors)
+    V, D = v.shape
+    nlist_req = default_nlist(V) if params.nlist is None else int(params.nlist)
+    nlist = max(1, min(nlist_req, V))
+    rng = np.random.default_rng(int(params.seed))
+    n_train = min(V, params.train_per_list * nlist)
+    sample = np.sort(rng.choice(V, n_train, replace=False)) if V else np.zeros(0, np.int64)
+    x = knn.normalize_rows(v[sample])
+    cent = np.zeros((nlist, D), np.float32)
+    if V:
+        cent[:] = x[rng.choice(n_train, nlist, replace=False)]
+    labels = np.full(n_train, -1, np.int64)
+    rounds = 0
+    reseeded = 0
+    for it in range(params.iterations):
+        scores, new = _assign(cent, x, n_threads)
+        changed = int((new != labels).sum())
+        labels = new
+        rounds = it + 1
+        sums = np.zeros((nlist, D), np.float64)
+        counts = np.zeros(nlist, np.int64)
+        _centroid_sums(x, labels, sums, counts)
+        norms = np.sqrt((sums * sums).sum(axis=1))
+        ok = norms > 0
+        cent[ok] = (sums[ok] / norms[ok, None]).astype(np.float32)
+        bad = np.flatnonzero(~ok)
+        if bad.size:  # re-seed with the worst-served sample rows (lowest score, then position)
+            worst = np.lexsort((np.arange(n_train), scores))[:bad.size]
+            cent[bad[:worst.size]] = x[worst]
+            reseeded += int(bad.size)
+        if progress is not None:
+            progress(f"k-means round {rounds}/{params.iterations}: {changed} assignments changed, "
+                     f"{int(bad.size)} lists re-seeded")
+        if changed == 0 and bad.size == 0:
+            break
+    offsets, rows = assign_lists(cent, v, n_threads=n_threads)
+    sizes = np.diff(offsets)
+    info = {
+        "nlist": int(nlist), "nlist_requested": int(nlist_req), "seed": int(params.seed),
+        "iterations": int(params.iterations), "rounds_run": int(rounds),
+        "train_per_list": int(params.train_per_list), "train_size": int(n_train),
+        "lists_reseeded": int(reseeded), "empty_lists": int((sizes == 0).sum()),
+        "max_list": int(sizes.max()) if nlist else 0, "vocab_size": int(V), "vector_size": int(D),
+    }
+    return IVFIndex(cent, offsets, rows, info)
+
+
+# --------------------------------------------------------------------------------------------
+# Search
+# --------------------------------------------------------------------------------------------
+
+def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | None = None,
+           exclude_self=None, chunk: int = DEFAULTS.chunk, q_block: int = DEFAULTS.q_block,
+           n_threads=None, progress=None, stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate cosine top-k of many queries: ``(scores float32[Q, k], rows int64[Q, k])``.
+
+    The same contract as :func:`w2v.knn.topk_batch` (same scores, order, ``exclude_self`` and
+    ``-1``/``-inf`` padding beyond the eligible rows), restricted to the rows of each query's
+    ``nprobe`` nearest lists (None: ``default_nprobe(nlist)``); ``nprobe >= nlist`` gives exactly
+    ``topk_batch``'s result.
+    ``vectors``/``inv_norms`` must be the matrix the index was built on and its inverse norms.
+    Chunks of ``chunk`` queries are shared among ``n_threads`` threads (None: all CPUs); the
+    result does not depend on chunk, q_block or threads. ``progress(done, total)`` after each
+    chunk. ``stats`` (optional dict) receives ``queries_widened`` and ``pairs_scored``.
+    """
+    v = knn._as_matrix(vectors)
+    V, D = v.shape
+    inv = knn._check_inv(inv_norms, V)
+    k = knn._check_k(k)
+    _check_index(index, V, D)
+    nlist = index.centroids.shape[0]
+    nprobe = _nprobe(nprobe, nlist)
+    if int(chunk) < 1 or int(q_block) < 1:
+        raise ValueError(f"chunk/q_block: must be >= 1 (got {chunk}/{q_block})")
+    P = min(nprobe, nlist)
+    qs = np.asarray(queries)
+    if qs.ndim != 2 or qs.shape[1] != D:
+        raise ValueError(f"queries: shape {qs.shape} does not match [Q, {D}]")
+    qs = knn._readonly(np.ascontiguousarray(qs, dtype=np.float32))
+    Q = qs.shape[0]
+    if exclude_self is None:
+        skip = np.full(Q, -1, np.int64)
+        K = k
+    else:
+        skip = np.asarray(exclude_self)
+        if skip.shape != (Q,) or skip.dtype.kind not in "iu":
+            raise ValueError(f"exclude_self: expected integer array of shape ({Q},), got {skip.dtype} {skip.shape}")
+        skip = np.ascontiguousarray(skip, np.int64)
+        if Q and skip.max() >= V:
+            raise ValueError(f"exclude_self: row {int(skip.max())} is out of range [0, {V})")
+        K = k + 1
+    out_s = np.full((Q, k), -np.inf, np.float32)
+    out_i = np.full((Q, k), -1, np.int64)
+    info = {"queries_widened": 0, "pairs_scored": 0, "nprobe": P, "nlist": int(nlist)}
+    if k == 0 or Q == 0 or V == 0:
+        if stats is not None:
+            stats.update(info)
+        return out_s, out_i
+    q_scale = np.empty(Q, np.float32)
+    _inv_norms_kernel(qs, q_scale)
+    skip = knn._readonly(skip)
+    cent = knn._readonly(np.ascontiguousarray(index.centroids, np.float32))
+    inv_c = knn.inverse_norms(cent)
+    sizes = np.diff(index.offsets)
+    rows = knn._readonly(np.ascontiguousarray(index.rows, np.int64))
+    offsets = knn._readonly(np.ascontiguousarray(index.offsets, np.int64))
+    need = np.minimum(K, V)  # rows a query's lists must hold, else it probes every list
+
+    n = knn._threads(n_threads)
+    per = max(1, min(int(chunk), -(-Q // n)))
+    chunks = [(lo, min(lo + per, Q)) for lo in range(0, Q, per)]
+    lock = threading.Lock()
+    state = {"next": 0, "done": 0}
+
+    def worker():
+        while True:
+            with lock:
+                c = state["next"]
+                state["next"] += 1
+            if c >= len(chunks):
+                return
+            lo, hi = chunks[c]
+            _, probes = knn.topk_batch(cent, inv_c, qs[lo:hi], P, n_threads=1)
+            full = (q_scale[lo:hi] == 0) | (sizes[np.maximum(probes, 0)].sum(axis=1) < need)
+            l_off, l_q = _invert_probes(knn._readonly(probes), full, nlist)
+            hs = np.full((hi - lo, K), -np.inf, np.float32)
+            hid = np.full((hi - lo, K), -1, np.int64)
+            pairs = _scan_lists_kernel(v, inv, rows, offsets, qs[lo:hi], q_scale[lo:hi], l_off, l_q,
+                                       int(q_block), hs, hid)
+            _trim_kernel(hs, hid, skip[lo:hi], out_s[lo:hi], out_i[lo:hi])
+            with lock:
+                info["queries_widened"] += int(full.sum())
+                info["pairs_scored"] += int(pairs)
+                state["done"] += hi - lo
+                if progress is not None:
+                    progress(state["done"], Q)
+
+    run_tasks(worker, [()] * min(n, len(chunks)))
+    if stats is not None:
+        stats.update(info)
+    return out_s, out_i
+
+
+def neighbor_table(vectors, k, index: IVFIndex, *, nprobe: int | None = None, n_threads=None,
+                   progress=None, stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's approximate top-k rows by cosine, excluding itself:
+    ``(neighbors int32[V, k], scores float32[V, k])``, as :func:`w2v.knn.build_neighbor_table`."""
+    v = knn._as_matrix(vectors)
+    V = v.shape[0]
+    if V >= 2**31:
+        raise ValueError(f"vectors: {V} rows do not fit the int32 neighbour table")
+    inv = knn.inverse_norms(v)
+    s, i = search(index, v, inv, v, k, nprobe=nprobe, exclude_self=np.arange(V, dtype=np.int64),
+                  n_threads=n_threads, progress=progress, stats=stats)
+    return i.astype(np.int32), s
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+def vectors_fingerprint(vectors) -> str:
+    """CRC-32 (hex) of the float32 matrix bytes: ties the lists to the vectors they index."""
+    v = np.ascontiguousarray(vectors, np.float32)
+    crc = 0
+    flat = v.reshape(-1).view(np.uint8)
+    step = 1 << 26
+    for lo in range(0, flat.shape[0], step):
+        crc = zlib.crc32(flat[lo:lo + step], crc)
+    return f"{crc:08x}"
+
+
+def _check_index(index: IVFIndex, V: int, D: int, where: str = "ivf") -> None:
+    """One-line IVFError unless centroids/offsets/rows describe V rows of D dims in valid lists."""
+    c, off, rows = index.centroids, index.offsets, index.rows
+    if c.ndim != 2 or c.shape[1] != D or c.shape[0] < 1:
+        raise IVFError(f"{where}: centroids shape {c.shape} does not match [nlist >= 1, D={D}]")
+    nlist = c.shape[0]
+    if off.shape != (nlist + 1,) or off.dtype.kind != "i":
+        raise IVFError(f"{where}: offsets shape {off.shape} does not match [nlist + 1 = {nlist + 1}]")
+    if rows.shape != (V,) or rows.dtype.kind != "i":
+        raise IVFError(f"{where}: rows shape {rows.shape} does not match the {V} rows of the vectors")
+    if off[0] != 0 or off[-1] != V or (np.diff(off) < 0).any():
+        raise IVFError(f"{where}: offsets must rise from 0 to {V} (got {int(off[0])}..{int(off[-1])})")
+    if V and (rows.min() < 0 or rows.max() >= V or np.bincount(rows, minlength=V).max() != 1):
+        raise IVFError(f"{where}: rows is not a permutation of 0..{V - 1}")
+
+
+def save_ivf(path: str | os.PathLike, index: IVFIndex, fingerprint: str) -> None:
+    """Write the IVF files into a model directory; ``ivf.json`` last (removed first).
+
+    ``fingerprint``: ``vectors_fingerprint`` of the vectors the index was built on."""
+    path = Path(path)
+    if (path / "ivf.json").exists():
+        os.unlink(path / "ivf.json")
+    for name, arr, dt in (("ivf_centroids.npy", index.centroids, "<f4"), ("ivf_offsets.npy", index.offsets, "<i8"),
+                          ("ivf_rows.npy", index.rows, "<i8")):
+        with atomic_file(path / name) as fh:
+            np.save(fh, np.ascontiguousarray(arr, dtype=dt), allow_pickle=False)
+    meta = dict(index.info)
+    meta.update(format=IVF_FORMAT_NAME, format_version=IVF_FORMAT_VERSION,
+                vectors_crc32=str(fingerprint))
+    with atomic_file(path / "ivf.json", "w") as fh:
+        fh.write(json.dumps(meta, indent=2) + "\n")
+
+
+def load_ivf(path: str | os.PathLike, vectors) -> IVFIndex:
+    """Read and validate the IVF files of a model directory against its ``vectors``.
+
+    Raises IVFError (one line naming the file) when a file is missing, unreadable, of the wrong
+    dtype or shape, when the lists are not a valid partition of the rows (each list ascending),
+    or when ``ivf.json`` describes other vectors (size or CRC-32)."""
+    path = Path(path)
+    side = path / "ivf.json"
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IVFError(f"{side}: missing (build it with 'otto-train index --method ivf')") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IVFError(f"{side}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != IVF_FORMAT_NAME:
+        raise IVFError(f"{side}: not an {IVF_FORMAT_NAME} sidecar")
+    if meta.get("format_version") != IVF_FORMAT_VERSION:
+        raise IVFError(f"{side}: format_version {meta.get('format_version')!r} is not supported (expected {IVF_FORMAT_VERSION})")
+    v = np.asarray(vectors)
+    V, D = v.shape
+    if meta.get("vocab_size") != V or meta.get("vector_size") != D:
+        raise IVFError(f"{side}: vocab_size/vector_size {meta.get('vocab_size')}/{meta.get('vector_size')} "
+                       f"do not match vectors {v.shape}")
+    arrs = {}
+    for name, dt, nd in (("ivf_centroids.npy", "<f4", 2), ("ivf_offsets.npy", "<i8", 1), ("ivf_rows.npy", "<i8", 1)):
+        f = path / name
+        try:
+            a = np.load(f, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise IVFError(f"{f}: missing") from None
+        except (ValueError, OSError) as exc:
+            raise IVFError(f"{f}: not a readable .npy array ({exc})") from None
+        if a.dtype != np.dtype(dt) or a.ndim != nd:
+            raise IVFError(f"{f}: dtype {a.dtype.str} shape {a.shape} (expected {np.dtype(dt).str}, {nd}-d)")
+        arrs[name] = np.asarray(a)
+    c, off, rows = arrs["ivf_centroids.npy"], arrs["ivf_offsets.npy"], arrs["ivf_rows.npy"]
+    if c.shape[0] != meta.get("nlist"):
+        raise IVFError(f"{path / 'ivf_centroids.npy'}: {c.shape[0]} centroids, ivf.json says nlist={meta.get('nlist')}")
+    if not np.isfinite(c).all():
+        raise IVFError(f"{path / 'ivf_centroids.npy'}: holds non-finite values")
+    index = IVFIndex(c, off, rows, meta)
+    _check_index(index, V, D, where=str(path / "ivf_offsets.npy") + "/ivf_rows.npy")
+    if V > 1:  # within a list rows ascend: a descent may only happen where a list starts
+        starts = np.zeros(V + 1, bool)
+        starts[off[:-1]] = True
+        desc = np.flatnonzero((np.diff(rows) <= 0) & ~starts[1:V])
+        if desc.size:
+            raise IVFError(f"{path / 'ivf_rows.npy'}: rows of a list are not ascending (position {int(desc[0]) + 1})")
+    if meta.get("vectors_crc32") != vectors_fingerprint(v):
+        raise IVFError(f"{side}: vectors_crc32 {meta.get('vectors_crc32')!r} does not match vectors.npy "
+                       "(the lists were built for other vectors; rebuild with 'otto-train index --method ivf')")
+    return index
+
+
+# --------------------------------------------------------------------------------------------
+# The method choice shared by ``otto-train index`` and ``otto-eval``
+# --------------------------------------------------------------------------------------------
+
+METHODS = ("auto", "exact", "ivf")
+# ``auto`` uses the IVF index from this many rows on. Below it the exact V x V table costs at
+# most V^2 D = 2.5e11 multiply-adds at D = 100 (a few seconds on 2 cores, bench/RESULTS.md section 4)
+# and stays the reference; above it the exact cost grows quadratically (about 1 h at 1.86M x 64).
+AUTO_IVF_MIN_ROWS = 50_000
+
+
+def resolve_method(method: str, V: int) -> str:
+    """``exact`` or ``ivf`` for a matrix of V rows (``auto``: ivf from AUTO_IVF_MIN_ROWS rows)."""
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    if method == "auto":
+        return "ivf" if V >= AUTO_IVF_MIN_ROWS else "exact"
+    return method
+
+
+class BulkTopK:
+    """Batched cosine top-k over one matrix with the method chosen once (exact or IVF).
+
+    ``model_dir``: reuse its IVF files when they exist, match the vectors and were built with
+    the same nlist/seed/iterations/train_per_list; otherwise the index is built in memory.
+    ``log(message)`` receives one line per build step (optional)."""
+
+    def __init__(self, vectors, method: str = "auto", params: IVFParams = DEFAULTS, *, model_dir=None,
+                 n_threads=None, log=None):
+        self.vectors = knn._as_matrix(vectors)
+        V = self.vectors.shape[0]
+        self.method = resolve_method(method, V)
+        self.params = params
+        self.n_threads = n_threads
+        self.inv = knn.inverse_norms(self.vectors)
+        self.index = None
+        self.source = None
+        if self.method == "ivf":
+            want = _build_key(params, V)
+            if model_dir is not None and (Path(model_dir) / "ivf.json").exists():
+                idx = load_ivf(model_dir, self.vectors)
+                if _build_key(replace(DEFAULTS, **{f: idx.info.get(f) for f in _KEY_FIELDS}), V) == want:
+                    self.index, self.source = idx, "loaded from the model directory"
+            if self.index is None:
+                self.index = build_ivf(self.vectors, params, n_threads=n_threads, progress=log)
+                self.source = "built in memory"
+
+    def topk(self, queries, k, *, exclude_self=None, progress=None, stats=None):
+        """``(scores float32[Q, k], rows int64[Q, k])`` as :func:`w2v.knn.topk_batch`."""
+        if self.method == "exact":
+            return knn.topk_batch(self.vectors, self.inv, queries, k, exclude_self=exclude_self,
+                                  n_threads=self.n_threads, progress=progress)
+        return search(self.index, self.vectors, self.inv, queries, k, nprobe=self.params.nprobe,
+                      exclude_self=exclude_self, chunk=self.params.chunk, q_block=self.params.q_block,
+                      n_threads=self.n_threads, progress=progress, stats=stats)
+
+    def info(self) -> dict:
+        d = {"method": self.method}
+        if self.index is not None:
+            d.update(nlist=self.index.info["nlist"], nprobe=_nprobe(self.params.nprobe, self.index.info["nlist"]),
+                     seed=self.params.seed,
+                     iterations=self.params.iterations, train_per_list=self.params.train_per_list,
+                     ivf_source=self.source)
+        return d
+
+
+_KEY_FIELDS = ("nlist", "seed", "iterations", "train_per_list")
+
+
+def _build_key(p: IVFParams, V: int) -> tuple:
+    nl = default_nlist(V) if p.nlist is None else max(1, min(int(p.nlist), V))
+    return (nl, int(p.seed), int(p.iterations), int(p.train_per_list))
