@@ -394,22 +394,8 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     if int(chunk) < 1 or int(q_block) < 1:
         raise ValueError(f"chunk/q_block: must be >= 1 (got {chunk}/{q_block})")
     P = min(nprobe, nlist)
-    qs = np.asarray(queries)
-    if qs.ndim != 2 or qs.shape[1] != D:
-        raise ValueError(f"queries: shape {qs.shape} does not match [Q, {D}]")
-    qs = knn._readonly(np.ascontiguousarray(qs, dtype=np.float32))
+    qs, skip, K = knn.batch_queries(queries, D, V, k, exclude_self)
     Q = qs.shape[0]
-    if exclude_self is None:
-        skip = np.full(Q, -1, np.int64)
-        K = k
-    else:
-        skip = np.asarray(exclude_self)
-        if skip.shape != (Q,) or skip.dtype.kind not in "iu":
-            raise ValueError(f"exclude_self: expected integer array of shape ({Q},), got {skip.dtype} {skip.shape}")
-        skip = np.ascontiguousarray(skip, np.int64)
-        if Q and skip.max() >= V:
-            raise ValueError(f"exclude_self: row {int(skip.max())} is out of range [0, {V})")
-        K = k + 1
     out_s = np.full((Q, k), -np.inf, np.float32)
     out_i = np.full((Q, k), -1, np.int64)
     info = {"queries_widened": 0, "pairs_scored": 0, "nprobe": P, "nlist": int(nlist)}

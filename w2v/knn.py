@@ -557,6 +557,27 @@ def topk(vectors, inv_norms, query, k, exclude=None, n_threads=1) -> tuple[np.nd
     return _finish(s, i, ex, kk)
 
 
+def batch_queries(queries, D: int, V: int, k: int, exclude_self) -> tuple[np.ndarray, np.ndarray, int]:
+    """Checked inputs of a batched top-k over ``V`` rows of dimension ``D``: ``(queries`` float32
+    ``[Q, D]`` read-only C-contiguous, ``skip`` int64 ``[Q]`` (the row each query excludes, ``-1``:
+    none), ``K`` = heap width: ``k``, or ``k + 1`` when rows are excluded``)``. Shared by
+    :func:`topk_batch` and ``w2v.ivf``; raises ``ValueError`` naming the argument."""
+    qs = np.asarray(queries)
+    if qs.ndim != 2 or qs.shape[1] != D:
+        raise ValueError(f"queries: shape {qs.shape} does not match [Q, {D}]")
+    qs = _readonly(np.ascontiguousarray(qs, dtype=np.float32))
+    Q = qs.shape[0]
+    if exclude_self is None:
+        return qs, np.full(Q, -1, np.int64), k
+    skip = np.asarray(exclude_self)
+    if skip.shape != (Q,) or skip.dtype.kind not in "iu":
+        raise ValueError(f"exclude_self: expected integer array of shape ({Q},), got {skip.dtype} {skip.shape}")
+    skip = np.ascontiguousarray(skip, np.int64)
+    if Q and skip.max() >= V:
+        raise ValueError(f"exclude_self: row {int(skip.max())} is out of range [0, {V})")
+    return qs, skip, k + 1
+
+
 def topk_batch(vectors, inv_norms, queries, k, exclude_self=None, q_block=64, i_block=4096,
                n_threads=None, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine top-k of many queries: ``(scores float32[Q, k], rows int64[Q, k])``.
@@ -573,25 +594,11 @@ def topk_batch(vectors, inv_norms, queries, k, exclude_self=None, q_block=64, i_
     V, D = v.shape
     inv = _check_inv(inv_norms, V)
     k = _check_k(k)
-    qs = np.asarray(queries)
-    if qs.ndim != 2 or qs.shape[1] != D:
-        raise ValueError(f"queries: shape {qs.shape} does not match [Q, {D}]")
-    qs = _readonly(np.ascontiguousarray(qs, dtype=np.float32))
-    Q = qs.shape[0]
     q_block, i_block = int(q_block), int(i_block)
     if q_block < 1 or i_block < 1:
         raise ValueError(f"q_block/i_block: must be >= 1 (got {q_block}/{i_block})")
-    if exclude_self is None:
-        skip = np.full(Q, -1, np.int64)
-        K = k
-    else:
-        skip = np.asarray(exclude_self)
-        if skip.shape != (Q,) or skip.dtype.kind not in "iu":
-            raise ValueError(f"exclude_self: expected integer array of shape ({Q},), got {skip.dtype} {skip.shape}")
-        skip = np.ascontiguousarray(skip, np.int64)
-        if Q and skip.max() >= V:
-            raise ValueError(f"exclude_self: row {int(skip.max())} is out of range [0, {V})")
-        K = k + 1
+    qs, skip, K = batch_queries(queries, D, V, k, exclude_self)
+    Q = qs.shape[0]
     out_s = np.full((Q, k), -np.inf, np.float32)
     out_i = np.full((Q, k), -1, np.int64)
     if k == 0 or Q == 0:
