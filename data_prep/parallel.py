@@ -7,7 +7,8 @@ Every multi-threaded stage of the project works the same way: a kernel compiled 
 * :func:`default_threads` -- the CPUs this process may run on (its affinity mask on Linux);
 * :func:`check_threads` -- a ``threads`` argument validated once (``None`` = all CPUs);
 * :func:`split_ranges` -- the range bounds; :func:`run_ranges` -- call ``fn(lo, hi, *args)`` on them;
-* :func:`run_tasks` -- call ``fn(*args)`` for a list of argument tuples.
+* :func:`run_tasks` -- call ``fn(*args)`` for a list of argument tuples;
+* :func:`run_chunks` -- call ``fn(lo, hi)`` on many chunks taken from one shared queue.
 
 The calls other than the first run on one shared, lazily created pool; the first runs on the
 calling thread. Pool tasks never wait for other pool tasks, so sharing the pool cannot deadlock.
@@ -18,7 +19,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["default_threads", "check_threads", "split_ranges", "run_ranges", "run_tasks"]
+__all__ = ["default_threads", "check_threads", "split_ranges", "run_ranges", "run_tasks", "run_chunks"]
 
 
 def default_threads() -> int:
@@ -83,3 +84,35 @@ def run_ranges(n: int, threads: int, fn, *args, min_per_range: int = 1) -> None:
     project derive everything from the global index, so the split never changes a result).
     """
     run_tasks(fn, [(lo, hi, *args) for lo, hi in split_ranges(n, threads, min_per_range)])
+
+
+def run_chunks(chunks, threads: int, fn, progress=None, total: int | None = None) -> list:
+    """Call ``fn(lo, hi)`` for every ``(lo, hi)`` of ``chunks`` on up to ``threads`` threads that
+    take the next chunk from one shared queue (load balance when chunks cost unequal time).
+
+    Returns the values of ``fn`` in chunk order. ``progress(done, total)`` (optional) is called
+    after each chunk with ``done`` = the summed ``hi - lo`` so far (``total`` defaults to that sum
+    over all chunks), serialised by a lock. ``fn`` must write only the outputs its chunk owns.
+    """
+    chunks = list(chunks)
+    results = [None] * len(chunks)
+    total = sum(hi - lo for lo, hi in chunks) if total is None else total
+    lock = threading.Lock()
+    state = {"next": 0, "done": 0}
+
+    def worker():
+        while True:
+            with lock:
+                c = state["next"]
+                state["next"] += 1
+            if c >= len(chunks):
+                return
+            lo, hi = chunks[c]
+            results[c] = fn(lo, hi)
+            if progress is not None:
+                with lock:
+                    state["done"] += hi - lo
+                    progress(state["done"], total)
+
+    run_tasks(worker, [()] * min(max(1, int(threads)), len(chunks)))
+    return results

@@ -50,7 +50,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,7 +59,7 @@ import numpy as np
 from numba import njit
 
 from data_prep.atomic import atomic_file
-from data_prep.parallel import run_tasks
+from data_prep.parallel import run_chunks
 
 from . import knn
 # the exact kernels' own building blocks, so IVF scores are the exact table's scores
@@ -416,33 +415,21 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     n = knn._threads(n_threads)
     per = max(1, min(int(chunk), -(-Q // n)))
     chunks = [(lo, min(lo + per, Q)) for lo in range(0, Q, per)]
-    lock = threading.Lock()
-    state = {"next": 0, "done": 0}
 
-    def worker():
-        while True:
-            with lock:
-                c = state["next"]
-                state["next"] += 1
-            if c >= len(chunks):
-                return
-            lo, hi = chunks[c]
-            _, probes = knn.topk_batch(cent, inv_c, qs[lo:hi], P, n_threads=1)
-            full = (q_scale[lo:hi] == 0) | (sizes[np.maximum(probes, 0)].sum(axis=1) < need)
-            l_off, l_q = _invert_probes(knn._readonly(probes), full, nlist)
-            hs = np.full((hi - lo, K), -np.inf, np.float32)
-            hid = np.full((hi - lo, K), -1, np.int64)
-            pairs = _scan_lists_kernel(v, inv, rows, offsets, qs[lo:hi], q_scale[lo:hi], l_off, l_q,
-                                       int(q_block), hs, hid)
-            _trim_kernel(hs, hid, skip[lo:hi], out_s[lo:hi], out_i[lo:hi])
-            with lock:
-                info["queries_widened"] += int(full.sum())
-                info["pairs_scored"] += int(pairs)
-                state["done"] += hi - lo
-                if progress is not None:
-                    progress(state["done"], Q)
+    def scan(lo, hi):
+        _, probes = knn.topk_batch(cent, inv_c, qs[lo:hi], P, n_threads=1)
+        full = (q_scale[lo:hi] == 0) | (sizes[np.maximum(probes, 0)].sum(axis=1) < need)
+        l_off, l_q = _invert_probes(knn._readonly(probes), full, nlist)
+        hs = np.full((hi - lo, K), -np.inf, np.float32)
+        hid = np.full((hi - lo, K), -1, np.int64)
+        pairs = _scan_lists_kernel(v, inv, rows, offsets, qs[lo:hi], q_scale[lo:hi], l_off, l_q,
+                                   int(q_block), hs, hid)
+        _trim_kernel(hs, hid, skip[lo:hi], out_s[lo:hi], out_i[lo:hi])
+        return int(full.sum()), int(pairs)
 
-    run_tasks(worker, [()] * min(n, len(chunks)))
+    for widened, pairs in run_chunks(chunks, n, scan, progress):
+        info["queries_widened"] += widened
+        info["pairs_scored"] += pairs
     if stats is not None:
         stats.update(info)
     return out_s, out_i

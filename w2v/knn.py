@@ -43,7 +43,6 @@ int8 scans that the benchmark compares are in `w2v.knn_int8`.
 """
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 from llvmlite import ir
@@ -51,7 +50,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from data_prep.parallel import check_threads, default_threads, run_tasks, split_ranges
+from data_prep.parallel import check_threads, default_threads, run_chunks, run_tasks, split_ranges
 
 __all__ = [
     "inverse_norms", "normalize_rows", "topk", "topk_batch", "build_neighbor_table",
@@ -615,27 +614,14 @@ def topk_batch(vectors, inv_norms, queries, k, exclude_self=None, q_block=64, i_
     n_chunks = max(1, min(Q, max(n, min(64, Q // 512))))
     per = q_block * max(1, -(-Q // (n_chunks * q_block)))
     chunks = [(lo, min(lo + per, Q)) for lo in range(0, Q, per)]
-    lock = threading.Lock()
-    state = {"next": 0, "done": 0}
 
-    def worker():
-        while True:
-            with lock:
-                c = state["next"]
-                state["next"] += 1
-            if c >= len(chunks):
-                return
-            lo, hi = chunks[c]
-            hs = np.full((hi - lo, K), -np.inf, np.float32)
-            hid = np.full((hi - lo, K), -1, np.int64)
-            _tiles_kernel(v, inv, qs[lo:hi], q_scale[lo:hi], 0, hi - lo, q_block, i_block, hs, hid)
-            _trim_kernel(hs, hid, skip[lo:hi], out_s[lo:hi], out_i[lo:hi])
-            if progress is not None:
-                with lock:
-                    state["done"] += hi - lo
-                    progress(state["done"], Q)
+    def scan(lo, hi):
+        hs = np.full((hi - lo, K), -np.inf, np.float32)
+        hid = np.full((hi - lo, K), -1, np.int64)
+        _tiles_kernel(v, inv, qs[lo:hi], q_scale[lo:hi], 0, hi - lo, q_block, i_block, hs, hid)
+        _trim_kernel(hs, hid, skip[lo:hi], out_s[lo:hi], out_i[lo:hi])
 
-    run_tasks(worker, [()] * min(n, len(chunks)))
+    run_chunks(chunks, n, scan, progress)
     return out_s, out_i
 
 
