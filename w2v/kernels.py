@@ -42,6 +42,10 @@ LCG_MASK = np.uint64(0xFFFFFFFFFFFF)  # 2**48 - 1
 # inlined into its callers at Numba level (they carry the same licence); the sigmoid-table index
 # is computed in ``sigmoid_lookup``, a separate function compiled with an explicit
 # ``fastmath=False`` (without it Numba would let it inherit the caller's flags).
+# No reference-counted value is made inside a pair: rows are indexed as ``syn0[row, a]`` (a row
+# view ``syn0[row]`` costs an atomic increment and decrement of the matrix's reference count,
+# and with two threads that count is one cache line both cores write, which made 2 threads as
+# slow as 1), and the helpers called per draw or per term are inlined or take only scalars.
 _FM = {"reassoc", "contract", "nsz"}
 
 
@@ -130,7 +134,7 @@ def _prefetch(typingctx, arr, i, j):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def prefetch_row(mat, row):
     """Prefetch every 64-byte line of ``mat[row]`` (float32 [*, D], C-contiguous)."""
     for a in range(0, mat.shape[1], 16):
@@ -226,7 +230,7 @@ def draw_negative_from(ns, state):
     return _draw(ns.cum_table, ns.guide, ns.shift, ns.alias, state)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _draw(cum_table, guide, shift, alias, state):
     """One negative-sample word; returns (row, state).
 
@@ -322,7 +326,15 @@ def sigmoid_lookup(exp_table, f_dot):
     flags, and the callers are compiled with ``_FM``; the re-associated, fused form
     ``f * 83 + 498`` gives 497 instead of 498 for some tiny negative f, e.g. -1.75 * 2**-52.)
     exp_table: float32 [1000]; f_dot: float32 with -6 < f_dot < 6 (index 0..995)."""
-    return exp_table[int((np.float64(f_dot) + 6.0) * 83.0)]
+    return exp_table[sigmoid_index(f_dot)]
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def sigmoid_index(f_dot):
+    """``int((f_dot + 6.0) * 83)`` in float64, compiled without fast-math (see ``sigmoid_lookup``).
+    A function of a scalar only, so the training loops call it without touching an array's
+    reference count (with several threads those counts are shared cache lines)."""
+    return int((np.float64(f_dot) + 6.0) * 83.0)
 
 
 @njit(cache=True, nogil=True, fastmath=_FM, inline="always")
@@ -363,7 +375,6 @@ def sgns_pair(w, word, word2, alpha, upd, state, work):
         work[a] = np.float32(0.0)
     lin = 0.0
     prod = 1.0
-    l1 = syn0[word2]
     # the draws do not depend on the weights: draw once to prefetch the rows, then again to train
     s_ahead = state
     prefetch_row(syn1neg, word)
@@ -379,10 +390,9 @@ def sgns_pair(w, word, word2, alpha, upd, state, work):
             if target == word:
                 continue
             label = np.float32(0.0)
-        l2 = syn1neg[target]
         f_dot = np.float32(0.0)
         for a in range(d_len):
-            f_dot += l1[a] * l2[a]
+            f_dot += syn0[word2, a] * syn1neg[target, a]
         if compute_loss:
             # softplus(x) = max(x, 0) + log(1 + e**-|x|), x = -f_dot (positive) or f_dot
             # (negative); the logs of a pair are taken once, of the product (each factor in (1, 2]).
@@ -398,14 +408,14 @@ def sgns_pair(w, word, word2, alpha, upd, state, work):
                 continue
             f = np.float32(1.0) if f_dot > 0 else np.float32(0.0)
         else:
-            f = sigmoid_lookup(exp_table, f_dot)
+            f = exp_table[sigmoid_index(f_dot)]
         g = (label - f) * alpha
         for a in range(d_len):
-            s1 = l2[a]
+            s1 = syn1neg[target, a]
             work[a] += g * s1
-            l2[a] = s1 + g * l1[a]
+            syn1neg[target, a] = s1 + g * syn0[word2, a]
     for a in range(d_len):
-        l1[a] += work[a]
+        syn0[word2, a] += work[a]
     return state, lin + math.log(prod)
 
 
