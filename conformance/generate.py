@@ -356,14 +356,14 @@ def _recorded_jobs(cfg: W2VConfig, sentences, v0, u0, file: str):
     w = kernels.Weights(model.vectors, model.output)
     corpus = model.corpus
     job_starts = kernels.gensim_jobs(corpus.raw_lengths, cfg.batch_words)
-    work = np.zeros(cfg.vector_size, np.float32)
+    scr = kernels.make_scratch(cfg.vector_size, cfg.negative)
     jobs = []
     for ep in range(cfg.epochs):
         alphas = job_alphas(job_starts, corpus.n_sentences, ep, cfg.epochs, cfg.alpha, cfg.min_alpha)
         for j in range(job_starts.shape[0] - 1):
             pj, seeds, dropped = model.parity_jobs(job_starts, alphas, j, j + 1)
             n, ns = int(pj.eff_start[1]), int(pj.n_sent[0])
-            _, pairs = kernels.parity_train_jobs(w, pj, upd, work)
+            _, pairs = kernels.parity_train_jobs(w, pj, upd, scr)
             jobs.append(dict(epoch=ep, sentences=[int(job_starts[j]), int(job_starts[j + 1])],
                              alpha=float(alphas[j]), lcg_seed=int(seeds[0]),
                              lcg_after_downsampling=int(pj.state[0]), kept_rows=_i(pj.eff[:n]),

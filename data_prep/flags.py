@@ -15,8 +15,8 @@ argparse flags and back:
   built, so a test catches it). ``(default: X)`` is appended once, rendered as the flag takes it
   (``1,3,6`` for a tuple, ``0.001`` for a float); a field whose default is ``None`` or computed at
   run time (``default_factory``) states its default in its own entry, as ``(default: …)``.
-- **type**: from the annotation: ``int``, ``float``, ``str``, ``bool`` (``--flag`` when the
-  default is false, ``--no-flag`` when it is true), ``X | None``, ``tuple`` (comma-separated, of
+- **type**: from the annotation: ``int``, ``float``, ``str``, ``bool`` (``--flag`` and
+  ``--no-flag``, so a flag can undo a preset), ``X | None``, ``tuple`` (comma-separated, of
   the default's element type). ``FLAG_CHOICES = {"field": (...)}`` on the class gives choices.
 - **default and validation**: argparse stores ``None`` for a flag that was not given, so
   :func:`config_from_args` can layer ``class defaults <- base <- flags given <- values the
@@ -156,11 +156,9 @@ def add_config_flags(parser, cls, *, prefix: str = "", only=None, exclude=(), de
             raise TypeError(f"{cls.__name__}.{f.name}: a None or computed default must be stated in its "
                             "docstring entry as '(default: ...)'")
         if typ is bool:
-            if default:
-                parser.add_argument("--no-" + prefix + f.name.replace("_", "-"), dest=dest, action="store_false",
-                                    default=None, help=_escape(f"do not {text} (on by default)"))
-            else:
-                parser.add_argument(flag, dest=dest, action="store_true", default=None, help=_escape(text))
+            # both spellings, --x and --no-x, so a flag can also undo what a preset turned on
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                                help=_escape(f"{text} (default: {'on' if default else 'off'})"))
             added.append(f.name)
             continue
         kw: dict = {"dest": dest, "default": None}

@@ -31,9 +31,9 @@ def G(ct):
     return kernels.guide_table(ct)
 
 
-def U(ct, et, negative, window=1, clip=False, loss=False, alias=None):
+def U(ct, et, negative, window=1, clip=False, loss=False, alias=None, share=False):
     """The Update bundle: negatives from ``ct`` (guide table; alias method when ``alias`` is given)."""
-    return kernels.make_update(negative, ct, et, window, clip, loss, alias=alias)
+    return kernels.make_update(negative, ct, et, window, clip, loss, alias=alias, share_negatives=share)
 
 
 W = kernels.Weights
@@ -136,16 +136,17 @@ def _setup(V=12, D=6, seed=0):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sent=st.lists(st.integers(0, 11), min_size=0, max_size=25), window=st.integers(1, 6),
-       negative=st.integers(1, 4), state=st.integers(0, M48), use_alias=st.booleans())
-def test_lcg_reduced_windows_pairs_and_draw_order(sent, window, negative, state, use_alias):
+       negative=st.integers(1, 4), state=st.integers(0, M48), use_alias=st.booleans(), share=st.booleans())
+def test_lcg_reduced_windows_pairs_and_draw_order(sent, window, negative, state, use_alias, share):
     syn0, syn1, ct, et = _setup()
     alias = kernels.alias_table(ct) if use_alias else None
     draws_per_negative = 2 if use_alias else 1
     idx = np.array(sent, np.int32)
-    work = np.zeros(syn0.shape[1], np.float32)
+    work = kernels.make_scratch(syn0.shape[1], 16)
     st_out, loss, pairs = kernels.train_span(W(syn0, syn1), idx, np.zeros(0, np.int64), 0, len(idx), np.uint64(state),
-                                             np.float32(0.01), U(ct, et, negative, window, loss=True, alias=alias), work)
+                                             np.float32(0.01), U(ct, et, negative, window, loss=True, alias=alias, share=share), work)
     # replay: per position one window draw b = (s >> 16) % window, then `negative` draws per pair
+    # (shared negatives: `negative` draws per position, whatever its number of pairs)
     s, ref_pairs = state, 0
     for i in range(len(idx)):
         b = (s >> 16) % window
@@ -153,7 +154,7 @@ def test_lcg_reduced_windows_pairs_and_draw_order(sent, window, negative, state,
         n = min(len(idx), i + window + 1 - b) - max(0, i - window + b) - 1
         assert 0 <= b < window
         ref_pairs += n
-        for _ in range(n * negative * draws_per_negative):
+        for _ in range((1 if share else n) * negative * draws_per_negative):
             s = py_lcg(s)
     assert pairs == ref_pairs and int(st_out) == s
     assert (pairs == 0) == (loss == 0.0)
@@ -162,7 +163,7 @@ def test_lcg_reduced_windows_pairs_and_draw_order(sent, window, negative, state,
 def test_parity_windows_come_from_the_given_array():
     syn0, syn1, ct, et = _setup()
     idx = np.arange(10, dtype=np.int32)
-    work = np.zeros(syn0.shape[1], np.float32)
+    work = kernels.make_scratch(syn0.shape[1], 16)
     reduced = np.full(10, 4, np.int64)  # window 5 - 4 = 1: only immediate neighbours
     _, _, pairs = kernels.train_span(W(syn0, syn1), idx, reduced, 0, 10, np.uint64(1), np.float32(0.01),
                                      U(ct, et, 2, 5), work)
@@ -198,7 +199,7 @@ def test_sgns_update_is_minus_alpha_times_finite_difference_gradient(seed):
     negs, end_state = _negatives(state, negative, ct)
     v0, U0 = syn0[word2].astype(np.float64), syn1.astype(np.float64)
     s0, s1 = syn0.copy(), syn1.copy()
-    work = np.zeros(syn0.shape[1], np.float32)
+    work = kernels.make_scratch(syn0.shape[1], 16)
     st_out, loss = kernels.sgns_pair(W(s0, s1), word, word2, np.float32(alpha), U(ct, et, negative, loss=True),
                                      np.uint64(state), work)
     assert int(st_out) == end_state
@@ -235,7 +236,7 @@ def test_edge_rule_skip_vs_clip():
     syn0, syn1, ct, et = _setup(V=3, D=2)
     syn0[:] = 10.0
     syn1[:] = 10.0  # every dot = 200 >= 6
-    work = np.zeros(2, np.float32)
+    work = kernels.make_scratch(2, 16)
     a0, a1 = syn0.copy(), syn1.copy()
     negs, _ = _negatives(5, 2, ct)
     assert any(n != 2 for n in negs)
@@ -253,7 +254,7 @@ def test_single_word_vocabulary_trains_only_positive_pairs():
     syn1 = np.zeros((1, 3), np.float32)
     from w2v.vocab import cum_table
     ct, et = cum_table(np.array([5])), kernels.make_exp_table()
-    work = np.zeros(3, np.float32)
+    work = kernels.make_scratch(3, 16)
     _, loss = kernels.sgns_pair(W(syn0, syn1), 0, 0, np.float32(0.5), U(ct, et, 5, loss=True), np.uint64(9), work)
     assert loss == pytest.approx(math.log(2))  # only -log s(0); all 5 negatives were the word itself
     # g = (1 - table[int((0 + 6) * 83)]) * alpha; table[498] = s(-0.024), not s(0): gensim's index quirk
@@ -326,7 +327,7 @@ def test_jobs_train_identically_however_they_are_grouped_into_calls():
     jobs = kernels.ParityJobs(eff, bounds, np.array([0, 11, 14]), np.array([0, 4]), np.array([3, 1]), reduced,
                               np.array([77, 5], np.uint64), np.array([0.05, 0.04], np.float32))
     upd = U(ct, et, 3, 3, loss=True)
-    work = np.zeros(6, np.float32)
+    work = kernels.make_scratch(6, 16)
     a0, a1 = syn0.copy(), syn1.copy()
     l1, p1 = kernels.parity_train_jobs(W(a0, a1), jobs, upd, work)
     b0, b1 = syn0.copy(), syn1.copy()

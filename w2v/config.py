@@ -58,6 +58,9 @@ class W2VConfig:
                  job (its MAX_WORDS_IN_BATCH = 10000) and silently ignores the rest of the job;
                  we reproduce it and count what it drops; fast mode has no such cap.
     compute_loss accumulate the exact per-epoch SGNS loss (costs a few percent of speed).
+    share_negatives  fast mode only: draw the negatives once per centre word and use them for
+                 all its context words (Ji et al. 2016), instead of a fresh draw per pair
+                 (gensim, word2vec.c); far fewer random memory reads with a large vocabulary.
     """
 
     vector_size: int = 100
@@ -77,6 +80,7 @@ class W2VConfig:
     batch_words: int = 10000
     parity_job_cap: int = 10000
     compute_loss: bool = True
+    share_negatives: bool = False
 
     FLAG_CHOICES: ClassVar[dict] = {"mode": MODES, "sigmoid_edge": SIGMOID_EDGES}  # for data_prep.flags
 
@@ -115,8 +119,11 @@ class W2VConfig:
             raise bad("sigmoid_edge", f"must be one of {', '.join(SIGMOID_EDGES)}")
         if self.max_sentence_len is not None and (not is_int("max_sentence_len") or self.max_sentence_len < 2):
             raise bad("max_sentence_len", "must be None or an integer >= 2")
-        if not isinstance(self.compute_loss, bool):
-            raise bad("compute_loss", "must be true or false")
+        for name in ("compute_loss", "share_negatives"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "must be true or false")
+        if self.share_negatives and self.mode == "parity":
+            raise bad("share_negatives", "needs mode 'fast' (gensim draws negatives per pair)")
 
     def to_dict(self) -> dict:
         return asdict(self)

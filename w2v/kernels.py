@@ -78,12 +78,28 @@ class Sigmoid(NamedTuple):
 
 class Update(NamedTuple):
     """Everything a skip-gram update needs besides the weights and the random state: the negatives,
-    the sigmoid, the ``window`` (>= 1) and ``compute_loss`` (False: loss terms are not computed)."""
+    the sigmoid, the ``window`` (>= 1), ``compute_loss`` (False: loss terms are not computed) and
+    ``share_negatives`` (True: one draw of negatives per centre word serves all its context
+    words, see ``train_span``; False: a draw per pair, as gensim and word2vec.c)."""
 
     ns: NegativeSampling
     sig: Sigmoid
     window: int
     compute_loss: bool
+    share_negatives: bool
+
+
+class Scratch(NamedTuple):
+    """Per-thread scratch of the pair kernels (``make_scratch``): ``work`` float32 [D] (the input
+    row's accumulated gradient) and ``targets`` int64 [negative + 1] (the output rows of a pair)."""
+
+    work: np.ndarray
+    targets: np.ndarray
+
+
+def make_scratch(vector_size: int, negative: int) -> Scratch:
+    """Zeroed ``Scratch`` for vectors of ``vector_size`` and ``negative`` negatives per pair."""
+    return Scratch(np.zeros(vector_size, np.float32), np.zeros(negative + 1, np.int64))
 
 
 class Sentences(NamedTuple):
@@ -103,13 +119,14 @@ class Downsampling(NamedTuple):
 
 
 def make_update(negative: int, cum_table: np.ndarray, exp_table: np.ndarray, window: int, clip_edge: bool,
-                compute_loss: bool, guide: bool = True, alias: np.ndarray | None = None) -> Update:
+                compute_loss: bool, guide: bool = True, alias: np.ndarray | None = None,
+                share_negatives: bool = False) -> Update:
     """An ``Update`` for ``cum_table`` (with its guide table unless ``guide`` is False; the alias
     table ``alias`` selects the alias method)."""
     g, shift = guide_table(cum_table) if guide else (np.empty(0, np.int32), 0)
     a = np.empty(0, np.uint64) if alias is None else alias
     return Update(NegativeSampling(int(negative), cum_table, g, int(shift), a), Sigmoid(exp_table, bool(clip_edge)),
-                  int(window), bool(compute_loss))
+                  int(window), bool(compute_loss), bool(share_negatives))
 
 
 @intrinsic
@@ -337,59 +354,55 @@ def sigmoid_index(f_dot):
     return int((np.float64(f_dot) + 6.0) * 83.0)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def draw_targets(syn1neg, word, ns, state, targets):
+    """The output rows of a pair predicting ``word``: ``targets[0] = word``, then ``ns.negative``
+    draws (``_draw``), each kept in ``targets[1:]`` unless it equals ``word`` (gensim skips such a
+    negative, it does not redraw). Every row is prefetched (the draws do not depend on the weights,
+    so drawing them before the updates changes neither the random stream nor any result).
+    syn1neg: float32 [V, D]; ns: ``NegativeSampling``; state: uint64 LCG state; targets: int64
+    [>= ns.negative + 1]. Returns (n, state): the rows are ``targets[:n]``."""
+    cum_table, guide, shift, alias = ns.cum_table, ns.guide, ns.shift, ns.alias
+    targets[0] = word
+    prefetch_row(syn1neg, word)
+    n = 1
+    for _ in range(ns.negative):
+        t, state = _draw(cum_table, guide, shift, alias, state)
+        if t != word:
+            prefetch_row(syn1neg, t)
+            targets[n] = t
+            n += 1
+    return n, state
+
+
 @njit(cache=True, nogil=True, fastmath=_FM, inline="always")
-def sgns_pair(w, word, word2, alpha, upd, state, work):
-    """One skip-gram negative-sampling update: input row ``word2`` predicts output row ``word``.
+def sgns_terms(w, word2, alpha, upd, scr, n):
+    """The updates of one pair whose output rows are ``scr.targets[:n]`` (``draw_targets``): input
+    row ``word2`` predicts ``targets[0]`` (label 1) against the negatives ``targets[1:n]`` (label 0).
 
-    Mirrors .pyx ``w2v_fast_sentence_sg_neg(word_index=word, word2_index=word2)``:
-      work = 0
-      for d in 0..negative:
-        d = 0: target = word, label = 1
-        d > 0: target, state = draw_negative_from(upd.ns, state)   (``_draw`` on the table arrays)
-               (gensim: bisect_left(cum_table, (state >> 16) % cum_table[-1]), one LCG step);
-               if target == word: skip this d (no redraw); label = 0
-        f_dot = syn0[word2] . syn1neg[target]        (float32)
-        |f_dot| >= 6: clip_edge False -> skip (gensim); True -> sigma = 1 or 0 (word2vec.c)
-        else sigma = exp_table[int((f_dot + 6) * 83)]
-        g = (label - sigma) * alpha                   (float32)
-        work += g * syn1neg[target];  syn1neg[target] += g * syn0[word2]
-      syn0[word2] += work
-    Loss (float64 exp/log, also for skipped edge terms): -log sigma(f_dot) for d = 0 and
-    -log sigma(-f_dot) for each negative d that was not skipped as equal to ``word``, evaluated as
+    Mirrors .pyx ``w2v_fast_sentence_sg_neg`` after its draws, target by target in order:
+      f_dot = syn0[word2] . syn1neg[target]        (float32)
+      |f_dot| >= 6: clip_edge False -> skip (gensim); True -> sigma = 1 or 0 (word2vec.c)
+      else sigma = exp_table[int((f_dot + 6) * 83)]
+      g = (label - sigma) * alpha                   (float32)
+      work += g * syn1neg[target];  syn1neg[target] += g * syn0[word2]
+    then syn0[word2] += work. Loss (float64 exp/log, also for skipped edge terms): -log sigma(f_dot)
+    for the positive and -log sigma(-f_dot) for each negative, evaluated as
     sum max(x, 0) + log prod(1 + e**-|x|) with x = -f_dot resp. f_dot (one log per pair).
-
-    w: ``Weights`` (float32 [V, D] C-contiguous); word, word2: row indices; alpha: float32;
-    upd: ``Update``; state: uint64 LCG state; work: float32 [D] scratch (distinct from both
-    matrices). Returns (state, loss) (loss 0 unless ``upd.compute_loss``). A vocabulary of one
-    word makes every negative equal ``word``: only the positive term is trained. Before the loop
-    the negative draws are replayed on a copy of the state to prefetch the output rows (the draws
-    do not depend on the weights, so neither the random stream nor any update changes).
+    w: ``Weights``; alpha: float32; upd: ``Update``; scr: ``Scratch`` (``work`` distinct from both
+    matrices). Returns the loss (0 unless ``upd.compute_loss``).
     """
     syn0, syn1neg = w.syn0, w.syn1neg
     exp_table, clip_edge, compute_loss = upd.sig.exp_table, upd.sig.clip_edge, upd.compute_loss
-    # the table arrays are taken out of their tuple once per pair, not once per draw: each
-    # extraction costs a reference-count update, about 10% of fast mode's time if done per draw
-    negative, cum_table, guide, shift, alias = upd.ns.negative, upd.ns.cum_table, upd.ns.guide, upd.ns.shift, upd.ns.alias
+    work, targets = scr.work, scr.targets
     d_len = syn0.shape[1]
     for a in range(d_len):
         work[a] = np.float32(0.0)
     lin = 0.0
     prod = 1.0
-    # the draws do not depend on the weights: draw once to prefetch the rows, then again to train
-    s_ahead = state
-    prefetch_row(syn1neg, word)
-    for _ in range(negative):
-        t_ahead, s_ahead = _draw(cum_table, guide, shift, alias, s_ahead)
-        prefetch_row(syn1neg, t_ahead)
-    for d in range(negative + 1):
-        if d == 0:
-            target = np.int64(word)
-            label = np.float32(1.0)
-        else:
-            target, state = _draw(cum_table, guide, shift, alias, state)
-            if target == word:
-                continue
-            label = np.float32(0.0)
+    for d in range(n):
+        target = targets[d]
+        label = np.float32(1.0) if d == 0 else np.float32(0.0)
         f_dot = np.float32(0.0)
         for a in range(d_len):
             f_dot += syn0[word2, a] * syn1neg[target, a]
@@ -416,26 +429,48 @@ def sgns_pair(w, word, word2, alpha, upd, state, work):
             syn1neg[target, a] = s1 + g * syn0[word2, a]
     for a in range(d_len):
         syn0[word2, a] += work[a]
-    return state, lin + math.log(prod)
+    return lin + math.log(prod)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM, inline="always")
+def sgns_pair(w, word, word2, alpha, upd, state, scr):
+    """One skip-gram negative-sampling update: input row ``word2`` predicts output row ``word``
+    (.pyx ``w2v_fast_sentence_sg_neg(word_index=word, word2_index=word2)``): ``draw_targets``
+    (``upd.ns.negative`` draws, a negative equal to ``word`` skipped), then ``sgns_terms``.
+
+    w: ``Weights`` (float32 [V, D] C-contiguous); word, word2: row indices; alpha: float32;
+    upd: ``Update``; state: uint64 LCG state; scr: ``Scratch``. Returns (state, loss) (loss 0
+    unless ``upd.compute_loss``). A vocabulary of one word makes every negative equal ``word``:
+    only the positive term is trained.
+    """
+    n, state = draw_targets(w.syn1neg, word, upd.ns, state, scr.targets)
+    return state, sgns_terms(w, word2, alpha, upd, scr, n)
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def train_span(w, idx, reduced, start, end, state, alpha, upd, work):
+def train_span(w, idx, reduced, start, end, state, alpha, upd, scr):
     """Skip-gram over one sentence ``idx[start:end]`` (.pyx ``train_batch_sg`` inner loops).
 
     For each position i: b = reduced window: ``reduced[i]`` (gensim draws them with numpy), or,
     when ``reduced`` is empty, ``(state >> 16) % window`` from the LCG, then one step; every j in
     [max(start, i - window + b), min(end, i + window + 1 - b)), j != i, gives the pair
-    ``sgns_pair(word=idx[i], word2=idx[j])``.
+    (word = idx[i], word2 = idx[j]): ``sgns_pair``, which draws the pair's negatives. With
+    ``upd.share_negatives`` the negatives are drawn once for position i, right after its window
+    (``draw_targets``; also when i has no context word), and every pair of i uses them
+    (``sgns_terms``): the per-window sharing of Ji et al. 2016 ("Parallelizing Word2Vec in Shared
+    and Distributed Memory"), which touches ``negative`` random output rows per centre word
+    instead of per pair.
 
     idx: int32 [*] vocabulary rows; reduced: int64 [>= end] or [0]; window = ``upd.window`` >= 1;
     the other arguments as in ``sgns_pair``. Returns (state, loss sum, number of pairs). An empty
     or one-word span trains nothing (a one-word span still draws its window).
     """
     window = upd.window
+    share = upd.share_negatives
     lcg_windows = reduced.shape[0] == 0
     loss = 0.0
     pairs = 0
+    n = 0
     for i in range(start, end):
         if lcg_windows:
             b = np.int64((state >> np.uint64(16)) % np.uint64(window))
@@ -448,11 +483,16 @@ def train_span(w, idx, reduced, start, end, state, alpha, upd, work):
         j1 = i + window + 1 - b
         if j1 > end:
             j1 = end
+        if share:
+            n, state = draw_targets(w.syn1neg, idx[i], upd.ns, state, scr.targets)
         for j in range(j0, j1):
             if j == i:
                 continue
-            state, l = sgns_pair(w, idx[i], idx[j], alpha, upd, state, work)
-            loss += l
+            if share:
+                loss += sgns_terms(w, idx[j], alpha, upd, scr, n)
+            else:
+                state, l = sgns_pair(w, idx[i], idx[j], alpha, upd, state, scr)
+                loss += l
             pairs += 1
     return state, loss, pairs
 
@@ -543,12 +583,12 @@ class FastJobs(NamedTuple):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def parity_train_jobs(w, jobs, upd, work):
+def parity_train_jobs(w, jobs, upd, scr):
     """Train the prepared gensim jobs ``jobs`` (``ParityJobs``) in order, job k from its LCG state
     ``jobs.state[k]`` at ``jobs.alpha[k]`` with gensim's reduced windows ``jobs.reduced``. One call
     trains many jobs; the result does not depend on how jobs are grouped into calls.
     w: ``Weights``; upd: ``Update`` (negatives by gensim's bisection: ``upd.ns.alias`` empty);
-    work: float32 [D] scratch. Returns (loss sum, pairs)."""
+    scr: ``Scratch``. Returns (loss sum, pairs)."""
     eff, bounds = jobs.eff, jobs.bounds
     loss = 0.0
     pairs = 0
@@ -559,7 +599,7 @@ def parity_train_jobs(w, jobs, upd, work):
         alpha = jobs.alpha[k]
         for q in range(jobs.n_sent[k]):
             state, l, p = train_span(w, eff, jobs.reduced, e0 + bounds[b0 + q], e0 + bounds[b0 + q + 1], state,
-                                     alpha, upd, work)
+                                     alpha, upd, scr)
             loss += l
             pairs += p
     return loss, pairs
@@ -582,6 +622,7 @@ def fast_train_jobs(w, sents, down, jobs, n_threads, upd, totals):
     syn0, syn1neg = w.syn0, w.syn1neg
     negative, cum_table, guide, shift, alias = upd.ns.negative, upd.ns.cum_table, upd.ns.guide, upd.ns.shift, upd.ns.alias
     exp_table, clip_edge, window, compute_loss = upd.sig.exp_table, upd.sig.clip_edge, upd.window, upd.compute_loss
+    share = upd.share_negatives
     sample_int, use_sample = down.sample_int, down.use_sample
     starts, job_alpha, job_state, lo, hi = jobs.starts, jobs.alpha, jobs.state, jobs.lo, jobs.hi
     d_len = syn0.shape[1]
@@ -589,10 +630,11 @@ def fast_train_jobs(w, sents, down, jobs, n_threads, upd, totals):
     for t in prange(n_threads):
         wt = Weights(syn0, syn1neg)
         u = Update(NegativeSampling(negative, cum_table, guide, shift, alias), Sigmoid(exp_table, clip_edge), window,
-                   compute_loss)
+                   compute_loss, share)
         dn = Downsampling(sample_int, use_sample)
         # 128 bytes of padding on both sides: no cache line of a thread's scratch is shared
-        work = np.zeros(d_len + 64, np.float32)[32:32 + d_len]
+        scr = Scratch(np.zeros(d_len + 64, np.float32)[32:32 + d_len],
+                      np.zeros(negative + 1 + 32, np.int64)[16:16 + negative + 1])
         buf = np.empty(max(max_len, 1) + 64, np.int32)[32:]
         none = np.empty(0, np.int64)
         loss = 0.0
@@ -604,7 +646,7 @@ def fast_train_jobs(w, sents, down, jobs, n_threads, upd, totals):
             for s in range(starts[j], starts[j + 1]):
                 n, state, _ = downsample(tokens, offsets[s], offsets[s + 1], dn, state, buf, 0, max_len + 1)
                 words += n
-                state, l, p = train_span(wt, buf, none, 0, n, state, alpha, u, work)
+                state, l, p = train_span(wt, buf, none, 0, n, state, alpha, u, scr)
                 loss += l
                 pairs += p
         totals[0, t] += loss

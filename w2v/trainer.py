@@ -222,7 +222,7 @@ class Word2Vec:
         w = kernels.Weights(self.vectors, self.output)
         n_jobs = job_starts.shape[0] - 1
         per_run = max(1, (1 << 20) // cfg.parity_job_cap)  # jobs prepared and trained per kernel call
-        work = np.zeros(cfg.vector_size, np.float32)
+        scr = kernels.make_scratch(cfg.vector_size, cfg.negative)
         loss_sum, pairs, kept, dropped = 0.0, 0, 0, 0
         t0 = time.perf_counter()
         csum_raw = np.concatenate(([0], np.cumsum(corpus.raw_lengths)))
@@ -231,7 +231,7 @@ class Word2Vec:
             jobs, _, drop = self.parity_jobs(job_starts, alphas, r0, r1)
             kept += int(jobs.eff_start[-1])
             dropped += drop
-            l, p = kernels.parity_train_jobs(w, jobs, upd, work)
+            l, p = kernels.parity_train_jobs(w, jobs, upd, scr)
             loss_sum += l
             pairs += p
             self._show(bar, label, int(csum_raw[job_starts[r1]]), corpus.raw_words, t0, alphas[r1 - 1],
@@ -285,7 +285,7 @@ class Word2Vec:
         cfg, corpus = self.config, self.corpus
         s_int, c_tab, e_tab = self.tables()
         upd = kernels.make_update(cfg.negative, c_tab, e_tab, cfg.window, cfg.sigmoid_edge == "clip", cfg.compute_loss,
-                                  alias=kernels.alias_table(c_tab))
+                                  alias=kernels.alias_table(c_tab), share_negatives=cfg.share_negatives)
         w = kernels.Weights(self.vectors, self.output)
         sents = kernels.Sentences(corpus.tokens, corpus.offsets, corpus.max_sentence_tokens)
         down = kernels.Downsampling(s_int, bool(cfg.sample != 0))
