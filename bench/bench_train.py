@@ -70,7 +70,8 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 OUT = HERE / "out"
-TOOLS = ("ours-fast", "ours-parity", "gensim", "w2vc", "fasttext")
+TOOLS = ("ours-fast", "ours-shared", "ours-parity", "gensim", "w2vc", "fasttext")
+# ours-shared: fast mode with share_negatives (one draw of negatives per centre word)
 
 # settings in gensim's names; every tool gets the same values
 COMMON = dict(vector_size=100, window=10, negative=5, sample=1e-3, min_count=1, alpha=0.025, ns_exponent=0.75)
@@ -201,13 +202,15 @@ class _ProgressLog:
 
 
 # ------------------------------------------------------------------------------------ tools
-def run_ours(train, s: dict, mode: str, threads: int) -> dict:
+def run_ours(train, s: dict, mode: str, threads: int, share_negatives: bool = False) -> dict:
     from w2v.config import W2VConfig
     from w2v.trainer import Word2Vec
+    s = dict(s)
+    share_negatives = bool(s.pop("share_negatives", share_negatives))
     warm = Word2Vec(W2VConfig(mode=mode, workers=threads, vector_size=8, min_count=1, epochs=1))
     warm.build_vocab_from_sequences([[1, 2, 3, 4]] * 10).train(progress=False)
     t0 = time.perf_counter()
-    model = Word2Vec(W2VConfig(mode=mode, workers=threads, seed=1, **s)).build_vocab(train)
+    model = Word2Vec(W2VConfig(mode=mode, workers=threads, seed=1, share_negatives=share_negatives, **s)).build_vocab(train)
     vocab_s = time.perf_counter() - t0
     t0, c0 = time.perf_counter(), time.process_time()
     model.train(progress=False)
@@ -312,6 +315,8 @@ def worker(job: dict) -> dict:
     words = int(train.n_events)
     if tool == "ours-fast":
         r = run_ours(train, s, "fast", threads)
+    elif tool == "ours-shared":
+        r = run_ours(train, s, "fast", threads, share_negatives=True)
     elif tool == "ours-parity":
         r = run_ours(train, s, "parity", 1)
     elif tool == "gensim":
@@ -349,8 +354,8 @@ def run_job(job: dict, quiet: bool) -> dict:
 
 def short(s: dict) -> str:
     names = dict(vector_size="D", window="w", negative="neg", sample="t", min_count="mc", alpha="lr",
-                 ns_exponent="ns", epochs="ep")
-    return " ".join(f"{names[k]}={v:g}" for k, v in s.items())
+                 ns_exponent="ns", epochs="ep", share_negatives="shared")
+    return " ".join(f"{names[k]}={v:g}" for k, v in s.items() if k != "share_negatives" or v)
 
 
 # ------------------------------------------------------------------------------------ tuning
@@ -483,8 +488,9 @@ def compare_jobs(args) -> list[tuple[str, dict]]:
         preset = W2VConfig.from_preset("session", workers=1).to_dict()
         for tool in tools:
             if tool != "ours-parity":
-                knobs = KNOBS.get(tool, tuple(OURS_START))
-                jobs.append(("session preset", dict(tool=tool, settings={k: preset[k] for k in OURS_START if k in knobs})))
+                knobs = KNOBS.get(tool, (*OURS_START, "share_negatives"))
+                jobs.append(("session preset", dict(tool=tool, settings={k: preset[k] for k in (*OURS_START, "share_negatives")
+                                                                         if k in knobs})))
     return jobs
 
 

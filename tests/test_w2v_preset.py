@@ -36,7 +36,7 @@ def test_presets_are_plain_data_over_known_fields():
         assert isinstance(values, dict) and set(values) <= names, name
         assert all(isinstance(v, (int, float, str, bool)) for v in values.values()), name
     # the session preset changes the knobs it was tuned on, and nothing else
-    assert set(PRESETS["session"]) <= {"alpha", "epochs", "window", "ns_exponent", "sample", "min_count"}
+    assert set(PRESETS["session"]) <= {"alpha", "epochs", "window", "ns_exponent", "sample", "min_count", "share_negatives"}
     assert PRESETS["session"] and SESSION != W2VConfig(workers=1)
     for k, v in PRESETS["session"].items():
         assert getattr(SESSION, k) == v
@@ -121,3 +121,32 @@ def test_make_demo_trains_with_the_session_preset(tmp_path):
     out = subprocess.run(["make", "-n", "--always-make", f"WORK={tmp_path}", "EPOCHS=2", f"{tmp_path}/model/meta.json"],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "--preset session --epochs 2" in out
+
+
+def test_a_flag_undoes_a_preset_switch_and_parity_refuses_shared_negatives(tmp_path, capsys):
+    ds = _dataset(tmp_path)
+    common = ["--vector-size", "4", "--epochs", "1", "--workers", "1", "--quiet"]
+    assert SESSION.share_negatives  # the session preset turns the per-window draw on
+    assert cli.main([str(ds), str(tmp_path / "p"), "--preset", "session", "--no-share-negatives", *common]) == 0
+    assert load_model(tmp_path / "p").meta["config"]["share_negatives"] is False
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", str(ds), str(tmp_path / "q"), "--preset", "session", "--mode", "parity", *common])
+    assert exc.value.code == 2 and "--share-negatives: needs mode 'fast'" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
+    assert cli.main([str(ds), str(tmp_path / "r"), "--preset", "session", "--mode", "parity",
+                     "--no-share-negatives", *common]) == 0
+
+
+def test_shared_negatives_train_deterministically_and_differently():
+    from w2v.trainer import Word2Vec
+    seqs = [[int(x) for x in np.random.default_rng(s).integers(0, 30, 12)] for s in range(80)]
+
+    def vectors(share):
+        cfg = W2VConfig(vector_size=8, window=4, min_count=1, epochs=2, workers=1, seed=3, share_negatives=share)
+        model = Word2Vec(cfg).build_vocab_from_sequences(seqs)
+        model.train(progress=False)
+        return model.vectors
+
+    a, b, c = vectors(True), vectors(True), vectors(False)
+    np.testing.assert_array_equal(a, b)
+    assert np.isfinite(a).all() and not np.array_equal(a, c)

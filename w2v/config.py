@@ -24,7 +24,7 @@ PRESETS: dict[str, dict] = {
     "gensim": {},
     # chosen by held-out next-click recall@20 on the tune split of one generated 100k-session corpus
     # and checked against every peer on the test split of another: bench/RESULTS.md, section 3
-    "session": {"alpha": 0.1, "epochs": 10, "window": 10, "min_count": 1},
+    "session": {"alpha": 0.1, "epochs": 10, "window": 10, "min_count": 1, "share_negatives": True},
 }
 SIGMOID_EDGES = ("skip", "clip")
 
@@ -123,7 +123,7 @@ class W2VConfig:
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be true or false")
         if self.share_negatives and self.mode == "parity":
-            raise bad("share_negatives", "needs mode 'fast' (gensim draws negatives per pair)")
+            raise bad("share_negatives", "needs mode 'fast' (parity mode draws negatives per pair, as gensim; turn it off)")
 
     def to_dict(self) -> dict:
         return asdict(self)
