@@ -79,6 +79,18 @@ def test_popularity_order_and_ties():
     assert pop[2].tolist() == [9, 3, 5] and cnt[2].tolist() == [2, 0, 0]
 
 
+@pytest.mark.parametrize("offset", [0, 10**12])  # dense counting path / np.unique path (sparse ids)
+def test_popularity_paths_agree_with_a_plain_count(offset):
+    rng = np.random.default_rng(5)
+    aid = (rng.zipf(1.5, 5000) % 300).astype(np.int64) + offset
+    typ = rng.integers(0, 3, aid.shape[0]).astype(np.uint8)
+    pop, cnt = popularity(aid, typ, top=50)
+    uniq = np.unique(aid)
+    for t in range(3):
+        ref = sorted(((-int(((aid == a) & (typ == t)).sum()), int(a)) for a in uniq))[:50]
+        assert pop[t].tolist() == [a for _, a in ref] and cnt[t].tolist() == [-c for c, _ in ref]
+
+
 def test_atomic_directory_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out"
     with pytest.raises(RuntimeError):

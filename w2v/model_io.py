@@ -292,12 +292,21 @@ def popularity(aid: np.ndarray, type: np.ndarray, top: int = 1000) -> tuple[np.n
     Order: count descending, then aid ascending. ``P = min(top, distinct aids)``; an aid with
     no event of a type can still appear in that row with count 0 when fewer than P aids have one.
     """
-    uniq, inv = np.unique(np.asarray(aid), return_inverse=True)
+    aid, type = np.asarray(aid), np.asarray(type)
+    if aid.size and aid.min() >= 0 and aid.max() < 4 * aid.size + 2**20:
+        # dense ids (aids): counting passes instead of np.unique's sort (17 s at full size)
+        hi = int(aid.max()) + 1
+        uniq = np.flatnonzero(np.bincount(aid, minlength=hi))
+        per_type = [np.bincount(aid[type == t], minlength=hi)[uniq] for t in range(3)]
+    else:
+        uniq, inv = np.unique(aid, return_inverse=True)
+        per_type = [np.bincount(inv[type == t], minlength=uniq.shape[0]) for t in range(3)]
+    uniq = uniq.astype(np.int64, copy=False)
     P = min(int(top), uniq.shape[0])
     out = np.zeros((3, P), np.int64)
     out_c = np.zeros((3, P), np.int64)
     for t in range(3):
-        c = np.bincount(inv[np.asarray(type) == t], minlength=uniq.shape[0]).astype(np.int64)
+        c = per_type[t].astype(np.int64)
         order = np.lexsort((uniq, -c))[:P]
         out[t], out_c[t] = uniq[order], c[order]
     return out, out_c
