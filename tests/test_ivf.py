@@ -184,13 +184,20 @@ def test_index_command_ivf_records_method_and_files_round_trip(tmp_path, capsys)
     m = load_model(tmp_path / "m")
     meta = m.index_meta
     assert meta["method"] == "ivf" and meta["ivf"]["nlist"] == 12 and meta["ivf"]["nprobe"] == 12
-    assert meta["ivf"]["seed"] == 3
+    assert meta["ivf"]["seed"] == 3 and meta["ivf"]["nprobe_source"] == "given"
+    assert "nprobe_trials" not in meta["ivf"]  # a given nprobe is not measured
+    assert json.loads((tmp_path / "m" / "ivf.json").read_text())["nprobe"] == 12
     nb, sc = knn.build_neighbor_table(v, 6)
     assert np.array_equal(np.asarray(m.neighbors), nb)  # nprobe = nlist: the exact table
     loaded = ivf.load_ivf(tmp_path / "m", m.vectors)
     assert loaded.centroids.shape == (12, 8) and loaded.info["format_version"] == ivf.IVF_FORMAT_VERSION
-    bulk = ivf.BulkTopK(m.vectors, "ivf", replace(ivf.DEFAULTS, nlist=12, seed=3), model_dir=tmp_path / "m")
+    bulk = ivf.BulkTopK(m.vectors, "ivf", replace(ivf.DEFAULTS, nlist=12, seed=3, nprobe=12), model_dir=tmp_path / "m")
     assert bulk.info()["ivf_source"] == "loaded from the model directory"
+    assert bulk.info()["nprobe"] == 12 and bulk.info()["nprobe_source"] == "given"
+    # the files record a given nprobe, so an automatic one is measured on the loaded lists
+    bulk = ivf.BulkTopK(m.vectors, "ivf", replace(ivf.DEFAULTS, nlist=12, seed=3), model_dir=tmp_path / "m")
+    assert bulk.info()["ivf_source"] == "loaded from the model directory, nprobe re-measured"
+    assert bulk.index.info["nprobe_source"] == "auto" and bulk.index.info["recall_k"] == 20
     other = ivf.BulkTopK(m.vectors, "ivf", replace(ivf.DEFAULTS, nlist=11), model_dir=tmp_path / "m")
     assert other.info()["ivf_source"] == "built in memory"
     args = _parse(["index", str(tmp_path / "m"), "--k", "4", "--quiet"])  # auto: 300 rows -> exact

@@ -98,9 +98,13 @@ def run(args) -> int:
                                                      progress=progress)
         info.update(q_block=args.q_block, i_block=args.i_block)
     else:
-        index = ivf.build_ivf(model.vectors, params, n_threads=threads, progress=say)
+        index = ivf.build_ivf(model.vectors, params, k=args.k, n_threads=threads, progress=say)
         build_s = time.perf_counter() - start
-        say(f"IVF: {index.info['nlist']} lists (largest {index.info['max_list']} rows) in {build_s:.1f} s")
+        inf = index.info
+        chosen = (f"nprobe {inf['nprobe']} (auto: sampled recall@{args.k} {inf['sampled_recall']:.4f} over "
+                  f"{inf['recall_sample']} rows, target {inf['target_recall']})"
+                  if inf["nprobe_source"] == "auto" else f"nprobe {inf['nprobe']} (given)")
+        say(f"IVF: {inf['nlist']} lists (largest {inf['max_list']} rows), {chosen} in {build_s:.1f} s")
         stats = {}
         neighbors, scores = ivf.neighbor_table(model.vectors, args.k, index, nprobe=params.nprobe,
                                                n_threads=threads, progress=progress, stats=stats)

@@ -41,6 +41,16 @@ shorter than the exact one; both are counted (``stats["queries_widened"]``).
 
 Cost per query: ``nlist * D`` (coarse, tiled) + about ``nprobe * V / nlist * D`` (lists).
 
+Automatic nprobe
+----------------
+The recall of a fixed fraction of lists depends on V and on the data, so when no nprobe is given
+the build measures it (:func:`tune_nprobe`): ``min(recall_sample, V)`` rows drawn from
+``default_rng([seed, 1])`` are the queries, their exact top-k (``knn.topk_batch``, own row
+excluded) the reference; from ``default_nprobe(nlist)`` nprobe doubles (capped at nlist) until the
+sampled recall@k (:func:`sampled_recall`) reaches ``target_recall`` or nprobe = nlist (exact,
+recall 1.0). The chosen nprobe and every trial are recorded in the index info, and a search
+without an nprobe uses it.
+
 Files (docs/FORMATS.md, "IVF index"): ``ivf_centroids.npy`` (``<f4 [nlist, D]``),
 ``ivf_offsets.npy`` (``<i8 [nlist + 1]``), ``ivf_rows.npy`` (``<i8 [V]``), and ``ivf.json``
 (format ``otto-ivf`` version 1, written last) in the model directory.
@@ -66,6 +76,7 @@ from . import knn
 from .knn import _inv_norms_kernel, _outer4x16, _trim_kernel, heap_replace_root, heap_sort
 
 __all__ = ["IVFIndex", "IVFParams", "IVFError", "default_nlist", "default_nprobe", "assign_lists", "build_ivf",
+           "tune_nprobe", "sampled_recall",
            "search", "neighbor_table", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
            "save_ivf", "load_ivf", "IVF_FORMAT_NAME", "IVF_FORMAT_VERSION"]
 
@@ -84,7 +95,11 @@ class IVFParams:
 
     nlist           inverted lists (k-means centroids), at most V (default: round(4 sqrt(V)))
     nprobe          lists scanned per query; nprobe >= nlist gives the exact result (default:
-                    max(24, nlist / 48), about 2% of the lists)
+                    auto, measured at build time: from max(24, nlist / 48), about 2% of the
+                    lists, doubled until the sampled recall@k reaches --ivf-target-recall)
+    recall_sample   auto nprobe: rows (at most V) drawn with the seed whose exact top-k the
+                    sampled recall is measured against
+    target_recall   auto nprobe: the sampled recall@k the chosen nprobe reaches, in (0, 1]
     seed            seed of the k-means training sample and initial centroids
     iterations      k-means rounds at most (fewer when no assignment changes)
     train_per_list  k-means training sample: this many rows per list (at most V)
@@ -99,9 +114,11 @@ class IVFParams:
     train_per_list: int = 64
     chunk: int = 32768
     q_block: int = 64
+    recall_sample: int = 2000
+    target_recall: float = 0.99
 
     def __post_init__(self) -> None:
-        for name in ("nlist", "nprobe", "iterations", "train_per_list", "chunk", "q_block"):
+        for name in ("nlist", "nprobe", "iterations", "train_per_list", "chunk", "q_block", "recall_sample"):
             v = getattr(self, name)
             lo = 0 if name == "iterations" else 1
             if v is None and name in ("nlist", "nprobe"):
@@ -110,6 +127,9 @@ class IVFParams:
                 raise ValueError(f"{name}: must be an integer >= {lo}, got {v!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: must be an integer >= 0, got {self.seed!r}")
+        t = self.target_recall
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t <= 1.0:
+            raise ValueError(f"target_recall: must be a number in (0, 1], got {t!r}")
 
 
 DEFAULTS = IVFParams()
@@ -137,8 +157,13 @@ def default_nlist(V: int) -> int:
     return int(max(1, min(V, round(4.0 * math.sqrt(max(V, 1))))))
 
 
-def _nprobe(nprobe, nlist: int) -> int:
+def _nprobe(nprobe, nlist: int, info: dict | None = None) -> int:
+    """The nprobe a search uses: the given one, else the index's recorded one (``info["nprobe"]``,
+    chosen at build time), else ``default_nprobe``."""
     if nprobe is None:
+        recorded = (info or {}).get("nprobe")
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
+            return recorded
         return default_nprobe(nlist)
     if int(nprobe) < 1:
         raise ValueError(f"nprobe: must be >= 1 (got {nprobe})")
@@ -313,11 +338,13 @@ def assign_lists(centroids, vectors, *, n_threads=None) -> tuple[np.ndarray, np.
     return offsets, rows
 
 
-def build_ivf(vectors, params: IVFParams = DEFAULTS, *, n_threads=None, progress=None) -> IVFIndex:
-    """Seeded spherical k-means over the rows of ``vectors`` and their inverted lists.
+def build_ivf(vectors, params: IVFParams = DEFAULTS, *, k: int = 20, n_threads=None, progress=None) -> IVFIndex:
+    """Seeded spherical k-means over the rows of ``vectors``, their inverted lists and the nprobe.
 
     ``vectors``: float32 ``[V, D]`` (any rows; zero rows are allowed). ``nlist`` is capped at ``V``
-    (at least 1). ``progress(message)`` (optional) is called once per k-means round."""
+    (at least 1). ``params.nprobe = None`` chooses nprobe by measurement (:func:`tune_nprobe`,
+    recall@``k``); a given nprobe is recorded as it is (capped at nlist), with no measurement.
+    ``progress(message)`` (optional) is called once per k-means round and per nprobe tried."""
     v = knn._as_matrix(vectors)
     V, D = v.shape
     nlist_req = default_nlist(V) if params.nlist is None else int(params.nlist)
@@ -362,7 +389,87 @@ def build_ivf(vectors, params: IVFParams = DEFAULTS, *, n_threads=None, progress
         "lists_reseeded": int(reseeded), "empty_lists": int((sizes == 0).sum()),
         "max_list": int(sizes.max()) if nlist else 0, "vocab_size": int(V), "vector_size": int(D),
     }
-    return IVFIndex(cent, offsets, rows, info)
+    index = IVFIndex(cent, offsets, rows, info)
+    if params.nprobe is not None:
+        info.update(nprobe=int(min(params.nprobe, nlist)), nprobe_source="given")
+        return index
+    return tune_nprobe(index, v, knn.inverse_norms(v), k, params, n_threads=n_threads, progress=progress)
+
+
+def sampled_recall(exact_rows, approx_rows) -> float:
+    """Share of the exact top-k rows (``-1`` padding left out) that the approximate top-k of the
+    same query holds, over all queries; 1.0 when no query has a neighbour. The bench's and the
+    tests' recall@k: both results follow the one total order over bit-identical scores, so rows
+    tied at the k-th score are taken in the same (row ascending) order by both."""
+    ex = np.asarray(exact_rows, np.int64)
+    ap = np.asarray(approx_rows, np.int64)
+    valid = ex >= 0
+    total = int(valid.sum())
+    if total == 0:
+        return 1.0
+    # one id space per query (id + query * stride), so a single sort-based isin checks every query
+    stride = int(max(ex.max(), ap.max())) + 2
+    base = np.arange(ex.shape[0], dtype=np.int64)[:, None] * stride
+    hits = np.isin((ex + base)[valid], (ap + base)[ap >= 0])
+    return float(hits.sum()) / total
+
+
+def _recall_sample(V: int, params: IVFParams) -> np.ndarray:
+    """``min(recall_sample, V)`` distinct rows, ascending, from ``default_rng([seed, 1])`` (a stream
+    of its own: the k-means draws do not move it, so a loaded index re-measures the same rows)."""
+    n = min(int(params.recall_sample), V)
+    rng = np.random.default_rng([int(params.seed), 1])
+    return np.sort(rng.choice(V, n, replace=False)).astype(np.int64)
+
+
+def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams = DEFAULTS, *,
+                n_threads=None, progress=None) -> IVFIndex:
+    """``index`` with the nprobe chosen by measurement recorded in its info.
+
+    The exact top-k (``knn.topk_batch``, own row excluded) of the ``_recall_sample`` rows is the
+    reference. Starting at ``default_nprobe(nlist)``, the sample is searched through the index and
+    its :func:`sampled_recall` measured; nprobe doubles (capped at nlist) until the recall reaches
+    ``params.target_recall`` or nprobe = nlist (whose result is the exact one, recall 1.0).
+    Records ``nprobe``, ``nprobe_source = "auto"``, ``nprobe_trials`` (``[{nprobe, recall}]`` in
+    order), ``sampled_recall`` (at the chosen nprobe), ``recall_k``, ``recall_sample`` (rows
+    drawn) and ``target_recall``. Cost: ``n * V * D`` for the reference plus a few sample searches.
+    Degenerate: V = 0 or k = 0 records recall 1.0 at the base nprobe."""
+    v = knn._as_matrix(vectors)
+    inv = knn._check_inv(inv_norms, v.shape[0])
+    k = knn._check_k(k)
+    nlist = index.centroids.shape[0]
+    target = float(params.target_recall)
+    sample = _recall_sample(v.shape[0], params)
+    q = v[sample]
+    exact = None
+    if sample.size and k:
+        _, exact = knn.topk_batch(v, inv, q, k, exclude_self=sample, n_threads=n_threads)
+    trials = []
+    P = default_nprobe(nlist)
+    while True:
+        r = 1.0
+        if exact is not None:
+            _, got = search(index, v, inv, q, k, nprobe=P, exclude_self=sample, chunk=params.chunk,
+                            q_block=params.q_block, n_threads=n_threads)
+            r = sampled_recall(exact, got)
+        trials.append({"nprobe": int(P), "recall": r})
+        if progress is not None:
+            progress(f"nprobe {P}/{nlist}: sampled recall@{k} {r:.4f} over {sample.size} rows (target {target})")
+        if r >= target or P >= nlist:
+            break
+        P = min(2 * P, nlist)
+    info = dict(index.info, nprobe=int(P), nprobe_source="auto", nprobe_trials=trials, sampled_recall=r,
+                recall_k=int(k), recall_sample=int(sample.size), target_recall=target)
+    if progress is not None:
+        progress(f"nprobe {P} chosen (auto): sampled recall@{k} {r:.4f}, target {target}")
+    return index._replace(info=info)
+
+
+def _auto_matches(info: dict, params: IVFParams, V: int, k: int) -> bool:
+    """Whether ``info`` records an auto nprobe measured as ``params`` and ``k`` would measure it."""
+    return (info.get("nprobe_source") == "auto" and info.get("recall_k") == k
+            and info.get("recall_sample") == min(int(params.recall_sample), V)
+            and info.get("target_recall") == float(params.target_recall))
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,7 +483,8 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
 
     The same contract as :func:`w2v.knn.topk_batch` (same scores, order, ``exclude_self`` and
     ``-1``/``-inf`` padding beyond the eligible rows), restricted to the rows of each query's
-    ``nprobe`` nearest lists (None: ``default_nprobe(nlist)``); ``nprobe >= nlist`` gives exactly
+    ``nprobe`` nearest lists (None: the index's recorded nprobe, else ``default_nprobe(nlist)``);
+    ``nprobe >= nlist`` gives exactly
     ``topk_batch``'s result.
     ``vectors``/``inv_norms`` must be the matrix the index was built on and its inverse norms.
     Chunks of ``chunk`` queries are shared among ``n_threads`` threads (None: all CPUs); the
@@ -389,7 +497,7 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     k = knn._check_k(k)
     _check_index(index, V, D)
     nlist = index.centroids.shape[0]
-    nprobe = _nprobe(nprobe, nlist)
+    nprobe = _nprobe(nprobe, nlist, index.info)
     if int(chunk) < 1 or int(q_block) < 1:
         raise ValueError(f"chunk/q_block: must be >= 1 (got {chunk}/{q_block})")
     P = min(nprobe, nlist)
@@ -577,10 +685,11 @@ class BulkTopK:
 
     ``model_dir``: reuse its IVF files when they exist, match the vectors and were built with
     the same nlist/seed/iterations/train_per_list; otherwise the index is built in memory.
-    ``log(message)`` receives one line per build step (optional)."""
+    ``k``: the recall@k an automatic nprobe is measured for (a loaded index whose auto nprobe was
+    measured otherwise is re-measured). ``log(message)`` receives one line per build step (optional)."""
 
     def __init__(self, vectors, method: str = "auto", params: IVFParams = DEFAULTS, *, model_dir=None,
-                 n_threads=None, log=None):
+                 n_threads=None, log=None, k: int = 20):
         self.vectors = knn._as_matrix(vectors)
         V = self.vectors.shape[0]
         self.method = resolve_method(method, V)
@@ -595,8 +704,12 @@ class BulkTopK:
                 idx = load_ivf(model_dir, self.vectors)
                 if _build_key(replace(DEFAULTS, **{f: idx.info.get(f) for f in _KEY_FIELDS}), V) == want:
                     self.index, self.source = idx, "loaded from the model directory"
+                    if params.nprobe is None and not _auto_matches(idx.info, params, V, k):
+                        self.index = tune_nprobe(idx, self.vectors, self.inv, k, params,
+                                                 n_threads=n_threads, progress=log)
+                        self.source += ", nprobe re-measured"
             if self.index is None:
-                self.index = build_ivf(self.vectors, params, n_threads=n_threads, progress=log)
+                self.index = build_ivf(self.vectors, params, k=k, n_threads=n_threads, progress=log)
                 self.source = "built in memory"
 
     def topk(self, queries, k, *, exclude_self=None, progress=None, stats=None):
@@ -611,7 +724,9 @@ class BulkTopK:
     def info(self) -> dict:
         d = {"method": self.method}
         if self.index is not None:
-            d.update(nlist=self.index.info["nlist"], nprobe=_nprobe(self.params.nprobe, self.index.info["nlist"]),
+            d.update(nlist=self.index.info["nlist"], nprobe=_nprobe(self.params.nprobe, self.index.info["nlist"], self.index.info),
+                     nprobe_source="given" if self.params.nprobe is not None
+                     else self.index.info.get("nprobe_source", "default"),
                      seed=self.params.seed,
                      iterations=self.params.iterations, train_per_list=self.params.train_per_list,
                      ivf_source=self.source)
