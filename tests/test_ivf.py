@@ -281,3 +281,72 @@ def test_w2v_session_recommender_with_ivf(tmp_path):
     # (real sessions stay near a topic); 0.95 is what the defaults keep on them
     assert recall(exact[0], approx[0]) >= 0.95
     assert R.make("w2v-session").fit(train, model)._bulk().method == "exact"  # auto below AUTO_IVF_MIN_ROWS
+
+
+def test_auto_nprobe_reaches_the_target_where_the_base_default_does_not():
+    # many small overlapping clusters and 200 lists: 24 lists (the base default) miss neighbours
+    v = clustered(5000, 16, 400, 1.0, seed=5)
+    params = ivf.IVFParams(nlist=200, seed=2, recall_sample=1000)
+    msgs = []
+    idx = ivf.build_ivf(v, params, k=20, progress=msgs.append)
+    info = idx.info
+    trials = info["nprobe_trials"]
+    assert info["nprobe_source"] == "auto" and info["recall_sample"] == 1000 and info["target_recall"] == 0.99
+    assert trials[0]["nprobe"] == ivf.default_nprobe(200) == 24 and trials[0]["recall"] < 0.99
+    assert [t["nprobe"] for t in trials] == [min(24 * 2**i, 200) for i in range(len(trials))]
+    assert all(t["recall"] < 0.99 for t in trials[:-1]) and trials[-1]["recall"] >= 0.99
+    assert info["nprobe"] == trials[-1]["nprobe"] < 200 and info["sampled_recall"] == trials[-1]["recall"]
+    assert any(f"nprobe {info['nprobe']} chosen (auto)" in m for m in msgs)
+    # the measured recall carries over to the whole table (every row against the exact table);
+    # 0.005 below the target allows for the sampling error of 1000 rows
+    nb, _ = knn.build_neighbor_table(v, 20)
+    nb_auto, _ = ivf.neighbor_table(v, 20, idx)  # the recorded nprobe
+    nb_base, _ = ivf.neighbor_table(v, 20, idx, nprobe=24)
+    assert ivf.sampled_recall(nb, nb_auto) >= 0.985
+    assert ivf.sampled_recall(nb, nb_base) < 0.99
+    assert recall(nb, nb_auto) == ivf.sampled_recall(nb, nb_auto)  # the tests' recall, the same figure
+    # deterministic for a seed: same lists, same sample, same trials
+    again = ivf.build_ivf(v, params, k=20, n_threads=1)
+    assert again.info == info and np.array_equal(again.rows, idx.rows)
+    assert not np.array_equal(ivf._recall_sample(5000, params), ivf._recall_sample(5000, replace(params, seed=3)))
+
+
+def test_given_nprobe_skips_the_measurement(monkeypatch):
+    v = clustered(2000, 8, 20, 0.8, seed=1)
+
+    def refuse(*a, **kw):
+        raise AssertionError("measured although nprobe was given")
+
+    monkeypatch.setattr(ivf, "tune_nprobe", refuse)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=30, nprobe=5))
+    assert idx.info["nprobe"] == 5 and idx.info["nprobe_source"] == "given"
+    assert "nprobe_trials" not in idx.info and "sampled_recall" not in idx.info
+    assert ivf.build_ivf(v, ivf.IVFParams(nlist=30, nprobe=99)).info["nprobe"] == 30  # capped at nlist
+    _, r1 = ivf.search(idx, v, knn.inverse_norms(v), v[:50], 7)
+    _, r2 = ivf.search(idx, v, knn.inverse_norms(v), v[:50], 7, nprobe=5)
+    assert np.array_equal(r1, r2)  # a search without nprobe uses the recorded one
+
+
+def test_auto_nprobe_degenerate_sample_above_rows_and_target_one():
+    # V below the sample: every row is measured, so target 1.0 means the exact table
+    rng = np.random.default_rng(6)
+    v = rng.standard_normal((300, 12)).astype(np.float32)  # no structure: only all lists are exact
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=40, target_recall=1.0), k=10)
+    info = idx.info
+    assert info["recall_sample"] == 300 and info["sampled_recall"] == 1.0
+    assert all(t["recall"] < 1.0 for t in info["nprobe_trials"][:-1])
+    assert info["nprobe"] == 40 == info["nlist"]
+    nb, sc = knn.build_neighbor_table(v, 10)
+    nb2, sc2 = ivf.neighbor_table(v, 10, idx)
+    assert np.array_equal(nb, nb2) and np.array_equal(sc, sc2)
+    # one row (no neighbour at all) and no rows: recall 1.0 at the base nprobe
+    one = ivf.build_ivf(v[:1], ivf.IVFParams())
+    assert one.info["nprobe"] == 1 and one.info["nprobe_trials"] == [{"nprobe": 1, "recall": 1.0}]
+    assert ivf.build_ivf(np.zeros((0, 3), np.float32)).info["recall_sample"] == 0
+    assert ivf.sampled_recall(np.full((2, 3), -1), np.full((2, 3), -1)) == 1.0
+    with pytest.raises(ValueError, match="target_recall"):
+        ivf.IVFParams(target_recall=1.5)
+    with pytest.raises(ValueError, match="target_recall"):
+        ivf.IVFParams(target_recall=0.0)
+    with pytest.raises(ValueError, match="recall_sample"):
+        ivf.IVFParams(recall_sample=0)
