@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from data_prep.command import UsageError
 from w2v import index as index_cmd
 from w2v import ivf, knn
 from w2v.model_io import load_model, save_model
@@ -203,6 +204,24 @@ def test_index_command_ivf_records_method_and_files_round_trip(tmp_path, capsys)
     args = _parse(["index", str(tmp_path / "m"), "--k", "4", "--quiet"])  # auto: 300 rows -> exact
     assert args.func(args) == 0
     assert load_model(tmp_path / "m").index_meta["method"] == "exact"
+
+
+def test_index_command_auto_nprobe_is_reported_and_recorded(tmp_path, capsys):
+    _model(tmp_path / "m")
+    args = _parse(["index", str(tmp_path / "m"), "--method", "ivf", "--k", "5", "--ivf-nlist", "30",
+                   "--ivf-recall-sample", "100", "--ivf-target-recall", "0.999"])
+    assert args.func(args) == 0
+    meta = load_model(tmp_path / "m").index_meta["ivf"]
+    side = json.loads((tmp_path / "m" / "ivf.json").read_text())
+    assert meta["nprobe_source"] == side["nprobe_source"] == "auto"
+    assert meta["recall_k"] == 5 and meta["recall_sample"] == 100 and meta["target_recall"] == 0.999
+    assert meta["nprobe"] == side["nprobe"] == meta["nprobe_trials"][-1]["nprobe"]
+    assert meta["sampled_recall"] >= 0.999 or meta["nprobe"] == 30
+    err = capsys.readouterr().err
+    assert f"nprobe {meta['nprobe']} (auto: sampled recall@5 {meta['sampled_recall']:.4f} over 100 rows" in err
+    args = _parse(["index", str(tmp_path / "m"), "--method", "ivf", "--ivf-target-recall", "1.5"])
+    with pytest.raises(UsageError, match="--ivf-target-recall: must be a number in"):
+        args.func(args)
 
 
 @pytest.mark.parametrize("damage, message", [
