@@ -92,19 +92,28 @@ def bench(name, v, args, rows_out):
     row("exact (extrapolated from the sample)", "-", "-", (0.0, 0.0), ex, 1.0, f"{sample.size} rows timed")
     params = ivf.DEFAULTS
     nlist = ivf.default_nlist(V)
-    nprobes = sorted({max(1, ivf.default_nprobe(nlist) // 2), ivf.default_nprobe(nlist), 2 * ivf.default_nprobe(nlist)})
+    # the build chooses nprobe itself (auto: sampled recall@20 >= target_recall); its build time
+    # includes that measurement
     t = Clock()
-    index = ivf.build_ivf(v, params, n_threads=args.threads)
+    index = ivf.build_ivf(v, params, k=k, n_threads=args.threads)
     build = t.lap()
+    auto = int(index.info["nprobe"])
+    base = ivf.default_nprobe(nlist)
+    nprobes = sorted({max(1, base // 2), base, auto} if args.nprobes == "auto" else
+                     {int(x) for x in args.nprobes.split(",")})
+    trials = ", ".join(f"{t_['nprobe']}: {t_['recall']:.4f}" for t_ in index.info.get("nprobe_trials", []))
     for npb in nprobes:
         t = Clock()
         nb, _ = ivf.neighbor_table(v, k, index, nprobe=npb, n_threads=args.threads)
-        row("ours IVF", nlist, npb, build, t.lap(), recall(ref, nb[sample]),
-            "" if npb != ivf.default_nprobe(nlist) else "default nprobe")
+        note = ("default nprobe (auto; sampled recall at each nprobe tried: " + trials + ")" if npb == auto
+                else "base of the auto search" if npb == base else "")
+        row("ours IVF", nlist, npb, build, t.lap(), recall(ref, nb[sample]), note)
         del nb
     del index
     unit = knn.normalize_rows(v)
     try:
+        if "faiss" not in args.peers:
+            raise ImportError
         import faiss
         faiss.omp_set_num_threads(args.threads)
         t = Clock()
@@ -126,8 +135,11 @@ def bench(name, v, args, rows_out):
             del I
         del fx, quant
     except ImportError:
-        rows_out.append(f"| {name} | FAISS | not installed (pip install faiss-cpu) | | | | | | | | |")
-    if V <= args.hnsw_max_rows:
+        if "faiss" in args.peers:
+            rows_out.append(f"| {name} | FAISS | not installed (pip install faiss-cpu) | | | | | | | | |")
+    if "hnswlib" not in args.peers:
+        pass
+    elif V <= args.hnsw_max_rows:
         try:
             import hnswlib
             t = Clock()
@@ -154,6 +166,9 @@ def main(argv=None):
     p.add_argument("--model", action="append", default=[], help="also a model directory's vectors.npy (repeatable)")
     p.add_argument("--sample", type=int, default=2000, help="rows with an exact reference (default 2000)")
     p.add_argument("--threads", type=int, default=2, help="threads for every method (default 2)")
+    p.add_argument("--nprobes", default="auto", help="comma-separated nprobe values of our and FAISS's rows, or 'auto': "
+                   "half the base default, the base default and the nprobe the build chose (default auto)")
+    p.add_argument("--peers", default="faiss,hnswlib", help="comma-separated peers to run: faiss, hnswlib ('' for none)")
     p.add_argument("--hnsw-max-rows", type=int, default=2_000_000, help="skip HNSW above this many rows")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "RESULTS_ivf.md"), help="markdown table to write")
     args = p.parse_args(argv)
