@@ -11,9 +11,10 @@ and reduced windows in parity mode -- are made by the caller, w2v/trainer.py, an
 Inputs travel in a few named tuples (Numba compiles field access to plain loads), in the spirit
 of gensim's ``Word2VecConfig`` struct, so no kernel takes a long run of positional arguments:
 ``Weights`` (the two matrices), ``NegativeSampling`` (count and table of the negatives),
-``Sigmoid`` (the table and the |f| >= 6 rule), ``Update`` (those two plus the window and the loss
-switch), ``Sentences`` and ``Downsampling`` (the corpus and its thresholds) and the job schedules
-``ParityJobs`` / ``FastJobs``.
+``Sigmoid`` (the table and the |f| >= 6 rule), ``Update`` (those two plus the window, the loss
+switch and the shared-negatives switch), ``Scratch`` (per-thread work arrays), ``Sentences`` and
+``Downsampling`` (the corpus and its thresholds) and the job schedules ``ParityJobs`` /
+``FastJobs``.
 
 References name the functions of gensim 4.4 ``gensim/models/word2vec_inner.pyx`` (``.pyx``
 below) and of word2vec.c (Mikolov et al.) that a kernel mirrors. docs/ALGORITHM.md derives the
@@ -614,7 +615,8 @@ def fast_train_jobs(w, sents, down, jobs, n_threads, upd, totals):
     Job j's LCG starts at ``jobs.state[j]``, so with one thread the result is deterministic and
     does not depend on how jobs are grouped into calls. Each sentence of ``sents`` is downsampled
     (``down``) into a private buffer (int32 [sents.max_len]), then trained with LCG reduced windows
-    and negatives drawn as ``upd.ns`` says (alias method when ``upd.ns.alias`` is not empty).
+    and negatives drawn as ``upd.ns`` says (alias method when ``upd.ns.alias`` is not empty), per
+    pair or, with ``upd.share_negatives``, per centre word (``train_span``).
     totals: float64 [3, n_threads], per thread += (loss, pairs, kept words).
     """
     # a parallel loop cannot take tuples of arrays from outside (Numba's parfor lowering passes
