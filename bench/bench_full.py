@@ -62,6 +62,10 @@ def parse_args(argv=None):
     p.add_argument("--serve-clients", type=int, default=4, help="concurrent keep-alive clients in the load test (default 4)")
     p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"), help="results file whose section is (re)written")
     p.add_argument("--no-results", action="store_true", help="do not touch --results")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the stages WORK/scale-*/bench_full.json records as done (rc 0, output present) and run the rest")
+    p.add_argument("--index-flags", default="", help="extra flags of the index stage, e.g. '--ivf-nprobe 452'")
+    p.add_argument("--eval-flags", default="", help="extra flags of the eval run stage, e.g. '--ivf-nprobe 452'")
     p.add_argument("--report-only", action="store_true", help="only re-render the results section from WORK/bench_full.json")
     return p.parse_args(argv)
 
@@ -254,18 +258,26 @@ def run_scale(frac: Fraction, args, machine: str) -> None:
     d = scale_dir(Path(args.work), frac)
     d.mkdir(parents=True, exist_ok=True)
     sessions = round(args.sessions * frac)
+    jpath = d / "bench_full.json"
     rec = {"fraction": str(frac), "sessions": sessions, "stages": {}, "machine": machine,
            "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if args.resume and jpath.exists():  # the stages recorded as done are kept, with their figures
+        rec = json.loads(jpath.read_text())
+        rec.setdefault("resumed", []).append(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     stages = rec["stages"]
-    jpath = d / "bench_full.json"
 
     def save():
         tmp = jpath.with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, indent=1))
         os.replace(tmp, jpath)
 
-    def stage(name, cmd, out):
+    def stage(name, cmd, out, marker=None):
+        done = stages.get(name)
+        if args.resume and done and done.get("rc") == 0 and Path(marker or out).exists():
+            log(f"{name}: recorded as done ({done['wall_s']} s wall), kept (--resume)")
+            return
         stages[name] = run_stage(name, cmd, out, d / f"{name.replace(' ', '_')}.log")
+        stages[name]["cmd"] = " ".join(cmd[1:])
         save()
 
     inp = Path(args.input) if (frac == 1 and args.input) else d / "train.jsonl"
@@ -295,12 +307,14 @@ def run_scale(frac: Fraction, args, machine: str) -> None:
     mmeta = json.loads((model / "meta.json").read_text())
     rec["aids"] = int(mmeta.get("vocab_size", 0))
     rec["vector_size"] = int(mmeta.get("vector_size", 0))
-    stage("index", [py, "-m", "w2v", "index", str(model), "--k", "20"], model)
+    stage("index", [py, "-m", "w2v", "index", str(model), "--k", "20", *args.index_flags.split()], model,
+          model / "index.json")
     rec["index"] = json.loads((model / "index.json").read_text())
     report = d / "report"
     stage("eval run", [py, "-m", "eval", "run", str(ds), str(report), "--split", str(split), "--model", str(model),
-                       "--seed", str(args.seed), "--next-click-sessions", str(args.next_click_sessions), "--overwrite"],
-          report)
+                       "--seed", str(args.seed), "--next-click-sessions", str(args.next_click_sessions), "--overwrite",
+                       *args.eval_flags.split()],
+          report, report / "report.json")
     rj = json.loads((report / "report.json").read_text())
     rec["eval"] = {"timings": rj.get("timings", {}),
                    "results": {n: {"total": r.get("total"), "fit_s": r.get("fit_s"), "predict_s": r.get("predict_s"),
