@@ -66,6 +66,8 @@ def parse_args(argv=None):
                    help="keep the stages WORK/scale-*/bench_full.json records as done (rc 0, output present) and run the rest")
     p.add_argument("--index-flags", default="", help="extra flags of the index stage, e.g. '--ivf-nprobe 452'")
     p.add_argument("--eval-flags", default="", help="extra flags of the eval run stage, e.g. '--ivf-nprobe 452'")
+    p.add_argument("--skip", type=lambda t: {x.strip() for x in t.split(",") if x.strip()}, default=set(),
+                   help="comma-separated stages not to run: only 'eval run' may be skipped")
     p.add_argument("--report-only", action="store_true", help="only re-render the results section from WORK/bench_full.json")
     return p.parse_args(argv)
 
@@ -311,6 +313,17 @@ def run_scale(frac: Fraction, args, machine: str) -> None:
           model / "index.json")
     rec["index"] = json.loads((model / "index.json").read_text())
     report = d / "report"
+    if "eval run" in args.skip:
+        log("eval run: skipped (--skip)")
+    else:
+        _eval_stage(stage, rec, py, ds, split, model, report, args)
+    stages["serve"] = serve_stage(py, model, d / "serve.log", args)
+    save()
+    rec["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    save()
+
+
+def _eval_stage(stage, rec, py, ds, split, model, report, args) -> None:
     stage("eval run", [py, "-m", "eval", "run", str(ds), str(report), "--split", str(split), "--model", str(model),
                        "--seed", str(args.seed), "--next-click-sessions", str(args.next_click_sessions), "--overwrite",
                        *args.eval_flags.split()],
@@ -320,10 +333,6 @@ def run_scale(frac: Fraction, args, machine: str) -> None:
                    "results": {n: {"total": r.get("total"), "fit_s": r.get("fit_s"), "predict_s": r.get("predict_s"),
                                    "next_click_s": r.get("next_click_s")}
                                for n, r in rj.get("otto", {}).get("results", {}).items()}}
-    stages["serve"] = serve_stage(py, model, d / "serve.log", args)
-    save()
-    rec["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    save()
 
 
 # ------------------------------------------------------------------------------ report

@@ -216,7 +216,7 @@ def test_index_command_auto_nprobe_is_reported_and_recorded(tmp_path, capsys):
     assert meta["nprobe_source"] == side["nprobe_source"] == "auto"
     assert meta["recall_k"] == 5 and meta["recall_sample"] == 100 and meta["target_recall"] == 0.999
     assert meta["nprobe"] == side["nprobe"] == meta["nprobe_trials"][-1]["nprobe"]
-    assert meta["sampled_recall"] >= 0.999 or meta["nprobe"] == 30
+    assert meta["sampled_recall"] >= 0.999 or not meta["target_reached"]
     err = capsys.readouterr().err
     assert f"nprobe {meta['nprobe']} (auto: sampled recall@5 {meta['sampled_recall']:.4f} over 100 rows" in err
     args = _parse(["index", str(tmp_path / "m"), "--method", "ivf", "--ivf-target-recall", "1.5"])
@@ -305,7 +305,7 @@ def test_w2v_session_recommender_with_ivf(tmp_path):
 def test_auto_nprobe_reaches_the_target_where_the_base_default_does_not():
     # many small overlapping clusters and 200 lists: 24 lists (the base default) miss neighbours
     v = clustered(5000, 16, 400, 1.0, seed=5)
-    params = ivf.IVFParams(nlist=200, seed=2, recall_sample=1000)
+    params = ivf.IVFParams(nlist=200, seed=2, recall_sample=1000, max_probe_fraction=1.0)
     msgs = []
     idx = ivf.build_ivf(v, params, k=20, progress=msgs.append)
     info = idx.info
@@ -328,6 +328,16 @@ def test_auto_nprobe_reaches_the_target_where_the_base_default_does_not():
     again = ivf.build_ivf(v, params, k=20, n_threads=1)
     assert again.info == info and np.array_equal(again.rows, idx.rows)
     assert not np.array_equal(ivf._recall_sample(5000, params), ivf._recall_sample(5000, replace(params, seed=3)))
+    # the cap: at most max_probe_fraction of the lists (the last doubling cut to it), and a target
+    # not reached within it is recorded and reported, not hidden
+    capped = ivf.build_ivf(v, replace(params, max_probe_fraction=0.3), k=20, progress=msgs.append)
+    ci = capped.info
+    assert [t["nprobe"] for t in ci["nprobe_trials"]] == [24, 48, 60]
+    assert ci["nprobe"] == 60 and not ci["target_reached"] and ci["sampled_recall"] < 0.99
+    assert ci["max_probe_fraction"] == 0.3 and info["target_reached"]
+    assert any("NOT reached within 0.3 of the lists" in m for m in msgs)
+    with pytest.raises(ValueError, match="max_probe_fraction"):
+        ivf.IVFParams(max_probe_fraction=0.0)
 
 
 def test_given_nprobe_skips_the_measurement(monkeypatch):
@@ -350,7 +360,7 @@ def test_auto_nprobe_degenerate_sample_above_rows_and_target_one():
     # V below the sample: every row is measured, so target 1.0 means the exact table
     rng = np.random.default_rng(6)
     v = rng.standard_normal((300, 12)).astype(np.float32)  # no structure: only all lists are exact
-    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=40, target_recall=1.0), k=10)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=40, target_recall=1.0, max_probe_fraction=1.0), k=10)
     info = idx.info
     assert info["recall_sample"] == 300 and info["sampled_recall"] == 1.0
     assert all(t["recall"] < 1.0 for t in info["nprobe_trials"][:-1])

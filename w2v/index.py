@@ -102,7 +102,9 @@ def run(args) -> int:
         build_s = time.perf_counter() - start
         inf = index.info
         chosen = (f"nprobe {inf['nprobe']} (auto: sampled recall@{args.k} {inf['sampled_recall']:.4f} over "
-                  f"{inf['recall_sample']} rows, target {inf['target_recall']})"
+                  f"{inf['recall_sample']} rows, target {inf['target_recall']}"
+                  + ("" if inf.get("target_reached", True) else
+                     f" not reached within {inf['max_probe_fraction']:g} of the lists") + ")"
                   if inf["nprobe_source"] == "auto" else f"nprobe {inf['nprobe']} (given)")
         say(f"IVF: {inf['nlist']} lists (largest {inf['max_list']} rows), {chosen} in {build_s:.1f} s")
         stats = {}

@@ -47,8 +47,9 @@ The recall of a fixed fraction of lists depends on V and on the data, so when no
 the build measures it (:func:`tune_nprobe`): ``min(recall_sample, V)`` rows drawn from
 ``default_rng([seed, 1])`` are the queries, their exact top-k (``knn.topk_batch``, own row
 excluded) the reference; from ``default_nprobe(nlist)`` nprobe doubles (capped at nlist) until the
-sampled recall@k (:func:`sampled_recall`) reaches ``target_recall`` or nprobe = nlist (exact,
-recall 1.0). The chosen nprobe and every trial are recorded in the index info, and a search
+sampled recall@k (:func:`sampled_recall`) reaches ``target_recall``, or nprobe = nlist (exact,
+recall 1.0), or the cap of ``max_probe_fraction`` of the lists (then the index records
+``target_reached: false`` and the recall it has). The chosen nprobe and every trial are recorded in the index info, and a search
 without an nprobe uses it.
 
 Files (docs/FORMATS.md, "IVF index"): ``ivf_centroids.npy`` (``<f4 [nlist, D]``),
@@ -96,10 +97,14 @@ class IVFParams:
     nlist           inverted lists (k-means centroids), at most V (default: round(4 sqrt(V)))
     nprobe          lists scanned per query; nprobe >= nlist gives the exact result (default:
                     auto, measured at build time: from max(24, nlist / 48), about 2% of the
-                    lists, doubled until the sampled recall@k reaches --ivf-target-recall)
+                    lists, doubled until the sampled recall@k reaches --ivf-target-recall or
+                    the next doubling would pass --ivf-max-probe-fraction of the lists)
     recall_sample   auto nprobe: rows (at most V) drawn with the seed whose exact top-k the
                     sampled recall is measured against
     target_recall   auto nprobe: the sampled recall@k the chosen nprobe reaches, in (0, 1]
+    max_probe_fraction  auto nprobe: never more than this share of the lists, in (0, 1] (the
+                    table then costs about this share of the exact scan); when the target is
+                    not reached within it, the index records and reports the recall it has
     seed            seed of the k-means training sample and initial centroids
     iterations      k-means rounds at most (fewer when no assignment changes)
     train_per_list  k-means training sample: this many rows per list (at most V)
@@ -116,6 +121,7 @@ class IVFParams:
     q_block: int = 64
     recall_sample: int = 2000
     target_recall: float = 0.99
+    max_probe_fraction: float = 0.08
 
     def __post_init__(self) -> None:
         for name in ("nlist", "nprobe", "iterations", "train_per_list", "chunk", "q_block", "recall_sample"):
@@ -130,6 +136,9 @@ class IVFParams:
         t = self.target_recall
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t <= 1.0:
             raise ValueError(f"target_recall: must be a number in (0, 1], got {t!r}")
+        f = self.max_probe_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
+            raise ValueError(f"max_probe_fraction: must be a number in (0, 1], got {f!r}")
 
 
 DEFAULTS = IVFParams()
@@ -428,11 +437,13 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
 
     The exact top-k (``knn.topk_batch``, own row excluded) of the ``_recall_sample`` rows is the
     reference. Starting at ``default_nprobe(nlist)``, the sample is searched through the index and
-    its :func:`sampled_recall` measured; nprobe doubles (capped at nlist) until the recall reaches
-    ``params.target_recall`` or nprobe = nlist (whose result is the exact one, recall 1.0).
+    its :func:`sampled_recall` measured; nprobe doubles until the recall reaches
+    ``params.target_recall``, or nprobe = nlist (whose result is the exact one, recall 1.0), or the
+    cap ``max(base, floor(max_probe_fraction * nlist))`` (the last doubling is cut to the cap).
     Records ``nprobe``, ``nprobe_source = "auto"``, ``nprobe_trials`` (``[{nprobe, recall}]`` in
     order), ``sampled_recall`` (at the chosen nprobe), ``recall_k``, ``recall_sample`` (rows
-    drawn) and ``target_recall``. Cost: ``n * V * D`` for the reference plus a few sample searches.
+    drawn), ``target_recall``, ``max_probe_fraction`` and ``target_reached`` (False: the cap
+    stopped the search below the target). Cost: ``n * V * D`` for the reference plus a few sample searches.
     Degenerate: V = 0 or k = 0 records recall 1.0 at the base nprobe."""
     v = knn._as_matrix(vectors)
     inv = knn._check_inv(inv_norms, v.shape[0])
@@ -446,6 +457,7 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
         _, exact = knn.topk_batch(v, inv, q, k, exclude_self=sample, n_threads=n_threads)
     trials = []
     P = default_nprobe(nlist)
+    cap = min(nlist, max(P, int(float(params.max_probe_fraction) * nlist)))
     while True:
         r = 1.0
         if exact is not None:
@@ -455,13 +467,16 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
         trials.append({"nprobe": int(P), "recall": r})
         if progress is not None:
             progress(f"nprobe {P}/{nlist}: sampled recall@{k} {r:.4f} over {sample.size} rows (target {target})")
-        if r >= target or P >= nlist:
+        if r >= target or P >= cap:
             break
-        P = min(2 * P, nlist)
+        P = min(2 * P, cap)
     info = dict(index.info, nprobe=int(P), nprobe_source="auto", nprobe_trials=trials, sampled_recall=r,
-                recall_k=int(k), recall_sample=int(sample.size), target_recall=target)
+                recall_k=int(k), recall_sample=int(sample.size), target_recall=target,
+                max_probe_fraction=float(params.max_probe_fraction), target_reached=bool(r >= target))
     if progress is not None:
-        progress(f"nprobe {P} chosen (auto): sampled recall@{k} {r:.4f}, target {target}")
+        progress(f"nprobe {P} chosen (auto): sampled recall@{k} {r:.4f}, target {target}"
+                 + ("" if r >= target else f" NOT reached within {params.max_probe_fraction:g} of the lists "
+                    "(--ivf-max-probe-fraction)"))
     return index._replace(info=info)
 
 
@@ -469,7 +484,8 @@ def _auto_matches(info: dict, params: IVFParams, V: int, k: int) -> bool:
     """Whether ``info`` records an auto nprobe measured as ``params`` and ``k`` would measure it."""
     return (info.get("nprobe_source") == "auto" and info.get("recall_k") == k
             and info.get("recall_sample") == min(int(params.recall_sample), V)
-            and info.get("target_recall") == float(params.target_recall))
+            and info.get("target_recall") == float(params.target_recall)
+            and info.get("max_probe_fraction", 1.0) == float(params.max_probe_fraction))
 
 
 # --------------------------------------------------------------------------------------------
