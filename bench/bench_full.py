@@ -315,6 +315,7 @@ def run_scale(frac: Fraction, args, machine: str) -> None:
     report = d / "report"
     if "eval run" in args.skip:
         log("eval run: skipped (--skip)")
+        rec["skipped"] = sorted(set(rec.get("skipped", [])) | {"eval run"})
     else:
         _eval_stage(stage, rec, py, ds, split, model, report, args)
     stages["serve"] = serve_stage(py, model, d / "serve.log", args)
@@ -361,7 +362,9 @@ def render(scales: list[dict]) -> str:
              "(defaults = the published OTTO statistics) unless noted.", ""]
     for r in scales:
         st = r["stages"]
-        done = "complete" if r.get("finished") else "**partial (run still going or stopped)**"
+        skipped = [n for n in r.get("skipped", []) if n not in r["stages"]]
+        done = ("**partial (run still going or stopped)**" if not r.get("finished") else
+                f"**complete except {', '.join(skipped)} (not run: --skip)**" if skipped else "complete")
         lines += [f"### scale {r['fraction']}: {r.get('sessions', 0):,} sessions, {r.get('events', 0):,} events, "
                   f"{r.get('aids', 0):,} aids x {r.get('vector_size', 0)} ({done})", "",
                   f"input: {r.get('input', '?')} ({r.get('input_mb')} MB); training: {r.get('train_settings', '?')}; "
@@ -376,7 +379,7 @@ def render(scales: list[dict]) -> str:
             cpu = "" if s.get("cpu_s") is None else f"{s['cpu_s']:,.1f}"
             lines.append(f"| {name} | {s['wall_s']:,.1f} | {cpu} | {s['peak_rss_mb']:,.0f} | {s['out_mb']:,.1f} | "
                          f"{s['load_mean']} / {s['load_max']} |")
-        lines += ["", f"chain after generation: **{total / 60:.1f} min** wall ({'all stages' if r.get('finished') else 'stages so far'})."]
+        lines += ["", f"chain after generation: **{total / 60:.1f} min** wall ({('all stages but ' + ', '.join(skipped)) if r.get('finished') and skipped else 'all stages' if r.get('finished') else 'stages so far'})."]
         if "serve" in st:
             s = st["serve"]
             lt = s["load_test"]
