@@ -579,6 +579,7 @@ def replay(sentences: list[np.ndarray], epochs: int, params: dict | None = None,
     identical = True
     upd = kernels.make_update(cfg.negative, c_tab, e_tab, cfg.window, False, False)
     work_o = np.zeros(cfg.vector_size, np.float32)
+    targets_o = np.zeros(cfg.negative + 1, np.int64)
     acc = np.zeros((2, 8), np.float32)
     for ep in range(epochs):
         jobs_q: queue.Queue = queue.Queue()
@@ -601,7 +602,8 @@ def replay(sentences: list[np.ndarray], epochs: int, params: dict | None = None,
                               jobs.state[0], jobs.alpha[0], cfg.window, cfg.negative, c_tab, e_tab, work_o, acc,
                               avx512)
             else:
-                kernels.parity_train_jobs(kernels.Weights(ours.vectors, ours.output), jobs, upd, work_o)
+                kernels.parity_train_jobs(kernels.Weights(ours.vectors, ours.output), jobs, upd,
+                                          kernels.Scratch(work_o, targets_o))
             train_batch_sg(g, job, g_alpha, work_g, False)
             if ours.random.get_state()[2] != g.random.get_state()[2] or not np.array_equal(
                     ours.random.get_state()[1], g.random.get_state()[1]):
