@@ -74,7 +74,8 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> "Recommender":
-        return cls(load_model(path), **kwargs)
+        # the service reads the input vectors only: output.npy is checked, then unmapped
+        return cls(load_model(path, keep_output=False), **kwargs)
 
     # -- lookups -------------------------------------------------------------------------
     @property

@@ -52,6 +52,19 @@ def test_corrupt_files_are_named(tmp_path, damage, needle):
         load_model(path)
 
 
+def test_output_is_checked_but_not_kept_for_input_only_readers(tmp_path):
+    from serve.recommend import Recommender
+    path, _, _ = _model(tmp_path)
+    assert load_model(path).output is not None
+    assert load_model(path, keep_output=False).output is None
+    assert Recommender.load(path).model.output is None  # the service never maps output.npy for good
+    out = np.load(path / "output.npy")
+    out[0, 0] = np.nan
+    np.save(path / "output.npy", out)
+    with pytest.raises(ModelError, match="output.npy"):  # still checked
+        load_model(path, keep_output=False)
+
+
 def test_missing_directory(tmp_path):
     with pytest.raises(ModelError, match="not a model directory"):
         load_model(tmp_path / "nope")

@@ -76,7 +76,7 @@ class Model:
 
     path: Path | None
     vectors: np.ndarray
-    output: np.ndarray
+    output: np.ndarray | None  # None when loaded with keep_output=False
     aids: np.ndarray
     counts: np.ndarray
     meta: dict
@@ -177,13 +177,14 @@ def _load_index(path: Path, V: int, D: int):
     return nb, ns, imeta
 
 
-def load_model(path: str | os.PathLike) -> Model:
+def load_model(path: str | os.PathLike, *, keep_output: bool = True) -> Model:
     """Open a model directory (memory-mapped), checking every file against its format and the others.
 
     Every rule of docs/FORMATS.md sections 2-3 is checked here, once, for every consumer (CLIs,
     evaluation, the service): a ``ModelError`` (``NeighborIndexError`` for the neighbour table)
     names the file and the first problem. Cost: one sequential read of every array (measured in
-    docs/FORMATS.md, "Validation on load").
+    docs/FORMATS.md, "Validation on load"). ``keep_output=False``: ``output.npy`` is checked the
+    same way but not kept (``Model.output`` is None), for readers of the input vectors only.
     """
     path = Path(path)
     if not path.is_dir():
@@ -207,6 +208,10 @@ def load_model(path: str | os.PathLike) -> Model:
     if meta["vocab_size"] != V or meta["vector_size"] != D:
         raise ModelError(f"{path / 'meta.json'}: vocab_size/vector_size {meta['vocab_size']}/{meta['vector_size']} "
                          f"do not match vectors.npy {vectors.shape}")
+    if not keep_output:
+        # checked like every array, then unmapped: a reader of the input vectors only (the
+        # server) would otherwise keep the scanned pages of output.npy, 4 * V * D bytes, in its RSS
+        output = None
     model = Model(path, vectors, output, aids, counts, meta, popular=popular, popular_counts=popular_counts)
     if (path / "index.json").exists():
         model.neighbors, model.neighbor_scores, model.index_meta = _load_index(path, V, D)
