@@ -23,7 +23,9 @@ PRESETS: dict[str, dict] = {
     # gensim 4.4's defaults: W2VConfig() unchanged
     "gensim": {},
     # chosen by held-out next-click recall@20 on the tune split of one generated 100k-session corpus
-    # and checked against every peer on the test split of another: bench/RESULTS.md, section 3
+    # and checked against every peer on the test split of another: bench/RESULTS.md, section 3;
+    # share_negatives was added later, measured on the tune and test splits of the second corpus
+    # (higher recall on both, docs/ALGORITHM.md section 11a)
     "session": {"alpha": 0.1, "epochs": 10, "window": 10, "min_count": 1, "share_negatives": True},
 }
 SIGMOID_EDGES = ("skip", "clip")
