@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from . import knn
+from .vocab import dense_ids
 
 __all__ = ["AidIndex", "KeyedVectors"]
 
@@ -46,7 +47,7 @@ class AidIndex:
         self._order = order.astype(np.int64, copy=False)
         V = aids.shape[0]
         self._lut = None
-        if V and sorted_aids[0] >= 0 and sorted_aids[-1] < 4 * V + 2**20 and V < 2**31:
+        if V and dense_ids(int(sorted_aids[0]), int(sorted_aids[-1]), V) and V < 2**31:
             self._lut = np.full(int(sorted_aids[-1]) + 1, -1, np.int32)
             self._lut[aids] = np.arange(V, dtype=np.int32)
 

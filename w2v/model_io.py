@@ -32,6 +32,8 @@ from data_prep import checks
 from data_prep.atomic import atomic_directory, atomic_files, named_write_errors
 from data_prep.npyio import FormatError, check_fields, load_npy, read_json
 
+from .vocab import dense_ids
+
 FORMAT_NAME = "otto-w2v-model"
 FORMAT_VERSION = 1
 INDEX_FORMAT_NAME = "otto-neighbor-index"
@@ -298,7 +300,7 @@ def popularity(aid: np.ndarray, type: np.ndarray, top: int = 1000) -> tuple[np.n
     no event of a type can still appear in that row with count 0 when fewer than P aids have one.
     """
     aid, type = np.asarray(aid), np.asarray(type)
-    if aid.size and aid.min() >= 0 and aid.max() < 4 * aid.size + 2**20:
+    if aid.size and dense_ids(int(aid.min()), int(aid.max()), aid.size):
         # dense ids (aids): counting passes instead of np.unique's sort (17 s at full size)
         hi = int(aid.max()) + 1
         uniq = np.flatnonzero(np.bincount(aid, minlength=hi))

@@ -44,6 +44,14 @@ def _count_first_kernel(tokens, counts, first):
         counts[w] += 1
 
 
+def dense_ids(lo: int, hi: int, n: int) -> bool:
+    """Whether ids in ``[lo, hi]`` (``n`` of them, or events carrying them) are dense enough for
+    a table indexed by id: ``lo >= 0`` and ``hi < 4 n + 2**20`` (OTTO's aids are). The one rule
+    behind the aid -> row table (``keyed.AidIndex``) and the counting passes of ``build_vocab``
+    and ``model_io.popularity``, which otherwise sort."""
+    return lo >= 0 and hi < 4 * n + 2**20
+
+
 def build_vocab(tokens: np.ndarray, min_count: int) -> Vocab:
     """Count the words of ``tokens`` (corpus order) and order them as gensim 4.4 does.
 
@@ -59,7 +67,7 @@ def build_vocab(tokens: np.ndarray, min_count: int) -> Vocab:
         empty = np.zeros(0, np.int64)
         return Vocab(empty, empty.copy(), dict(raw_unique=0, raw_total=0, dropped_unique=0, dropped_total=0))
     lo, hi = int(tokens.min()), int(tokens.max())
-    if lo >= 0 and hi < 4 * tokens.shape[0] + 2**20:
+    if dense_ids(lo, hi, tokens.shape[0]):
         # dense ids (aids): one pass over the tokens instead of a sort
         all_counts = np.zeros(hi + 1, np.int64)
         all_first = np.zeros(hi + 1, np.int64)
