@@ -111,35 +111,31 @@ def bench(name, v, args, rows_out):
         del nb
     del index
     unit = knn.normalize_rows(v)
-    try:
-        if "faiss" not in args.peers:
-            raise ImportError
-        import faiss
-        faiss.omp_set_num_threads(args.threads)
-        t = Clock()
-        quant = faiss.IndexFlatIP(D)
-        fx = faiss.IndexIVFFlat(quant, D, nlist, faiss.METRIC_INNER_PRODUCT)
-        fx.cp.niter = params.iterations
-        fx.cp.max_points_per_centroid = params.train_per_list
-        fx.cp.seed = params.seed
-        fx.train(unit)
-        fx.add(unit)
-        fb = t.lap()
-        for npb in nprobes:
-            fx.nprobe = npb
+    if "faiss" in args.peers:
+        try:
+            import faiss
+            faiss.omp_set_num_threads(args.threads)
             t = Clock()
-            _, I = fx.search(unit, k + 1)
-            ts = t.lap()
-            got = np.array([r[r != i][:k] if (r == i).any() else r[:k] for i, r in zip(sample, I[sample])])
-            row("FAISS IndexIVFFlat", nlist, npb, fb, ts, recall(ref, got))
-            del I
-        del fx, quant
-    except ImportError:
-        if "faiss" in args.peers:
+            quant = faiss.IndexFlatIP(D)
+            fx = faiss.IndexIVFFlat(quant, D, nlist, faiss.METRIC_INNER_PRODUCT)
+            fx.cp.niter = params.iterations
+            fx.cp.max_points_per_centroid = params.train_per_list
+            fx.cp.seed = params.seed
+            fx.train(unit)
+            fx.add(unit)
+            fb = t.lap()
+            for npb in nprobes:
+                fx.nprobe = npb
+                t = Clock()
+                _, I = fx.search(unit, k + 1)
+                ts = t.lap()
+                got = np.array([r[r != i][:k] if (r == i).any() else r[:k] for i, r in zip(sample, I[sample])])
+                row("FAISS IndexIVFFlat", nlist, npb, fb, ts, recall(ref, got))
+                del I
+            del fx, quant
+        except ImportError:
             rows_out.append(f"| {name} | FAISS | not installed (pip install faiss-cpu) | | | | | | | | |")
-    if "hnswlib" not in args.peers:
-        pass
-    elif V <= args.hnsw_max_rows:
+    if "hnswlib" in args.peers and V <= args.hnsw_max_rows:
         try:
             import hnswlib
             t = Clock()
@@ -156,7 +152,7 @@ def bench(name, v, args, rows_out):
             del h, labels
         except ImportError:
             rows_out.append(f"| {name} | hnswlib | not installed (pip install hnswlib) | | | | | | | | |")
-    else:
+    elif "hnswlib" in args.peers:
         rows_out.append(f"| {name} | hnswlib | skipped: V > --hnsw-max-rows {args.hnsw_max_rows:,} | | | | | | | | |")
 
 
