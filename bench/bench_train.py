@@ -202,15 +202,13 @@ class _ProgressLog:
 
 
 # ------------------------------------------------------------------------------------ tools
-def run_ours(train, s: dict, mode: str, threads: int, share_negatives: bool = False) -> dict:
+def run_ours(train, s: dict, mode: str, threads: int) -> dict:
     from w2v.config import W2VConfig
     from w2v.trainer import Word2Vec
-    s = dict(s)
-    share_negatives = bool(s.pop("share_negatives", share_negatives))
     warm = Word2Vec(W2VConfig(mode=mode, workers=threads, vector_size=8, min_count=1, epochs=1))
     warm.build_vocab_from_sequences([[1, 2, 3, 4]] * 10).train(progress=False)
     t0 = time.perf_counter()
-    model = Word2Vec(W2VConfig(mode=mode, workers=threads, seed=1, share_negatives=share_negatives, **s)).build_vocab(train)
+    model = Word2Vec(W2VConfig(mode=mode, workers=threads, seed=1, **s)).build_vocab(train)
     vocab_s = time.perf_counter() - t0
     t0, c0 = time.perf_counter(), time.process_time()
     model.train(progress=False)
@@ -316,7 +314,7 @@ def worker(job: dict) -> dict:
     if tool == "ours-fast":
         r = run_ours(train, s, "fast", threads)
     elif tool == "ours-shared":
-        r = run_ours(train, s, "fast", threads, share_negatives=True)
+        r = run_ours(train, dict(s, share_negatives=True), "fast", threads)
     elif tool == "ours-parity":
         r = run_ours(train, s, "parity", 1)
     elif tool == "gensim":
