@@ -119,8 +119,7 @@ def res_query(kv, off, ev_aid, types, rule, s):
     """The float32 query of session s alone (same function, one-session input)."""
     from w2v.session import session_queries
     a, b = off[s], off[s + 1]
-    q, _, _ = session_queries(kv, np.array([0, b - a]), ev_aid[a:b], types[a:b], rule)
-    return q[0]
+    return session_queries(kv, np.array([0, b - a]), ev_aid[a:b], types[a:b], rule).queries[0]
 
 
 def test_one_session_equals_the_same_session_in_a_batch():
@@ -135,6 +134,45 @@ def test_one_session_equals_the_same_session_in_a_batch():
         one = recommend(kv, np.array([0, off[s + 1] - off[s]]), ev[off[s]:off[s + 1]], ty[off[s]:off[s + 1]], 7)
         np.testing.assert_array_equal(one.aids[0], batch.aids[s])
         np.testing.assert_array_equal(one.scores[0], batch.scores[s])
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_sessions_of_one_aid_share_one_answer(exclude):
+    # the query of a session whose contributing events all have one aid is that aid's unit vector,
+    # whatever the weights and repeats; such sessions with the same exclusions share one answer
+    from w2v.session import session_queries
+    v, aids = _matrix(3_000, 16, 6)
+    a, b, z = 20, 21, 5                               # z is the zero row
+    v[b] = v[a] * 1.5 + 1e-3                          # b is a's nearest neighbour
+    kv = KeyedVectors(v, aids)
+    unknown = 10 * 3_000 + 7
+    sessions = [[a], [a, a, a], [b, a], [unknown, a], [z, a], [a, b], [a], [b]]
+    types = [[0], [1, 0, 2], [0, 0], [0, 2], [0, 1], [0, 0], [2], [0]]
+    off = _csr([len(x) for x in sessions])
+    ev = np.array([unknown if x == unknown else aids[x] for q in sessions for x in q], np.int64)
+    ty = np.array([t for q in types for t in q])
+    rule = SessionRule(max_events=1, exclude_session=exclude)
+    sq = session_queries(kv, off, ev, ty, rule)
+    unit = (np.float64(kv.inv_norms[a]) * v[a].astype(np.float64)).astype(np.float32)
+    alike = [0, 1, 2, 3, 4, 6]                        # max_events = 1: only the last event counts
+    assert sq.single.tolist() == [a, a, a, a, a, b, a, b]
+    for s in alike:
+        np.testing.assert_array_equal(sq.queries[s], unit)
+    res = recommend(kv, off, ev, ty, 10, rule)
+    # exclusions: sessions 2 and 4 also hold b and z (known rows), so with exclude they differ
+    same = [0, 1, 3, 6] if exclude else alike
+    assert res.shared == (len(same) - 1) + (0 if exclude else 1)
+    for s in same:
+        np.testing.assert_array_equal(res.aids[s], res.aids[0])
+        np.testing.assert_array_equal(res.scores[s], res.scores[0])
+    for s in range(len(sessions)):
+        rows = np.unique(kv.lookup(ev[off[s]:off[s + 1]])[0])
+        ex = rows[rows >= 0] if exclude else None
+        ref_s, ref_r = knn.topk(v, kv.inv_norms, sq.queries[s], 10, exclude=ex)
+        np.testing.assert_array_equal(res.aids[s], aids[ref_r])
+        np.testing.assert_array_equal(res.scores[s], ref_s)
+    if exclude:
+        assert aids[b] in res.aids[0] and aids[b] not in res.aids[2]
 
 
 def test_degenerate_inputs():

@@ -16,7 +16,9 @@ oldest first:
 * the query is ``q = sum_i w_i * v_i / ||v_i||`` over the counted events whose aid is in the
   vocabulary (an unknown aid keeps its position; a repeated aid counts once per occurrence;
   zero vectors contribute nothing), accumulated in float64 in event order and rounded to
-  float32 once;
+  float32 once; when every contributing event has the same aid, the query is that aid's unit
+  vector ``v / ||v||`` (the same direction, one float32 value whatever the weights), so sessions
+  of one aid get one answer and :func:`recommend` computes it once per aid;
 * the answer is the exact cosine top-``k`` of ``q`` (:func:`w2v.knn.topk`'s scores, order score
   descending then vocabulary row ascending), excluding every aid of the session when
   ``exclude_session``. A session without any known aid has no answer (``has = False``).
@@ -31,6 +33,7 @@ give the same list.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -101,19 +104,24 @@ def event_weights(offsets: np.ndarray, types: np.ndarray, rule: SessionRule = DE
 
 # Query vectors: out[s] = float32(sum_e weights[e] * inv[rows[e]] * vectors[rows[e]]) over the
 # counted events e of session s (the last max_events, all when max_events = 0), in order, with
-# rows[e] >= 0; accumulated in float64.
+# rows[e] >= 0; accumulated in float64. When every contributing event (known row, f =
+# weights[e] * inv[row] != 0) has the same row r, the query is instead float32(inv[r] * vectors[r])
+# computed in float64: the same direction, one canonical value per row, and single[s] = r
+# (otherwise -1), so sessions of one aid can share one answer.
 #   offsets int64[S+1]; rows int64[E] (-1 = not in the vocabulary); weights float64[E] (>= 0);
 #   vectors float32[V, D] C-contiguous; inv float32[V] (0 for zero rows); sessions lo..hi-1;
-#   out float32[S, D]; has bool[S] (set: the session has at least one counted known event).
+#   out float32[S, D]; has bool[S] (set: the session has at least one counted known event);
+#   single int64[S].
 # Degenerate: a session whose counted vectors or weights are all zero has a zero query (every
-# score 0, so its top-k is the first k rows).
+# score 0, so its top-k is the first k rows) and single = -1.
 @njit(cache=True, nogil=True)
-def _queries_kernel(lo, hi, offsets, rows, weights, max_events, vectors, inv, out, has):
+def _queries_kernel(lo, hi, offsets, rows, weights, max_events, vectors, inv, out, has, single):
     D = vectors.shape[1]
     acc = np.zeros(D, np.float64)
     for s in range(lo, hi):
         acc[:] = 0.0
         h = False
+        one = -1      # the one contributing row so far (-2: more than one)
         e0 = offsets[s] if max_events == 0 else max(offsets[s], offsets[s + 1] - max_events)
         for e in range(e0, offsets[s + 1]):
             r = rows[e]
@@ -123,40 +131,65 @@ def _queries_kernel(lo, hi, offsets, rows, weights, max_events, vectors, inv, ou
             f = weights[e] * np.float64(inv[r])
             if f == 0.0:
                 continue
+            if one == -1:
+                one = r
+            elif one != r:
+                one = -2
             for d in range(D):
                 acc[d] += f * np.float64(vectors[r, d])
         has[s] = h
+        if one >= 0:
+            f = np.float64(inv[one])
+            for d in range(D):
+                acc[d] = f * np.float64(vectors[one, d])
+            single[s] = one
+        else:
+            single[s] = -1
         for d in range(D):
             out[s, d] = np.float32(acc[d])
 
 
+class SessionQueries(NamedTuple):
+    """What :func:`session_queries` returns: ``queries`` float32[S, D] (the rule's query vectors),
+    ``rows`` int64[E] (every event's vocabulary row, -1 unknown), ``has`` bool[S] (the session has
+    a counted known event) and ``single`` int64[S] (the one row every contributing event has, whose
+    unit vector is then the query; -1 otherwise)."""
+
+    queries: np.ndarray
+    rows: np.ndarray
+    has: np.ndarray
+    single: np.ndarray
+
+
 def session_queries(kv: KeyedVectors, offsets, aids, types, rule: SessionRule = DEFAULT_RULE,
-                    n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(queries float32[S, D], rows int64[E], has bool[S])`` of the CSR sessions: the query
-    vectors of the rule, every event's vocabulary row (-1 unknown) and whether the session has a
-    counted known event."""
+                    n_threads: int | None = None) -> SessionQueries:
+    """The rule's query of every CSR session (see :class:`SessionQueries`)."""
     offsets = np.ascontiguousarray(offsets, np.int64)
     rows, _ = kv.lookup(aids)
     w = event_weights(offsets, types, rule)
     S = offsets.shape[0] - 1
     out = np.zeros((S, kv.vector_size), np.float32)
     has = np.zeros(S, np.bool_)
+    single = np.full(S, -1, np.int64)
     run_ranges(S, check_threads(n_threads, "n_threads"), _queries_kernel, offsets, rows, w,
-               int(rule.max_events or 0), kv.vectors, kv.inv_norms, out, has, min_per_range=256)
-    return out, rows, has
+               int(rule.max_events or 0), kv.vectors, kv.inv_norms, out, has, single, min_per_range=256)
+    return SessionQueries(out, rows, has, single)
 
 
 @dataclass
 class SessionRecs:
     """``aids``/``scores`` ``[S, k]`` (best first; ``-1``/``-inf`` padding, a whole row for a session
     with ``has = False``), ``has`` bool[S], ``unknown_events`` int (events whose aid is not in the
-    vocabulary) and ``exact_rescans`` int (sessions whose candidates could not be certified)."""
+    vocabulary), ``exact_rescans`` int (sessions whose candidates could not be certified) and
+    ``shared`` int (sessions of one aid that copied the answer of an earlier session of the same
+    aid instead of being computed)."""
 
     aids: np.ndarray
     scores: np.ndarray
     has: np.ndarray
     unknown_events: int
     exact_rescans: int
+    shared: int = 0
 
 
 # Certify batched candidates (see the module docstring). For session i (rows lo..hi-1 of the
@@ -235,7 +268,7 @@ def recommend(kv: KeyedVectors, offsets, aids, types, k: int, rule: SessionRule 
         raise ValueError(f"k: must be >= 1 (got {k})")
     nt = check_threads(n_threads, "n_threads")
     offsets = np.ascontiguousarray(offsets, np.int64)
-    queries, rows, has = session_queries(kv, offsets, aids, types, rule, nt)
+    queries, rows, has, single = session_queries(kv, offsets, aids, types, rule, nt)
     S = offsets.shape[0] - 1
     V, D = kv.vectors.shape
     out_a = np.full((S, k), -1, np.int64)
@@ -254,11 +287,19 @@ def recommend(kv: KeyedVectors, offsets, aids, types, k: int, rule: SessionRule 
     eo = np.zeros(S + 1, np.int64)
     np.cumsum(n_ex, out=eo[1:])
     if V == 0 or not has.any():
-        return SessionRecs(out_a, out_s, has, unknown, 0)
+        return SessionRecs(out_a, out_s, has, unknown, 0, 0)
     q_scale = knn.inverse_norms(queries)
     vec, inv = kv.vectors, kv.inv_norms
     eps = _certificate_eps(D)
     todo = np.flatnonzero(has)
+    # sessions whose query is one row's unit vector and whose exclusions are that row (or none)
+    # have the same answer: only the first of each row is computed, the others copy it
+    alike = todo[single[todo] >= 0]
+    if rule.exclude_session:
+        alike = alike[n_ex[alike] == 1]
+    _, first, which = np.unique(single[alike], return_index=True, return_inverse=True)
+    leader = alike[first][which]
+    todo = np.setdiff1d(todo, alike[leader != alike], assume_unique=True)
     rescan = []
     if todo.shape[0] <= 4:  # a few sessions (the service): the exact scan directly
         rescan, todo = todo.tolist(), todo[:0]
@@ -293,6 +334,8 @@ def recommend(kv: KeyedVectors, offsets, aids, types, k: int, rule: SessionRule 
         out_a[s, :r.shape[0]] = r
         out_s[s, :r.shape[0]] = sc
     n_rescan = len(rescan) - n_direct
+    out_a[alike] = out_a[leader]
+    out_s[alike] = out_s[leader]
     valid = out_a >= 0
     out_a[valid] = kv.aids[out_a[valid]]
-    return SessionRecs(out_a, out_s, has, unknown, n_rescan)
+    return SessionRecs(out_a, out_s, has, unknown, n_rescan, int(alike.shape[0] - first.shape[0]))
