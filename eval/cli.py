@@ -49,7 +49,7 @@ def _cmd_predict(args) -> int:
     check_output(args.out, (args.test, args.train, args.model))
     t0 = time.perf_counter()
     rec = R.make(args.recommender, seed=args.seed, covisit_params=covisit, progress=not args.quiet, w2v_coef=w2v_coef,
-                 knn_method=args.method, ivf_params=ivf_params)
+                 answers=R.SessionAnswers(args.method, ivf_params))
     model = None
     if rec.needs_model:
         if not args.model:

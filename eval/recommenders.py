@@ -267,28 +267,64 @@ def popular_lists(train: Dataset, top: int = 100) -> np.ndarray:
     return popularity(np.asarray(train.aid), np.asarray(train.type), top)[0]
 
 
+class SessionAnswers:
+    """The Word2Vec session answers of one model (:func:`w2v.session.recommend`), for every
+    recommender that uses them: the keyed vectors (inverse norms computed once), the bulk top-k
+    (``w2v.ivf.BulkTopK`` with ``knn_method`` and ``ivf_params``; its IVF files are reused from the
+    model directory when they match) built once, and the answers to the last ``keep`` (sessions,
+    n, rule) asked for. ``w2v-session`` and ``blend`` ask for the same rule on the same sessions, so
+    ``otto-eval run`` computes each answer once (``hits`` counts the answers served again).
+    Sessions are recognised by identity (the same ``Dataset`` object), never by content."""
+
+    def __init__(self, knn_method: str = "auto", ivf_params=None, keep: int = 2):
+        self.knn_method, self.ivf_params, self.keep = knn_method, ivf_params, keep
+        self.model = self.kv = self._bulk = None
+        self._memo: list = []
+        self.hits = 0
+
+    def bind(self, model) -> KeyedVectors:
+        """Use ``model`` (a new model drops what was computed for the previous one)."""
+        if model is not self.model:
+            self.model, self.kv, self._bulk, self._memo = model, _keyed(model), None, []
+        return self.kv
+
+    def bulk(self):
+        if self._bulk is None:
+            from w2v.ivf import DEFAULTS, BulkTopK
+            self._bulk = BulkTopK(self.kv.vectors, self.knn_method, self.ivf_params or DEFAULTS,
+                                  model_dir=getattr(self.model, "path", None))
+        return self._bulk
+
+    def recommend(self, sessions: Dataset, n: int, rule: SessionRule, q_block: int = 65536):
+        """``w2v.session.recommend`` of ``sessions`` with the bound model (a ``SessionRecs``)."""
+        for s, nn, rr, res in self._memo:
+            if s is sessions and nn == n and rr == rule:
+                self.hits += 1
+                return res
+        res = session_recommend(self.kv, sessions.offsets, sessions.aid, sessions.type, n, rule,
+                                q_block=q_block, bulk=self.bulk())
+        self._memo = (self._memo + [(sessions, n, rule, res)])[-self.keep:]
+        return res
+
+
 class Recommender:
-    """Base: ``fit`` on a train dataset (and a Word2Vec model where needed), then ``predict``."""
+    """Base: ``fit`` on a train dataset (and a Word2Vec model where needed), then ``predict``.
+    A recommender that needs a model reads its vectors and session answers through
+    ``self.answers`` (a :class:`SessionAnswers`, shared when one is given to :func:`make`)."""
 
     name = "base"
     needs_model = False
-    knn_method = "auto"   # bulk top-k of the session answer: w2v.ivf.METHODS
-    ivf_params = None     # w2v.ivf.IVFParams (None: defaults)
-
-    def _bulk(self):
-        """The batched top-k over the model's vectors (``w2v.ivf.BulkTopK`` with ``knn_method``;
-        its IVF files are reused from the model directory when they match), built once."""
-        if getattr(self, "_bulk_topk", None) is None:
-            from w2v.ivf import DEFAULTS, BulkTopK
-            self._bulk_topk = BulkTopK(self.kv.vectors, self.knn_method, self.ivf_params or DEFAULTS,
-                                       model_dir=getattr(self.model, "path", None))
-        return self._bulk_topk
+    answers: SessionAnswers | None = None
 
     def fit(self, train: Dataset, model=None) -> "Recommender":
         if self.needs_model and model is None:
             raise ValueError(f"{self.name}: needs a Word2Vec model")
         self.model = model
-        self.kv = _keyed(model) if self.needs_model else None  # the inverse norms once per model
+        if self.needs_model:
+            self.answers = self.answers or SessionAnswers()
+            self.kv = self.answers.bind(model)
+        else:
+            self.kv = None
         self.popular = popular_lists(train)
         self.limits = {}
         return self
@@ -520,23 +556,20 @@ class W2VSessionRec(Recommender):
     name = "w2v-session"
     needs_model = True
 
-    def __init__(self, rule: SessionRule = DEFAULT_RULE, q_block: int = 65536, knn_method: str = "auto",
-                 ivf_params=None):
+    def __init__(self, rule: SessionRule = DEFAULT_RULE, q_block: int = 65536, answers: SessionAnswers | None = None):
         self.rule = rule.validate()
         self.q_block = q_block
-        self.knn_method, self.ivf_params = knn_method, ivf_params
+        self.answers = answers
 
     def predict(self, test, k=20):
-        bulk = self._bulk()
-        r = session_recommend(self.kv, test.offsets, test.aid, test.type, k, self.rule, q_block=self.q_block,
-                              bulk=bulk)
+        r = self.answers.recommend(test, k, self.rule, self.q_block)
         res = {}
         for t in range(3):
             # the list as ranked, then the popular aids not already in it
             res[t], _ = score_sessions(test, k, fill=self.popular[t], hist_coef=0.0, max_hist=1,
                                        per_session=PerSession(r.aids, _rank_weights(r.aids), 1.0))
         self.stats = {"sessions_without_vocab_event": int((~r.has).sum()), "unknown_events": r.unknown_events,
-                      "exact_rescans": r.exact_rescans, **bulk.info()}
+                      "exact_rescans": r.exact_rescans, "shared_answers": r.shared, **self.answers.bulk().info()}
         self.limits = {"events_beyond_max_events": int(np.maximum(test.lengths() - self.rule.max_events, 0).sum())
                        if self.rule.max_events else 0}
         return res
@@ -563,18 +596,17 @@ class BlendRec(CovisitRec):
 
     def __init__(self, params: CovisitParams | None = None, hist_coef: float = 10.0, w2v_coef: float = 0.05,
                  n_neighbors: int = 20, progress: bool = False, graphs=None, rule: SessionRule = DEFAULT_RULE,
-                 knn_method: str = "auto", ivf_params=None):
+                 answers: SessionAnswers | None = None):
         super().__init__(params, hist_coef, progress, graphs)
-        self.knn_method, self.ivf_params = knn_method, ivf_params
+        self.answers = answers
         self.w2v_coef = w2v_coef
         self.n_neighbors = n_neighbors
         self.rule = rule.validate()
 
     def predict(self, test, k=20):
-        bulk = self._bulk()
-        r = session_recommend(self.kv, test.offsets, test.aid, test.type, self.n_neighbors, self.rule, bulk=bulk)
+        r = self.answers.recommend(test, self.n_neighbors, self.rule)
         self.w2v_stats = {"sessions_without_vocab_event": int((~r.has).sum()), "exact_rescans": r.exact_rescans,
-                          **bulk.info()}
+                          "shared_answers": r.shared, **self.answers.bulk().info()}
         return self._predict(test, k, per_session=PerSession(r.aids, r.scores, self.w2v_coef))
 
     def info(self):
@@ -584,11 +616,12 @@ class BlendRec(CovisitRec):
 
 
 def make(name: str, *, seed: int = 0, covisit_graphs=None, covisit_params: CovisitParams | None = None,
-         progress: bool = False, w2v_coef: float = 0.05, w2v: Graph | None = None, knn_method: str = "auto",
-         ivf_params=None) -> Recommender:
-    """A recommender by name (one of ``NAMES``). ``covisit_graphs`` (from ``build_covisit_set``)
-    and ``w2v`` (from ``w2v_graph``, used by ``w2v-item``) are shared precomputations; ``w2v``
-    must cover every aid of the sessions predicted for."""
+         progress: bool = False, w2v_coef: float = 0.05, w2v: Graph | None = None,
+         answers: SessionAnswers | None = None) -> Recommender:
+    """A recommender by name (one of ``NAMES``). ``covisit_graphs`` (from ``build_covisit_set``),
+    ``w2v`` (from ``w2v_graph``, used by ``w2v-item``) and ``answers`` (a :class:`SessionAnswers`,
+    used by ``w2v-session`` and ``blend``; carries the bulk top-k method) are shared
+    precomputations; ``w2v`` must cover every aid of the sessions predicted for."""
     if name == "random":
         return RandomRec(seed)
     if name == "popular":
@@ -600,10 +633,10 @@ def make(name: str, *, seed: int = 0, covisit_graphs=None, covisit_params: Covis
     if name == "w2v-item":
         return W2VItemRec(graph=w2v)
     if name == "w2v-session":
-        return W2VSessionRec(knn_method=knn_method, ivf_params=ivf_params)
+        return W2VSessionRec(answers=answers)
     if name == "blend":
         return BlendRec(covisit_params, progress=progress, graphs=covisit_graphs, w2v_coef=w2v_coef,
-                        knn_method=knn_method, ivf_params=ivf_params)
+                        answers=answers)
     raise ValueError(f"recommender: unknown name {name!r} (expected one of {', '.join(NAMES)})")
 
 

@@ -165,9 +165,10 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
         timings["next-click prefixes"] = time.perf_counter() - t
         results = {}
         t_rec = t_nc = 0.0
+        answers = R.SessionAnswers(knn_method, ivf_params)  # w2v-session and blend: one answer each
         for name in names:
             rec = R.make(name, seed=seed, covisit_graphs=covisit_graphs, covisit_params=covisit_params,
-                         w2v_coef=w2v_coef, w2v=w2v_nb, knn_method=knn_method, ivf_params=ivf_params)
+                         w2v_coef=w2v_coef, w2v=w2v_nb, answers=answers)
             t0 = t = time.perf_counter()
             rec.fit(train, model)
             fit_s = time.perf_counter() - t

@@ -179,6 +179,34 @@ def test_blend_reduces_to_covisit_without_w2v_and_changes_with_it(tmp_path):
     assert b1[0][0].tolist()[:2] == [10, 11]  # the strong w2v neighbour of 10 overtakes the co-visited 12
 
 
+def test_w2v_session_and_blend_share_one_answer(tmp_path):
+    # one SessionAnswers for a run: the blend reuses the w2v-session answer of the same sessions
+    # (same object, same length as the blend's 20 neighbours), a different sessions object is answered anew, and nothing changes
+    model = _model(tmp_path, VECS, AIDS, True)
+    train = ds_from([[(10, 0, 0), (12, 1, 0)], [(10, 5, 0), (12, 6, 1), (14, 7, 2)]])
+    test = ds_from([[(10, 0, 0)], [(11, 0, 0), (13, 1, 1)], [(10, 0, 0), (10, 1, 2)]])
+    answers = R.SessionAnswers("exact")
+    ws = R.make("w2v-session", answers=answers).fit(train, model)
+    bl = R.make("blend", answers=answers, w2v_coef=5.0).fit(train, model)
+    p_ws, p_bl = ws.predict(test, k=20), bl.predict(test, k=20)
+    assert answers.hits == 1
+    assert ws.info()["shared_answers"] == 1          # sessions 0 and 2 are both of aid 10 alone
+    alone_ws = R.W2VSessionRec().fit(train, model).predict(test, k=20)
+    alone_bl = R.BlendRec(w2v_coef=5.0).fit(train, model).predict(test, k=20)
+    for t in range(3):
+        np.testing.assert_array_equal(p_ws[t], alone_ws[t])
+        np.testing.assert_array_equal(p_bl[t], alone_bl[t])
+    np.testing.assert_array_equal(p_ws[0][0], p_ws[0][2])
+    ws.predict(test.take(np.arange(3)), k=20)          # equal content, another object: recomputed
+    assert answers.hits == 1
+    before = answers.recommend(test, 20, ws.rule)
+    assert answers.hits == 2
+    (tmp_path / "b").mkdir()
+    answers.bind(_model(tmp_path / "b", VECS[::-1], AIDS, False))   # another model: nothing reused
+    after = answers.recommend(test, 20, ws.rule)
+    assert answers.hits == 2 and not np.array_equal(before.aids, after.aids)
+
+
 def test_make_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown name"):
         R.make("nope")

@@ -290,16 +290,16 @@ def test_w2v_session_recommender_with_ivf(tmp_path):
                    rng.integers(0, 3, off[-1]).astype(np.uint8))
     train = Dataset(np.arange(1, dtype=np.int64), np.array([0, 3]), aids[:3].astype(np.int32),
                     np.arange(3, dtype=np.int64), np.zeros(3, np.uint8))
-    exact = R.make("w2v-session", knn_method="exact").fit(train, model).predict(test, 20)
-    full = R.make("w2v-session", knn_method="ivf", ivf_params=replace(ivf.DEFAULTS, nlist=40, nprobe=40))
+    exact = R.make("w2v-session", answers=R.SessionAnswers("exact")).fit(train, model).predict(test, 20)
+    full = R.make("w2v-session", answers=R.SessionAnswers("ivf", replace(ivf.DEFAULTS, nlist=40, nprobe=40)))
     got = full.fit(train, model).predict(test, 20)
     assert all(np.array_equal(exact[t], got[t]) for t in range(3))
     assert full.info()["method"] == "ivf" and full.info()["nprobe"] == 40
-    approx = R.make("w2v-session", knn_method="ivf").fit(train, model).predict(test, 20)
+    approx = R.make("w2v-session", answers=R.SessionAnswers("ivf")).fit(train, model).predict(test, 20)
     # these sessions mix random items from unrelated clusters, the hard case for an IVF index
     # (real sessions stay near a topic); 0.95 is what the defaults keep on them
     assert recall(exact[0], approx[0]) >= 0.95
-    assert R.make("w2v-session").fit(train, model)._bulk().method == "exact"  # auto below AUTO_IVF_MIN_ROWS
+    assert R.make("w2v-session").fit(train, model).answers.bulk().method == "exact"  # auto below AUTO_IVF_MIN_ROWS
 
 
 def test_auto_nprobe_reaches_the_target_where_the_base_default_does_not():
