@@ -33,6 +33,7 @@ from w2v.model_io import Model, load_model
 from w2v.session import DEFAULT_RULE, SessionRule, recommend
 
 from data_prep.dataset import TYPE_NAMES
+from data_prep.npyio import release_pages
 
 DEFAULT_TYPE_WEIGHTS = DEFAULT_RULE.type_weights
 DEFAULT_DECAY = DEFAULT_RULE.decay
@@ -61,6 +62,10 @@ class Recommender:
         self.table_k = 0 if model.neighbors is None else int(model.neighbors.shape[1])
         self.loaded_at = time.time()
         self._warm_up()
+        # the checks on load read every array once; keep in the resident set only what requests
+        # read again (session requests scan the vectors, item requests a few table rows)
+        self.released_bytes = release_pages(model.vectors, model.aids, model.counts, model.neighbors,
+                                            model.neighbor_scores, model.popular, model.popular_counts)
 
     def _warm_up(self) -> None:
         """Run each kernel once on row 0 so the first request does not pay for JIT loading."""

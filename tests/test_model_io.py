@@ -1,5 +1,6 @@
 """The model directory format and the atomic writers behind every output."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -123,3 +124,42 @@ def test_atomic_file_keeps_old_content_on_failure(tmp_path):
             raise KeyboardInterrupt
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def _rss_file_kb() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile line")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc for the resident set")
+def test_release_pages_drops_scanned_pages_and_keeps_the_values(tmp_path):
+    # a 64 MiB array scanned once is resident; released, it is not, and it reads the same
+    from data_prep.npyio import load_npy, release_pages
+    a = np.arange(16 << 20, dtype=np.float32)
+    np.save(tmp_path / "a.npy", a)
+    m = load_npy(tmp_path / "a.npy", "<f4", 1)
+    total = float(m.sum(dtype=np.float64))
+    before = _rss_file_kb()
+    assert release_pages(m[10:], None, np.zeros(3)) >= a.nbytes      # a view finds its mapping
+    after = _rss_file_kb()
+    assert before - after >= 48 << 10, (before, after)               # KiB: at least 48 of the 64 MiB
+    assert float(m.sum(dtype=np.float64)) == total
+    np.testing.assert_array_equal(m[:1000], a[:1000])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc for the resident set")
+def test_the_service_keeps_only_what_it_reads_resident(tmp_path):
+    from serve.recommend import Recommender
+    V, D = 200_000, 64                                                 # 51 MB of vectors
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((V, D)).astype(np.float32)
+    path = save_model(tmp_path / "big", v, v, np.arange(V, dtype=np.int64) * 3, np.ones(V, np.int64), {})
+    save_index(path, np.tile(np.arange(1, 21, dtype=np.int32), (V, 1)), np.ones((V, 20), np.float32), {})
+    base = _rss_file_kb()
+    rec = Recommender.load(path)
+    assert rec.released_bytes >= v.nbytes
+    assert _rss_file_kb() - base < 16 << 10                           # KiB: the 51 + 32 MB read on load are not kept
+    got = rec.session([3, 6], [0, 1], 5)                               # a session scans the vectors again
+    assert len(got.aids) == 5 and _rss_file_kb() - base >= 40 << 10
