@@ -36,7 +36,8 @@ def test_presets_are_plain_data_over_known_fields():
         assert isinstance(values, dict) and set(values) <= names, name
         assert all(isinstance(v, (int, float, str, bool)) for v in values.values()), name
     # the session preset changes the knobs it was tuned on, and nothing else
-    assert set(PRESETS["session"]) <= {"alpha", "epochs", "window", "ns_exponent", "sample", "min_count", "share_negatives"}
+    assert set(PRESETS["session"]) <= {"alpha", "epochs", "window", "ns_exponent", "sample", "min_count", "share_negatives",
+                                       "vector_size"}
     assert PRESETS["session"] and SESSION != W2VConfig(workers=1)
     for k, v in PRESETS["session"].items():
         assert getattr(SESSION, k) == v
@@ -73,9 +74,9 @@ def test_train_cli_preset_then_explicit_flags(tmp_path, capsys):
     assert cli.main([str(ds), str(tmp_path / "w"), "--preset", "session", "--window", "5", *common]) == 0
     g, s, w = (load_model(tmp_path / n).meta["config"] for n in "gsw")
     for k in PRESETS["session"]:
-        if k != "epochs":
+        if k not in ("epochs", "vector_size"):   # given on the command line: the flags win
             assert g[k] == getattr(W2VConfig(workers=1), k) and s[k] == getattr(SESSION, k), k
-    assert g["epochs"] == s["epochs"] == 1 and s["vector_size"] == 4
+    assert g["epochs"] == s["epochs"] == 1 and g["vector_size"] == s["vector_size"] == 4
     assert w["window"] == 5 and w["alpha"] == SESSION.alpha
     assert "trained" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:

@@ -25,8 +25,10 @@ PRESETS: dict[str, dict] = {
     # chosen by held-out next-click recall@20 on the tune split of one generated 100k-session corpus
     # and checked against every peer on the test split of another: bench/RESULTS.md, section 3;
     # share_negatives was added later, measured on the tune and test splits of the second corpus
-    # (higher recall on both, docs/ALGORITHM.md section 11a)
-    "session": {"alpha": 0.1, "epochs": 10, "window": 10, "min_count": 1, "share_negatives": True},
+    # (higher recall on both, docs/ALGORITHM.md section 11a); vector_size 64 later, measured on the
+    # tune split and on a 1/16-size split (113,414 aids): bench/RESULTS.md, section 3, "Dimension"
+    "session": {"alpha": 0.1, "epochs": 10, "window": 10, "min_count": 1, "share_negatives": True,
+                "vector_size": 64},
 }
 SIGMOID_EDGES = ("skip", "clip")
 
