@@ -9,8 +9,8 @@ After ``predict``, ``rec.limits`` counts what the recommender's limits dropped.
 All history/graph recommenders share one Numba kernel (``_score_kernel``), parameterised by:
 
 * history: each of the last ``max_hist`` events adds ``recency(pos) * type_weight[type]`` to its
-  aid, with ``recency(pos) = 2**(0.1 + 0.9 * pos / (m - 1)) - 1`` (0.07 for the oldest of m events,
-  1 for the newest; 1 when m = 1), times ``hist_coef``;
+  aid, with ``recency(pos) = 2**(0.1 + 0.9 * pos / (m - 1)) - 1`` (``w2v.session.log2_recency``;
+  0.07 for the oldest of m events, 1 for the newest; 1 when m = 1), times ``hist_coef``;
 * neighbour graphs in aid space (co-visitation, Word2Vec item neighbours), stacked in one CSR with
   a coefficient each: each distinct source aid ``a`` of the history (or only the last aid with
   ``last_only``) with source weight ``recency(last position of a)`` adds
@@ -32,7 +32,7 @@ from data_prep.dataset import Dataset
 from data_prep.parallel import check_threads, run_ranges
 from w2v.keyed import KeyedVectors
 from w2v.model_io import popularity
-from w2v.session import DEFAULT_RULE, SessionRule, recommend as session_recommend
+from w2v.session import DEFAULT_RULE, SessionRule, log2_recency, recommend as session_recommend
 
 from .covisit import CovisitGraph, build_covisit
 
@@ -104,10 +104,7 @@ def _score_kernel(s_lo, s_hi, ses, sc, g, ps, fill, out):
         # history
         for e in range(e0, e1):
             a = aid[e]
-            if m > 1:
-                rw = 2.0 ** (0.1 + 0.9 * (e - e0) / (m - 1)) - 1.0
-            else:
-                rw = 1.0
+            rw = log2_recency(e - e0, m)
             if not seen[a]:
                 seen[a] = True
                 touched[nt] = a

@@ -44,7 +44,8 @@ from . import knn
 from .keyed import KeyedVectors
 from .knn import scan_score
 
-__all__ = ["SessionRule", "SessionRecs", "DEFAULT_RULE", "event_weights", "session_queries", "recommend"]
+__all__ = ["SessionRule", "SessionRecs", "SessionQueries", "DEFAULT_RULE", "event_weights", "log2_recency",
+           "session_queries", "recommend"]
 
 RECENCY = ("decay", "log2")
 
@@ -76,6 +77,24 @@ class SessionRule:
 DEFAULT_RULE = SessionRule()
 
 
+# The log2 recency of the p-th (from 0, oldest first) of m counted events, the one spelling of it
+# (the session rule's recency="log2" and the history term of otto-eval's recommenders):
+# 2 ** (0.1 + 0.9 p / (m - 1)) - 1 in float64, from 2^0.1 - 1 = 0.072 (oldest) to 1 (newest);
+# 1 when m = 1. p, m: integers, 0 <= p < m.
+@njit(cache=True, nogil=True)
+def log2_recency(p, m):
+    if m > 1:
+        return 2.0 ** (0.1 + 0.9 * np.float64(p) / np.float64(m - 1)) - 1.0
+    return 1.0
+
+
+# out[i] = log2_recency(p[i], m[i]); p, m int64[E], out float64[E].
+@njit(cache=True, nogil=True)
+def _log2_recency_kernel(p, m, out):
+    for i in range(p.shape[0]):
+        out[i] = log2_recency(p[i], m[i])
+
+
 def event_weights(offsets: np.ndarray, types: np.ndarray, rule: SessionRule = DEFAULT_RULE) -> np.ndarray:
     """``float64[E]``: the weight ``w_i`` of every event of the CSR sessions ``offsets`` (int64
     ``[S+1]``) with type codes ``types`` (``[E]``, 0..2); 0 for events before the last
@@ -94,8 +113,8 @@ def event_weights(offsets: np.ndarray, types: np.ndarray, rule: SessionRule = DE
     if rule.recency == "decay":
         r = np.power(np.float64(rule.decay), from_end.astype(np.float64))
     else:
-        p = (m - 1 - from_end).astype(np.float64)
-        r = np.where(m > 1, 2.0 ** (0.1 + 0.9 * p / np.maximum(m - 1, 1)) - 1.0, 1.0)
+        r = np.empty(E, np.float64)
+        _log2_recency_kernel(m - 1 - from_end, m, r)
     w = np.asarray(rule.type_weights, np.float64)[types.astype(np.int64)] * r
     if rule.max_events is not None:
         w[from_end >= int(rule.max_events)] = 0.0
