@@ -35,9 +35,9 @@ import re
 import types
 import typing
 
-from .command import UsageError
+from .command import UsageError, positive_int
 
-__all__ = ["add_config_flags", "config_from_args", "field_help", "flag_name", "format_default"]
+__all__ = ["add_config_flags", "add_run_flags", "config_from_args", "field_help", "flag_name", "format_default"]
 
 
 def flag_name(field: str, prefix: str = "") -> str:
@@ -206,3 +206,19 @@ def config_from_args(cls, args: argparse.Namespace, *, prefix: str = "", base: d
         if m and m.group(1) in {f.name for f in dataclasses.fields(cls)}:
             raise UsageError(f"{flag_name(m.group(1), prefix)}: {msg[m.end():]}") from None
         raise UsageError(msg) from None
+
+
+def add_run_flags(parser, *, overwrite: str | None = None, quiet: bool = False, threads: str | None = None) -> None:
+    """The flags most commands share, spelled once: ``--overwrite`` (``overwrite`` names what is
+    replaced, e.g. ``"OUT_DIR"``), ``--quiet``, and ``--threads N`` (``threads`` says what the
+    threads do, e.g. ``"parser threads"``; ``args.threads`` is None when not given)."""
+    if threads is not None:
+        parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                            help=f"{threads} (default: the CPUs this process may use)")
+    if overwrite is not None:
+        parser.add_argument("--overwrite", action="store_true",
+                            help=f"replace {overwrite} if it exists, only once the new one is complete "
+                                 "(on failure the old one is kept)")
+    if quiet:
+        parser.add_argument("--quiet", action="store_true",
+                            help="no progress or summary on stderr (errors are still printed)")

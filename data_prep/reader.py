@@ -31,6 +31,7 @@ import numpy as np
 from . import fastparse as fp
 from .atomic import atomic_directory, atomic_file, check_output
 from .command import positive_int
+from .flags import add_run_flags
 from .dataset import ARRAYS, TYPE_CODES, TYPE_NAMES, Dataset, dataset_meta
 from .parallel import check_threads, run_tasks
 from .progress import Progress
@@ -718,10 +719,7 @@ def register(subparsers) -> None:
                    help="'error' (default): stop at the first invalid line, naming its line number and reason, "
                         "and write nothing; 'skip': drop invalid lines and repeated session ids (the later line), "
                         "count them in meta.json and report the first few on stderr")
-    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                   help="parser threads (default: the CPUs this process may use)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists (only once the new one is complete)")
-    p.add_argument("--quiet", action="store_true", help="no progress or summary on stderr (errors are still printed)")
+    add_run_flags(p, threads="parser threads", overwrite="OUT_DIR", quiet=True)
     p.set_defaults(func=_cmd_convert)
 
     q = subparsers.add_parser(
@@ -731,7 +729,5 @@ def register(subparsers) -> None:
                     "and exporting it reproduces the file byte for byte.")
     q.add_argument("dataset", metavar="DATASET", help="dataset directory written by 'otto-prep convert'")
     q.add_argument("output", metavar="OUT.jsonl", help="output file (replaced atomically if it exists); .gz suffix compresses")
-    q.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                   help="formatting threads (default: the CPUs this process may use)")
-    q.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
+    add_run_flags(q, threads="formatting threads", quiet=True)
     q.set_defaults(func=_cmd_export)

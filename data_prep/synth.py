@@ -723,6 +723,7 @@ def generate(out_path: str | os.PathLike, n_sessions: int, n_items: int | None =
 # ---------------------------------------------------------------------------------------------
 def register(subparsers) -> None:
     from .command import int_at_least, positive_int
+    from .flags import add_run_flags
     p = subparsers.add_parser(
         "synth",
         help="generate synthetic OTTO sessions (JSONL)",
@@ -741,12 +742,11 @@ def register(subparsers) -> None:
                    help="size M of the item catalog; aids are in [0, M) (default N/6.952, the real "
                         "ratio of sessions to items; items that get no event do not appear)")
     p.add_argument("--seed", type=int_at_least(0), default=0, metavar="S", help="random seed, 0 <= S < 2**64 (default 0)")
-    p.add_argument("--threads", type=positive_int, default=None, metavar="T",
-                   help="worker threads (default: all CPUs); never changes the output")
+    add_run_flags(p, threads="worker threads; never changes the output")
     p.add_argument("--batch-sessions", type=positive_int, default=65536, metavar="B",
                    help="sessions generated per batch before writing; bounds memory (default 65536); "
                         "never changes the output")
-    p.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
+    add_run_flags(p, quiet=True)
     p.set_defaults(func=_main)
 
 

@@ -12,7 +12,7 @@ import time
 from data_prep.atomic import check_output
 from data_prep.command import ArgumentParser, UsageError, run_command
 from data_prep.dataset import Dataset
-from data_prep.flags import add_config_flags, config_from_args
+from data_prep.flags import add_config_flags, add_run_flags, config_from_args
 from w2v.trainer import add_config_flags as add_w2v_flags
 
 from .nextevent import PairParams
@@ -34,7 +34,7 @@ def _register_predict(sub) -> None:
     add_config_flags(p, EvalParams, only=("k",))
     p.add_argument("--seed", type=int, default=42, metavar="N", help="seed of the random recommender (default: 42)")
     R.add_tuning_flags(p)
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_run_flags(p, quiet=True)
     p.set_defaults(func=_cmd_predict)
 
 
@@ -104,7 +104,7 @@ def _register_pairs(sub) -> None:
                    help="seed of the sampling, training and random baseline (default: 42)")
     p.add_argument("--model", metavar="MODEL_DIR", help="use this model (must be trained on the pair protocol's train part) instead of training one")
     add_w2v_flags(p, exclude=("seed",))
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_run_flags(p, quiet=True)
     p.set_defaults(func=_cmd_pairs)
 
 

@@ -233,7 +233,7 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
 
 
 def register(sub) -> None:
-    from data_prep.flags import add_config_flags
+    from data_prep.flags import add_config_flags, add_run_flags
     from w2v.trainer import add_config_flags as add_w2v_flags
     from w2v.trainer import add_preset_flag
     p = sub.add_parser(
@@ -264,8 +264,7 @@ def register(sub) -> None:
                    help="also draw events_per_aid.png, recall_at_k.png and loss.png and embed them in report.md "
                         "(needs matplotlib)")
     p.add_argument("--keep-submissions", action="store_true", help="also write submission_<name>.csv for every recommender")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_run_flags(p, overwrite="OUT_DIR", quiet=True)
     p.set_defaults(func=_cmd_run)
 
 

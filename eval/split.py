@@ -421,7 +421,7 @@ def summary(stats: dict) -> str:
 
 
 def register(sub) -> None:
-    from data_prep.flags import add_config_flags
+    from data_prep.flags import add_config_flags, add_run_flags
     p = sub.add_parser(
         "split", help="official OTTO train/test split with cut test sessions and labels",
         description="Split a dataset by the official OTTO protocol: the last DAYS days become test sessions, "
@@ -431,8 +431,7 @@ def register(sub) -> None:
     p.add_argument("dataset", metavar="DATASET", help="dataset directory (otto-prep convert output)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output directory (created atomically)")
     add_config_flags(p, SplitParams)
-    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
-    p.add_argument("--quiet", action="store_true", help="print nothing on stderr")
+    add_run_flags(p, overwrite="OUT_DIR", quiet=True)
     p.set_defaults(func=_cmd_split)
 
 

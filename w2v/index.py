@@ -13,6 +13,7 @@ import sys
 import time
 
 from data_prep.command import positive_int
+from data_prep.flags import add_run_flags
 from data_prep.progress import Progress
 
 from . import ivf, knn
@@ -44,14 +45,13 @@ def register(subparsers) -> None:
     p.add_argument("--k", type=_k, default=20,
                    help=f"neighbours per row, 1..{MAX_K} (default 20); a K above the model's rows - 1 is lowered "
                         "to rows - 1, with a note on stderr")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="worker threads (default: all CPUs this process may use)")
+    add_run_flags(p, threads="worker threads; never changes the result")
     p.add_argument("--q-block", type=positive_int, default=64,
                    help="queries per tile (default 64); affects speed only, never the result")
     p.add_argument("--i-block", type=positive_int, default=4096,
                    help="rows per tile (default 4096); affects speed only, never the result")
     add_method_flags(p)
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_run_flags(p, quiet=True)
     p.set_defaults(func=run)
 
 

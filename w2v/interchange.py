@@ -792,6 +792,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add the ``export`` and ``import`` subcommands to an ``otto-train`` subparsers object."""
+    from data_prep.flags import add_run_flags
     p = subparsers.add_parser(
         "export", help="write a model's vectors as a word2vec.c text or binary file",
         description="Write the vectors of a model directory in the word2vec.c format that gensim's "
@@ -803,7 +804,7 @@ def register(subparsers) -> None:
                    help="write the binary variant (raw little-endian float32) instead of text")
     p.add_argument("--output-vectors", action="store_true",
                    help="export the output vectors (output.npy, gensim's syn1neg) instead of the input vectors")
-    p.add_argument("--quiet", action="store_true", help="print no progress on stderr")
+    add_run_flags(p, quiet=True)
     p.set_defaults(func=_cmd_export)
 
     p = subparsers.add_parser(
@@ -818,6 +819,5 @@ def register(subparsers) -> None:
                    help="read the file as binary (default: detect from its content)")
     g.add_argument("--text", dest="binary", action="store_const", const=False,
                    help="read the file as text (default: detect from its content)")
-    p.add_argument("--overwrite", action="store_true", help="replace MODEL_DIR if it already exists")
-    p.add_argument("--quiet", action="store_true", help="print no progress on stderr")
+    add_run_flags(p, overwrite="MODEL_DIR", quiet=True)
     p.set_defaults(func=_cmd_import)

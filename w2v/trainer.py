@@ -433,6 +433,7 @@ def add_preset_flag(parser, default: str) -> None:
 def register(subparsers) -> None:
     """Add ``otto-train train``."""
     from data_prep.command import positive_int
+    from data_prep.flags import add_run_flags
     p = subparsers.add_parser(
         "train", help="train skip-gram negative-sampling Word2Vec on a dataset directory",
         description="Train skip-gram negative-sampling Word2Vec (sessions = sentences, aids = words) "
@@ -449,8 +450,7 @@ def register(subparsers) -> None:
                    help="drop sessions with fewer events (after --types and --collapse-repeats) (default: 1)")
     g.add_argument("--collapse-repeats", action="store_true",
                    help="drop an event whose aid repeats the previous event of the same session")
-    p.add_argument("--overwrite", action="store_true", help="replace MODEL_DIR if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+    add_run_flags(p, overwrite="MODEL_DIR", quiet=True)
     p.set_defaults(func=_cmd_train)
 
 
