@@ -402,8 +402,10 @@ class CovisitParams:
     max_events         last events of a train session that form pairs (older ones are counted
                        as dropped).
     top_n              neighbours kept per aid and graph.
-    n_parts            passes over aid slices (more passes, less memory; never changes the result).
-    chunk_pairs        pairs accumulated per step; bounds memory, never changes the result.
+    n_parts            passes over aid slices (more passes, less memory; never changes the result
+                       but for the float32 rounding of non-integer weight sums).
+    chunk_pairs        pairs accumulated per step; bounds memory, never changes the result (but
+                       for the same rounding).
     clicks_window_ms   largest time gap, in ms, of a pair in the clicks and carts-orders graphs.
     buy2buy_window_ms  largest time gap, in ms, of a pair in the buy2buy graph.
     type_weight        weight of a clicked, carted and ordered neighbour in the carts-orders graph.
