@@ -519,7 +519,7 @@ def build_covisit(ds: Dataset, *, types=None, mode: str = "unit", window_ms: int
     for p in range(n_parts):
         lo, hi = int(part_edges[p]), int(part_edges[p + 1])
 
-        def chunk(c):
+        def chunk(c, lo=lo, hi=hi):
             # nogil kernels only: chunks run concurrently on the pool's threads
             s0, s1 = bounds[c], bounds[c + 1]
             cap = int(cb[s1] - cb[s0])
