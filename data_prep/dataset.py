@@ -29,7 +29,7 @@ import numpy as np
 from . import checks
 from .atomic import atomic_directory
 from .csr import select_events
-from .npyio import FormatError, check_fields, load_npy, read_json
+from .npyio import FormatError, check_fields, load_npy, read_json, release_pages
 
 FORMAT_NAME = "otto-dataset"
 FORMAT_VERSION = 1
@@ -176,6 +176,13 @@ class Dataset:
         i, j = checks.first_repeat(self.session_ids)
         if j >= 0:
             raise DatasetError(f"{where}/session_ids.npy: row {j}: duplicate session id {int(self.session_ids[j])} (first at row {i})")
+
+    def release_pages(self) -> int:
+        """Drop the pages of this dataset's memory-mapped arrays from the process's resident set
+        (:func:`data_prep.npyio.release_pages`); they are read again, unchanged, when next used.
+        For long runs that read a large dataset in phases. Returns the bytes of mapping released
+        (0 for arrays in memory)."""
+        return release_pages(self.session_ids, self.offsets, self.aid, self.ts, self.type)
 
     # ------------------------------------------------------------------ access
     @property

@@ -30,8 +30,10 @@ import numpy as np
 
 from data_prep.dataset import Dataset
 from data_prep.parallel import check_threads, run_ranges
+from data_prep.progress import Progress
 from w2v.keyed import KeyedVectors
 from w2v.model_io import popularity
+from w2v.vocab import distinct_ids
 from w2v.session import DEFAULT_RULE, SessionRule, log2_recency, recommend as session_recommend
 
 from .covisit import CovisitGraph, build_covisit
@@ -273,8 +275,8 @@ class SessionAnswers:
     ``otto-eval run`` computes each answer once (``hits`` counts the answers served again).
     Sessions are recognised by identity (the same ``Dataset`` object), never by content."""
 
-    def __init__(self, knn_method: str = "auto", ivf_params=None, keep: int = 2):
-        self.knn_method, self.ivf_params, self.keep = knn_method, ivf_params, keep
+    def __init__(self, knn_method: str = "auto", ivf_params=None, keep: int = 2, progress: bool = False):
+        self.knn_method, self.ivf_params, self.keep, self.progress = knn_method, ivf_params, keep, progress
         self.model = self.kv = self._bulk = None
         self._memo: list = []
         self.hits = 0
@@ -298,8 +300,10 @@ class SessionAnswers:
             if s is sessions and nn == n and rr == rule:
                 self.hits += 1
                 return res
+        bar = Progress("Word2Vec session answers", None, unit="sessions", quiet=not self.progress)
         res = session_recommend(self.kv, sessions.offsets, sessions.aid, sessions.type, n, rule,
-                                q_block=q_block, bulk=self.bulk())
+                                q_block=q_block, bulk=self.bulk(), progress=bar.report)
+        bar.close()
         self._memo = (self._memo + [(sessions, n, rule, res)])[-self.keep:]
         return res
 
@@ -342,7 +346,7 @@ class RandomRec(Recommender):
         self.seed = seed
 
     def fit(self, train, model=None):
-        self.catalogue = np.unique(np.asarray(train.aid, np.int64))
+        self.catalogue = distinct_ids(np.asarray(train.aid))
         self.limits = {}
         return self
 

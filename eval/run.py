@@ -104,7 +104,10 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
     report: dict = {"info": {}, "timings": timings}
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         t = time.perf_counter()
+        # a full-size run reads tens of GB of memory-mapped arrays in phases: each phase's pages
+        # are released from the resident set when it is done (read again, unchanged, if needed)
         ds = Dataset.open(dataset)
+        ds.release_pages()   # checked on open; read again only by the original study's protocol
         if split_dir:
             sd = Path(split_dir)
             train = Dataset.open(sd / "train")
@@ -134,7 +137,7 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
             t = time.perf_counter()
             if model_dir:
                 from w2v.model_io import load_model
-                model = load_model(model_dir)
+                model = load_model(model_dir, keep_output=False)  # the recommenders read the input vectors only
                 report["info"]["model"] = str(Path(model_dir).name)
                 log(f"model loaded: {model.vocab_size:,} aids x {model.vector_size}")
             else:
@@ -152,6 +155,7 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
             t = time.perf_counter()
             covisit_graphs = R.build_covisit_set(train, covisit_params or R.CovisitParams(), progress=not quiet)
             timings["co-visitation graphs"] = time.perf_counter() - t
+            train.release_pages()
             log("co-visitation graphs built: " + ", ".join(f"{n} {g.stats['edges']:,} edges" for n, g in covisit_graphs.items()))
 
         w2v_nb = None
@@ -165,7 +169,7 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
         timings["next-click prefixes"] = time.perf_counter() - t
         results = {}
         t_rec = t_nc = 0.0
-        answers = R.SessionAnswers(knn_method, ivf_params)  # w2v-session and blend: one answer each
+        answers = R.SessionAnswers(knn_method, ivf_params, progress=not quiet)  # w2v-session and blend: one answer each
         for name in names:
             rec = R.make(name, seed=seed, covisit_graphs=covisit_graphs, covisit_params=covisit_params,
                          w2v_coef=w2v_coef, w2v=w2v_nb, answers=answers)
@@ -186,10 +190,12 @@ def run_all(dataset: str, out_dir: str, *, split_dir: str | None = None, split: 
                 r["curve"] = score_curve(labels, sub, range(1, k + 1))
             t = time.perf_counter()
             t_rec += t - t0
+            del preds, sub          # 2 x 3 x S x k int64 at full size: not held into the next recommender
             r["next_click"] = eval_next_click(rec, pre, targets, k)
             r["next_click_s"] = time.perf_counter() - t
             t_nc += r["next_click_s"]
             results[name] = r
+            train.release_pages()   # each fit reads the train events (popularity)
             log(f"{name}: total {r['total']:.4f} (clicks {r['clicks']:.4f} carts {r['carts']:.4f} orders {r['orders']:.4f}); "
                 f"next-click R@{k} {r['next_click']['recall']:.4f}; fit {fit_s:.1f}s predict {pred_s:.1f}s")
         timings["recommenders: fit, predict, score (OTTO protocol)"] = t_rec

@@ -125,6 +125,17 @@ def test_random_and_popular():
     assert pop[2][0].tolist()[:1] == [6]
 
 
+def test_distinct_ids_counts_dense_ids_and_sorts_sparse_ones():
+    from w2v.vocab import distinct_ids
+    rng = np.random.default_rng(3)
+    for ids in (rng.integers(0, 1000, 5000).astype(np.int32),            # dense: counting pass
+                rng.integers(0, 2**40, 500),                              # sparse: sort
+                np.array([-3, 5, -3], np.int64), np.zeros(0, np.int32)):
+        got = distinct_ids(ids)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, np.unique(ids))
+
+
 def _model(tmp_path, vectors, aids, with_index):
     vectors = np.asarray(vectors, np.float32)
     path = save_model(tmp_path / ("mi" if with_index else "m"), vectors, vectors, np.asarray(aids), np.ones(len(aids)), {})

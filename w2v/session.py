@@ -274,13 +274,14 @@ def _certificate_eps(D: int) -> float:
 
 
 def recommend(kv: KeyedVectors, offsets, aids, types, k: int, rule: SessionRule = DEFAULT_RULE,
-              n_threads: int | None = None, q_block: int = 65536, bulk=None) -> SessionRecs:
+              n_threads: int | None = None, q_block: int = 65536, bulk=None, progress=None) -> SessionRecs:
     """The rule's top-``k`` for every CSR session (``offsets`` int64[S+1], ``aids``/``types`` [E]),
     equal to :func:`knn.topk` of each session's query with the session's rows excluded (when
     ``exclude_session``). ``q_block`` bounds the sessions held in one batch. ``bulk`` (optional,
     a ``w2v.ivf.BulkTopK`` over ``kv.vectors``) supplies the batched candidates; with its IVF
     method the answer is approximate: the best of the candidates by their exact scores, accepted
-    without the certificate (docs/ALGORITHM.md, "Bulk top-k")."""
+    without the certificate (docs/ALGORITHM.md, "Bulk top-k"). ``progress(done, total)``
+    (optional) counts the sessions whose candidates were searched."""
     rule.validate()
     k = int(k)
     if k < 1:
@@ -323,6 +324,7 @@ def recommend(kv: KeyedVectors, offsets, aids, types, k: int, rule: SessionRule 
     if todo.shape[0] <= 4:  # a few sessions (the service): the exact scan directly
         rescan, todo = todo.tolist(), todo[:0]
     n_direct = len(rescan)
+    done, total = 0, int(todo.shape[0])
     # sessions with about the same number of excluded rows share a candidate count
     bucket = np.zeros(S, np.int64)
     pos = n_ex > 0
@@ -334,7 +336,10 @@ def recommend(kv: KeyedVectors, offsets, aids, types, k: int, rule: SessionRule 
         for g0 in range(0, grp.shape[0], q_block):
             sel = grp[g0:g0 + q_block]
             qs = np.ascontiguousarray(queries[sel])
-            cs, cr = bulk.topk(qs, K) if bulk is not None else knn.topk_batch(vec, inv, qs, K, n_threads=nt)
+            step = None if progress is None else (lambda d, _t, base=done: progress(base + d, total))
+            cs, cr = (bulk.topk(qs, K, progress=step) if bulk is not None
+                      else knn.topk_batch(vec, inv, qs, K, n_threads=nt, progress=step))
+            done += int(sel.shape[0])
             sub_eo = np.zeros(sel.shape[0] + 1, np.int64)
             np.cumsum(n_ex[sel], out=sub_eo[1:])
             sub_ex = (np.concatenate([excl[eo[s]:eo[s + 1]] for s in sel]) if rule.exclude_session and excl.size

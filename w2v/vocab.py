@@ -52,6 +52,16 @@ def dense_ids(lo: int, hi: int, n: int) -> bool:
     return lo >= 0 and hi < 4 * n + 2**20
 
 
+def distinct_ids(ids: np.ndarray) -> np.ndarray:
+    """The distinct values of integer array ``ids``, ascending, int64: by a counting pass when
+    they are dense (:func:`dense_ids`), else by ``np.unique``'s sort (which takes about 50 s on
+    the 148M train events of a full-size split)."""
+    ids = np.asarray(ids)
+    if ids.size and dense_ids(int(ids.min()), int(ids.max()), ids.size):
+        return np.flatnonzero(np.bincount(ids, minlength=int(ids.max()) + 1)).astype(np.int64, copy=False)
+    return np.unique(ids).astype(np.int64, copy=False)
+
+
 def build_vocab(tokens: np.ndarray, min_count: int) -> Vocab:
     """Count the words of ``tokens`` (corpus order) and order them as gensim 4.4 does.
 
