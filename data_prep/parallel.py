@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["default_threads", "check_threads", "split_ranges", "run_ranges", "run_tasks", "run_chunks"]
+__all__ = ["default_threads", "check_threads", "split_ranges", "run_ranges", "run_tasks", "run_chunks", "iter_in_order"]
 
 
 def default_threads() -> int:
@@ -116,3 +117,26 @@ def run_chunks(chunks, threads: int, fn, progress=None, total: int | None = None
 
     run_tasks(worker, [()] * min(max(1, int(threads)), len(chunks)))
     return results
+
+
+def iter_in_order(fn, n: int, n_threads: int):
+    """Yield ``fn(0), ..., fn(n - 1)`` in order, computed on ``n_threads`` threads. At most
+    ``n_threads`` calls are submitted and not yet taken, so while the caller works on one result
+    the next ``n_threads`` calls run (bounded memory). One thread: each call runs on the calling
+    thread when its result is taken. Unlike :func:`run_chunks`, results are handed over as they
+    complete in order and never all held at once."""
+    if n_threads == 1:
+        for c in range(n):
+            yield fn(c)
+        return
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="otto-in-order") as pool:
+        pending = deque(pool.submit(fn, c) for c in range(min(n, n_threads)))
+        try:
+            for c in range(n):
+                res = pending.popleft().result()
+                if c + n_threads < n:
+                    pending.append(pool.submit(fn, c + n_threads))
+                yield res
+        finally:
+            for f in pending:
+                f.cancel()

@@ -39,15 +39,13 @@ The result is a CSR graph over aid space: the neighbours of aid a are
 """
 from __future__ import annotations
 
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numba as nb
 import numpy as np
 
 from data_prep.dataset import Dataset, parse_types
-from data_prep.parallel import check_threads, run_tasks
+from data_prep.parallel import check_threads, iter_in_order, run_tasks
 from data_prep.progress import Progress
 
 KEY_SHIFT = 1 << 31   # pair key = x * KEY_SHIFT + y (aids < 2**31)
@@ -450,28 +448,6 @@ def _bound_kernel(offsets, type_, type_ok, max_events):
     return cb
 
 
-def _in_order(fn, n: int, n_threads: int):
-    """Yield ``fn(0), ..., fn(n - 1)`` in order, computed on ``n_threads`` threads. At most
-    ``n_threads`` calls are submitted and not yet taken, so while the caller works on one result
-    the next ``n_threads`` calls run (bounded memory). One thread: each call runs on the calling
-    thread when its result is taken."""
-    if n_threads == 1:
-        for c in range(n):
-            yield fn(c)
-        return
-    with ThreadPoolExecutor(n_threads, thread_name_prefix="otto-covisit") as pool:
-        pending = deque(pool.submit(fn, c) for c in range(min(n, n_threads)))
-        try:
-            for c in range(n):
-                res = pending.popleft().result()
-                if c + n_threads < n:
-                    pending.append(pool.submit(fn, c + n_threads))
-                yield res
-        finally:
-            for f in pending:
-                f.cancel()
-
-
 def build_covisit(ds: Dataset, *, types=None, mode: str = "unit", window_ms: int = 24 * 3600 * 1000,
                   max_events: int = 30, top_n: int = 20, type_weight=(1.0, 6.0, 3.0),
                   n_parts: int = 1, chunk_pairs: int = 20_000_000, n_threads: int | None = None,
@@ -528,7 +504,7 @@ def build_covisit(ds: Dataset, *, types=None, mode: str = "unit", window_ms: int
             return _reduce_kernel(k_, w_, nbits), int(sk)
 
         runs = []  # reduced (key-sorted, unique) runs, oldest first
-        for c, (run, sk) in enumerate(_in_order(chunk, len(bounds) - 1, n_threads)):
+        for c, (run, sk) in enumerate(iter_in_order(chunk, len(bounds) - 1, n_threads)):
             if p == 0:
                 skipped += sk
             runs.append(run)

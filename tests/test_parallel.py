@@ -49,3 +49,31 @@ def test_split_ranges_cover_exactly():
         r = split_ranges(n, t)
         assert r[0][0] == 0 and r[-1][1] == n
         assert all(a[1] == b[0] for a, b in zip(r, r[1:]))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_iter_in_order_yields_in_order_with_a_bounded_number_in_flight(threads):
+    import time
+
+    from data_prep.parallel import iter_in_order
+    lock = threading.Lock()
+    state = {"running": 0, "most": 0, "started": 0}
+
+    def fn(c):
+        with lock:
+            state["running"] += 1
+            state["started"] += 1
+            state["most"] = max(state["most"], state["running"])
+        time.sleep(0.002 * ((7 * c) % 5))          # unequal costs: completion order differs
+        with lock:
+            state["running"] -= 1
+        return c * c
+
+    got = []
+    for c, r in enumerate(iter_in_order(fn, 20, threads)):
+        # before result c is handed over, at most c + threads calls have been started
+        assert state["started"] <= c + threads
+        got.append(r)
+    assert got == [c * c for c in range(20)]
+    assert state["most"] <= threads
+    assert list(iter_in_order(fn, 0, threads)) == []
