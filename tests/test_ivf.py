@@ -67,6 +67,68 @@ def test_property_all_lists_equals_topk_batch(V, D, k, nlist, seed):
     assert np.array_equal(r1, r2) and np.array_equal(s1, s2)
 
 
+def _probe_sets(queries, centroids, P):
+    qs = np.ascontiguousarray(queries, np.float32)
+    q_scale = np.empty(qs.shape[0], np.float32)
+    ivf._inv_norms_kernel(qs, q_scale)
+    cent = np.ascontiguousarray(centroids, np.float32)
+    nl = cent.shape[0]
+    c_panels = np.zeros(((nl + 15) // 16, cent.shape[1], 16), np.float32)
+    ivf._pack_panels(cent, knn.inverse_norms(cent), 0, nl, c_panels)
+    probes = np.full((qs.shape[0], P), -7, np.int64)
+    ivf._probe_kernel(qs, q_scale, c_panels, nl, P, probes)
+    return probes
+
+
+@settings(max_examples=40, deadline=None)
+@given(nl=st.integers(1, 70), D=st.integers(0, 9), Q=st.integers(1, 140), seed=st.integers(0, 2**32 - 1),
+       kind=st.sampled_from(["int", "float"]), data=st.data())
+def test_probe_sets_are_the_best_centroids_of_topk_batch(nl, D, Q, seed, kind, data):
+    """The probe selection (bisection over order keys, no heap) picks exactly the set that
+    knn.topk_batch's top-P of the centroids holds, ties included (small integers give exact ties,
+    zero and duplicate centroids, zero queries, -0.0 scores), in ascending centroid order."""
+    P = data.draw(st.integers(1, nl))
+    rng = np.random.default_rng(seed)
+    if kind == "int":
+        cent = rng.integers(-1, 2, (nl, D)).astype(np.float32)
+        q = rng.integers(-1, 2, (Q, D)).astype(np.float32)
+    else:
+        cent = rng.standard_normal((nl, D)).astype(np.float32)
+        q = rng.standard_normal((Q, D)).astype(np.float32)
+        cent[rng.integers(0, nl, nl // 3)] = cent[rng.integers(0, nl)]
+    q[rng.integers(0, Q, Q // 5)] = 0.0
+    got = _probe_sets(q, cent, P)
+    _, want = knn.topk_batch(cent, knn.inverse_norms(cent), q, P)
+    assert np.array_equal(got, np.sort(want, axis=1))
+
+
+def test_probe_sets_rank_nan_scores_last_and_negative_zero_as_zero():
+    cent = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [np.nan, 0.0], [0.0, -1.0]], np.float32)
+    q = np.array([[0.0, 1.0], [1.0, 0.0], [-1.0, -0.0]], np.float32)
+    # q0 scores (0, -0, 1, nan, -1): the best 3 are 2, then 0 and 1 (0.0 == -0.0, lowest first)
+    assert _probe_sets(q[:1], cent, 3).tolist() == [[0, 1, 2]]
+    assert _probe_sets(q[:1], cent, 2).tolist() == [[0, 2]]
+    assert _probe_sets(q, cent, 5).tolist() == [[0, 1, 2, 3, 4]] * 3
+    assert _probe_sets(q[1:2], cent, 1).tolist() == [[0]]
+    assert _probe_sets(q[2:], cent, 2).tolist() == [[1, 2]]   # scores (-1, 1, +-0, nan, +-0)
+
+
+def test_packed_lists_are_shared_between_searches_and_checked():
+    v = clustered(3000, 16, 12, 0.3, 4)
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=50, seed=1))
+    pk = ivf.pack_lists(idx, v, inv, n_threads=2)
+    assert pk.panels.shape == (int(np.sum((np.diff(idx.offsets) + 15) // 16)), 16, 16)
+    assert not pk.panels.flags.writeable
+    q = v[::7]
+    a = ivf.search(idx, v, inv, q, 10, nprobe=6)
+    b = ivf.search(idx, v, inv, q, 10, nprobe=6, packed=pk, chunk=11, n_threads=1)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    other = ivf.build_ivf(v, ivf.IVFParams(nlist=49, seed=1))
+    with pytest.raises(ValueError, match="packed: not the packed lists of this index"):
+        ivf.search(other, v, inv, q, 10, packed=pk)
+
+
 def test_recall_at_defaults_on_a_clustered_matrix():
     v = clustered(40_000, 32, 250, 0.75, seed=11)
     stats = {}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from w2v import knn
 from w2v import knn_int8
@@ -324,6 +325,43 @@ def test_batch_argument_errors():
 # ---------------------------------------------------------------------------------------------
 # session vector, reduced precision
 # ---------------------------------------------------------------------------------------------
+
+@njit(cache=False)
+def _tile(qt, vp, out, thr, with_hits):
+    if with_hits:
+        return knn._outer4x16_hits(qt, 0, vp, 0, out, thr)
+    knn._outer4x16(qt, 0, vp, 0, out)
+    return -1
+
+
+@settings(max_examples=60, deadline=None)
+@given(D=st.integers(0, 70), seed=st.integers(0, 2**32 - 1),
+       special=st.lists(st.sampled_from([0, 1, 2, 3, 4]), min_size=4, max_size=4))
+def test_outer4x16_hits_flags_exactly_the_rows_with_a_lane_at_or_over_the_threshold(D, seed, special):
+    """The pre-test micro-kernel: the same 64 values as _outer4x16 (bit for bit, each the float32
+    fused multiply-add chain over d in order), and bit r of its mask set iff some lane of row r
+    is >= thr[r] (ordered: +inf never, -inf always for finite values, NaN never)."""
+    rng = np.random.default_rng(seed)
+    qt = rng.integers(-3, 4, (4, D)).astype(np.float32) / 4   # small values: exact ties occur
+    vp = rng.integers(-3, 4, (1, D, 16)).astype(np.float32) / 4
+    plain = np.zeros((4, 16), np.float32)
+    _tile(qt, vp, plain, np.zeros(4, np.float32), False)
+    ref = np.zeros((4, 16), np.float32)
+    for d in range(D):   # exact: products and partial sums of quarters are float32-exact here
+        ref += qt[:, d:d + 1] * vp[0, d][None, :]
+    np.testing.assert_array_equal(plain, ref)
+    thr = np.empty(4, np.float32)
+    for r, kind in enumerate(special):
+        lane = rng.integers(0, 16)
+        thr[r] = [ref[r, lane], np.nextafter(ref[r].max(), np.float32(np.inf)), np.inf, -np.inf,
+                  np.nan][kind]
+    out = np.zeros((4, 16), np.float32)
+    mask = _tile(qt, vp, out, thr, True)
+    np.testing.assert_array_equal(out, plain)
+    want = sum(1 << r for r in range(4) if (ref[r] >= thr[r]).any())
+    assert mask == want
+    assert [(mask >> r) & 1 for r in range(4)] == [int(k in (0, 3)) for k in special]
+
 
 def test_session_vector_is_weighted_sum_of_unit_vectors():
     v = np.array([[3, 4], [0, 0], [0, 2]], np.float32)

@@ -26,8 +26,10 @@ Every step is deterministic for a seed and independent of the thread count (``to
 
 Search
 ------
-For each query ``q``: the ``nprobe`` best centroids by cosine (``topk_batch`` over the centroids);
-then every row of those lists is scored with the exact batched arithmetic of
+For each query ``q``: the ``nprobe`` best centroids by cosine under the total order (the set
+``topk_batch`` over the centroids would give, found by ``_probe_kernel`` without a heap); then
+every row of those lists (packed once per search by :func:`pack_lists`) is scored with the
+exact batched arithmetic of
 ``knn._tiles_kernel`` (unit query ``q * (1/||q||)`` dotted with the unit row ``v_j * inv_j`` by the
 ``_outer4x16`` micro-kernel, sequential fused multiply-adds), so each candidate's score is
 bit-identical to the exact table's score for the same pair; the ``K`` best are kept in a heap
@@ -74,11 +76,12 @@ from data_prep.parallel import run_chunks
 
 from . import knn
 # the exact kernels' own building blocks, so IVF scores are the exact table's scores
-from .knn import _inv_norms_kernel, _outer4x16, _trim_kernel, heap_replace_root, heap_sort
+from .knn import (_copy_scaled, _inv_norms_kernel, _outer4x16, _outer4x16_hits, _pack_panels, _trim_kernel,
+                  heap_replace_root, heap_sort)
 
 __all__ = ["IVFIndex", "IVFParams", "IVFError", "default_nlist", "default_nprobe", "assign_lists", "build_ivf",
            "tune_nprobe", "sampled_recall",
-           "search", "neighbor_table", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
+           "search", "neighbor_table", "pack_lists", "PackedLists", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
            "save_ivf", "load_ivf", "IVF_FORMAT_NAME", "IVF_FORMAT_VERSION"]
 
 IVF_FORMAT_NAME = "otto-ivf"
@@ -117,7 +120,7 @@ class IVFParams:
     seed: int = 0
     iterations: int = 10
     train_per_list: int = 64
-    chunk: int = 32768
+    chunk: int = 4096
     q_block: int = 64
     recall_sample: int = 2000
     target_recall: float = 0.99
@@ -196,6 +199,73 @@ def _centroid_sums(x, labels, sums, counts):
             sums[c, d] += np.float64(x[i, d])
 
 
+# The probe set of each query: the P best centroids under the total order (score descending,
+# centroid ascending), written in ascending centroid order (the scan visits lists in that order
+# anyway, so only the set matters). Scores are the exact batched ones (knn._tiles_kernel's:
+# queries copied scaled by q_scale, centroids packed scaled by c_scale, _outer4x16), so the set
+# equals that of knn.topk_batch(centroids, c_scale, queries, P) without its K = P heap.
+# Selection without sorting or data-dependent branches: each score is mapped to an order key
+# (uint32 whose unsigned order is the float order: -0.0 counts as +0.0, NaN, from non-finite
+# vectors only, as -inf); the P-th largest key T is found by bisection over the 32 key bits,
+# each step a branch-free count of keys >= mid; then every centroid with key > T and the
+# lowest-numbered ones with key == T, up to P, are the probes.
+# queries: float32 [Q, D]; q_scale: float32 [Q]; c_panels: float32 [ceil(nlist / 16), D, 16]
+# (knn._pack_panels of the centroids); 1 <= P <= nlist; probes: int64 [Q, P].
+# Degenerate: D = 0 scores 0 everywhere (probes 0..P-1).
+@njit(cache=True, nogil=True)
+def _probe_kernel(queries, q_scale, c_panels, nlist, P, probes):
+    Q, D = queries.shape
+    qb = 64
+    qt = np.zeros((qb, D), np.float32)
+    acc = np.zeros((4, 16), np.float32)
+    npan = c_panels.shape[0]
+    sc = np.empty((qb, npan * 16), np.float32)
+    bits = sc.view(np.uint32)
+    keys = np.empty(nlist, np.uint32)
+    for q0 in range(0, Q, qb):
+        q1 = min(q0 + qb, Q)
+        nq = q1 - q0
+        _copy_scaled(queries, q_scale, q0, q1, qt)
+        for p in range(npan):
+            for ii in range(0, nq, 4):
+                _outer4x16(qt, ii, c_panels, p, acc)
+                for r in range(min(4, nq - ii)):
+                    for ln in range(16):
+                        x = acc[r, ln] + np.float32(0.0)       # -0.0 -> +0.0
+                        sc[ii + r, 16 * p + ln] = x if x == x else -np.inf
+        for r in range(nq):
+            for c in range(nlist):
+                u = bits[r, c]
+                keys[c] = ~u if u >> np.uint32(31) else u | np.uint32(0x80000000)
+            lo = np.int64(0)            # count(keys >= lo) = nlist >= P
+            hi = np.int64(1) << 32      # count(keys >= hi) = 0 < P
+            while hi - lo > 1:
+                mid = (lo + hi) >> 1
+                m = np.uint32(mid)
+                cnt = 0
+                for c in range(nlist):
+                    cnt += keys[c] >= m
+                if cnt >= P:
+                    lo = mid
+                else:
+                    hi = mid
+            T = np.uint32(lo)
+            above = 0
+            for c in range(nlist):
+                above += keys[c] > T
+            ties = P - above
+            n = 0
+            for c in range(nlist):
+                kc = keys[c]
+                if kc > T:
+                    probes[q0 + r, n] = c
+                    n += 1
+                elif kc == T and ties > 0:
+                    probes[q0 + r, n] = c
+                    n += 1
+                    ties -= 1
+
+
 # Inverted probe lists of one query chunk: for list l, the chunk-local queries that probe it, in
 # ascending query order, as a CSR (l_off int64 [nlist + 1], l_q int64 [total]).
 # probes: int64 [Q, P] (best centroids of each query, -1 padding); full: bool [Q] (probe every
@@ -231,23 +301,29 @@ def _invert_probes(probes, full, nlist):
     return cnt, l_q
 
 
-# Scaled, panel-interleaved copy of the rows of one list (knn._pack_panels through an index):
-# row rows[a + 16 p + l] goes to dst[p, :, l] multiplied by row_scale, lanes past b zeroed.
-# Same float32 product as _pack_panels, so packed values are bit-identical.
-# vectors: float32 [V, D]; row_scale: float32 [V]; rows: int64 [V]; dst: float32 [P, D, 16].
+# Scaled, panel-interleaved copy of the rows of lists l_lo..l_hi-1 (knn._pack_panels through
+# the index): row rows[offsets[l] + 16 p + i] goes to dst[panel_off[l] + p, :, i] multiplied by
+# row_scale, lanes past the list's end zeroed. Same float32 product as _pack_panels, so packed
+# values are bit-identical. Each list starts a new panel: panel_off[l + 1] - panel_off[l] =
+# ceil(len(l) / 16). Threads pack disjoint list ranges into one dst.
+# vectors: float32 [V, D]; row_scale: float32 [V]; rows: int64 [V]; offsets: int64 [nlist + 1];
+# panel_off: int64 [nlist + 1]; dst: float32 [panel_off[nlist], D, 16].
 @njit(cache=True, nogil=True)
-def _pack_list(vectors, row_scale, rows, a, b, dst):
+def _pack_lists(vectors, row_scale, rows, offsets, panel_off, l_lo, l_hi, dst):
     D = vectors.shape[1]
-    n = b - a
-    for p in range((n + 15) // 16):
-        r0 = a + 16 * p
-        lanes = min(16, b - r0)
-        for d in range(D):
-            for l in range(lanes):
-                j = rows[r0 + l]
-                dst[p, d, l] = vectors[j, d] * row_scale[j]
-            for l in range(lanes, 16):
-                dst[p, d, l] = 0.0
+    for l in range(l_lo, l_hi):
+        a = offsets[l]
+        b = offsets[l + 1]
+        for p in range((b - a + 15) // 16):
+            r0 = a + 16 * p
+            lanes = min(16, b - r0)
+            pp = panel_off[l] + p
+            for d in range(D):
+                for i in range(lanes):
+                    j = rows[r0 + i]
+                    dst[pp, d, i] = vectors[j, d] * row_scale[j]
+                for i in range(lanes, 16):
+                    dst[pp, d, i] = 0.0
 
 
 # Scaled copy of the queries qids[lo:hi] (knn._copy_scaled through an index): dst[r] =
@@ -266,34 +342,32 @@ def _gather_scaled(queries, q_scale, qids, lo, hi, dst):
             dst[r, d] = 0.0
 
 
-# The list scan of one query chunk. For every list l with rows and probing queries: pack its
-# rows once (_pack_list), then for each block of q_block probing queries copy them scaled
-# (_gather_scaled) and, per panel of 16 rows and group of 4 queries, compute 64 exact scores with
-# _outer4x16 (the knn._tiles_kernel arithmetic), each tested against its query's heap root with
-# the full total order (lists arrive in centroid order, not row order). Heaps sorted at the end.
-# vectors: float32 [V, D]; row_scale: float32 [V] (inverse norms); rows/offsets: the lists;
+# The list scan of one query chunk. For every list l with rows and probing queries, for each
+# block of q_block probing queries: copy them scaled (_gather_scaled) and, per panel of 16 rows
+# of the packed list (_pack_lists, done once per search) and group of 4 queries, compute 64
+# exact scores with _outer4x16_hits (the knn._tiles_kernel arithmetic), which also flags the
+# queries with a lane >= their heap root; only those lanes are tested against the root with the
+# full total order (lists arrive in centroid order, not row order). Heaps sorted at the end.
+# panels/panel_off: _pack_lists output for all lists; rows/offsets: the lists;
 # queries: float32 [Q, D] (chunk); q_scale: float32 [Q]; l_off/l_q: _invert_probes output;
 # hs/hid: float32/int64 [Q, K] pre-filled with (-inf, -1). Returns the pairs scored.
 # Degenerate: empty lists or lists nobody probes are skipped; D = 0 scores every pair 0.
 @njit(cache=True, nogil=True)
-def _scan_lists_kernel(vectors, row_scale, rows, offsets, queries, q_scale, l_off, l_q, q_block, hs, hid):
-    D = vectors.shape[1]
+def _scan_lists_kernel(panels, panel_off, rows, offsets, queries, q_scale, l_off, l_q, q_block, hs, hid):
+    D = queries.shape[1]
     nlist = offsets.shape[0] - 1
     Q, K = hs.shape
-    maxlen = 0
-    for l in range(nlist):
-        maxlen = max(maxlen, offsets[l + 1] - offsets[l])
-    vp = np.zeros(((maxlen + 15) // 16 + 1, D, 16), np.float32)
     qt = np.zeros(((q_block + 3) // 4 * 4, D), np.float32)
     acc = np.zeros((4, 16), np.float32)
+    thr = np.empty(4, np.float32)
     pairs = 0
     for l in range(nlist):
         a = offsets[l]
         b = offsets[l + 1]
         if a == b or l_off[l] == l_off[l + 1]:
             continue
-        _pack_list(vectors, row_scale, rows, a, b, vp)
         npan = (b - a + 15) // 16
+        p0 = panel_off[l]
         for qb0 in range(l_off[l], l_off[l + 1], q_block):
             qb1 = min(qb0 + q_block, l_off[l + 1])
             nq = qb1 - qb0
@@ -303,8 +377,15 @@ def _scan_lists_kernel(vectors, row_scale, rows, offsets, queries, q_scale, l_of
                 j0 = a + 16 * p
                 lanes = min(16, b - j0)
                 for ii in range(0, nq, 4):
-                    _outer4x16(qt, ii, vp, p, acc)
-                    for r in range(min(4, nq - ii)):
+                    nr = min(4, nq - ii)
+                    for r in range(4):
+                        thr[r] = hs[l_q[qb0 + ii + r], 0] if r < nr else np.inf
+                    m = _outer4x16_hits(qt, ii, panels, p0 + p, acc, thr)
+                    if m == 0:
+                        continue
+                    for r in range(nr):
+                        if (m >> r) & 1 == 0:
+                            continue
                         qi = l_q[qb0 + ii + r]
                         t = hs[qi, 0]
                         ti = hid[qi, 0]
@@ -458,11 +539,12 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
     trials = []
     P = default_nprobe(nlist)
     cap = min(nlist, max(P, int(float(params.max_probe_fraction) * nlist)))
+    packed = pack_lists(index, v, inv, n_threads=n_threads) if exact is not None else None
     while True:
         r = 1.0
         if exact is not None:
             _, got = search(index, v, inv, q, k, nprobe=P, exclude_self=sample, chunk=params.chunk,
-                            q_block=params.q_block, n_threads=n_threads)
+                            q_block=params.q_block, n_threads=n_threads, packed=packed)
             r = sampled_recall(exact, got)
         trials.append({"nprobe": int(P), "recall": r})
         if progress is not None:
@@ -492,9 +574,42 @@ def _auto_matches(info: dict, params: IVFParams, V: int, k: int) -> bool:
 # Search
 # --------------------------------------------------------------------------------------------
 
+class PackedLists(NamedTuple):
+    """The rows of every list scaled to unit length and interleaved in panels of 16 (the layout
+    the scan reads), made once per search or once per :class:`BulkTopK`: ``panels`` float32
+    ``[panel_off[-1], D, 16]`` (list l in ``panels[panel_off[l]:panel_off[l + 1]]``, lanes past
+    its end zero; about ``V * D * 4`` bytes plus padding), ``panel_off`` int64 ``[nlist + 1]``."""
+
+    panels: np.ndarray
+    panel_off: np.ndarray
+
+
+def pack_lists(index: IVFIndex, vectors, inv_norms, *, n_threads=None) -> PackedLists:
+    """Pack every list of ``index`` (rows of ``vectors`` times ``inv_norms``) for :func:`search`,
+    list ranges shared among ``n_threads`` threads. The values are those the exact kernel packs."""
+    v = knn._as_matrix(vectors)
+    V, D = v.shape
+    inv = knn._check_inv(inv_norms, V)
+    _check_index(index, V, D)
+    offsets = np.ascontiguousarray(index.offsets, np.int64)
+    rows = np.ascontiguousarray(index.rows, np.int64)
+    nlist = offsets.shape[0] - 1
+    panel_off = np.zeros(nlist + 1, np.int64)
+    np.cumsum((np.diff(offsets) + 15) // 16, out=panel_off[1:])
+    panels = np.empty((int(panel_off[-1]), D, 16), np.float32)
+    n = knn._threads(n_threads)
+    # list ranges of about equal row counts, several per thread
+    bounds = np.searchsorted(offsets, np.linspace(0, V, 4 * n + 1)).clip(0, nlist)
+    bounds[0], bounds[-1] = 0, nlist
+    ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    run_chunks(ranges, n, lambda lo, hi: _pack_lists(v, inv, rows, offsets, panel_off, lo, hi, panels))
+    return PackedLists(knn._readonly(panels), knn._readonly(panel_off))
+
+
 def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | None = None,
            exclude_self=None, chunk: int = DEFAULTS.chunk, q_block: int = DEFAULTS.q_block,
-           n_threads=None, progress=None, stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+           n_threads=None, progress=None, stats: dict | None = None,
+           packed: PackedLists | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Approximate cosine top-k of many queries: ``(scores float32[Q, k], rows int64[Q, k])``.
 
     The same contract as :func:`w2v.knn.topk_batch` (same scores, order, ``exclude_self`` and
@@ -506,6 +621,8 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     Chunks of ``chunk`` queries are shared among ``n_threads`` threads (None: all CPUs); the
     result does not depend on chunk, q_block or threads. ``progress(done, total)`` after each
     chunk. ``stats`` (optional dict) receives ``queries_widened`` and ``pairs_scored``.
+    ``packed``: :func:`pack_lists` of the same index and matrix (made here when None; pass it to
+    share the packing between searches).
     """
     v = knn._as_matrix(vectors)
     V, D = v.shape
@@ -531,9 +648,18 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     skip = knn._readonly(skip)
     cent = knn._readonly(np.ascontiguousarray(index.centroids, np.float32))
     inv_c = knn.inverse_norms(cent)
+    c_panels = np.zeros(((nlist + 15) // 16, D, 16), np.float32)
+    _pack_panels(cent, inv_c, 0, nlist, c_panels)
+    c_panels = knn._readonly(c_panels)
     sizes = np.diff(index.offsets)
     rows = knn._readonly(np.ascontiguousarray(index.rows, np.int64))
     offsets = knn._readonly(np.ascontiguousarray(index.offsets, np.int64))
+    if packed is None:
+        packed = pack_lists(index, v, inv, n_threads=n_threads)
+    elif packed.panel_off.shape != (nlist + 1,) or packed.panels.shape[1:] != (D, 16) \
+            or packed.panels.shape[0] != packed.panel_off[-1] \
+            or not np.array_equal(packed.panel_off[1:] - packed.panel_off[:-1], (sizes + 15) // 16):
+        raise ValueError("packed: not the packed lists of this index")
     need = np.minimum(K, V)  # rows a query's lists must hold, else it probes every list
 
     n = knn._threads(n_threads)
@@ -541,12 +667,13 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     chunks = [(lo, min(lo + per, Q)) for lo in range(0, Q, per)]
 
     def scan(lo, hi):
-        _, probes = knn.topk_batch(cent, inv_c, qs[lo:hi], P, n_threads=1)
+        probes = np.empty((hi - lo, P), np.int64)
+        _probe_kernel(qs[lo:hi], q_scale[lo:hi], c_panels, nlist, P, probes)
         full = (q_scale[lo:hi] == 0) | (sizes[np.maximum(probes, 0)].sum(axis=1) < need)
         l_off, l_q = _invert_probes(knn._readonly(probes), full, nlist)
         hs = np.full((hi - lo, K), -np.inf, np.float32)
         hid = np.full((hi - lo, K), -1, np.int64)
-        pairs = _scan_lists_kernel(v, inv, rows, offsets, qs[lo:hi], q_scale[lo:hi], l_off, l_q,
+        pairs = _scan_lists_kernel(packed.panels, packed.panel_off, rows, offsets, qs[lo:hi], q_scale[lo:hi], l_off, l_q,
                                    int(q_block), hs, hid)
         _trim_kernel(hs, hid, skip[lo:hi], out_s[lo:hi], out_i[lo:hi])
         return int(full.sum()), int(pairs)
@@ -714,6 +841,7 @@ class BulkTopK:
         self.inv = knn.inverse_norms(self.vectors)
         self.index = None
         self.source = None
+        self._packed = None   # pack_lists, made at the first IVF search and kept (about V * D * 4 bytes)
         if self.method == "ivf":
             want = _build_key(params, V)
             if model_dir is not None and (Path(model_dir) / "ivf.json").exists():
@@ -733,9 +861,11 @@ class BulkTopK:
         if self.method == "exact":
             return knn.topk_batch(self.vectors, self.inv, queries, k, exclude_self=exclude_self,
                                   n_threads=self.n_threads, progress=progress)
+        if self._packed is None:
+            self._packed = pack_lists(self.index, self.vectors, self.inv, n_threads=self.n_threads)
         return search(self.index, self.vectors, self.inv, queries, k, nprobe=self.params.nprobe,
                       exclude_self=exclude_self, chunk=self.params.chunk, q_block=self.params.q_block,
-                      n_threads=self.n_threads, progress=progress, stats=stats)
+                      n_threads=self.n_threads, progress=progress, stats=stats, packed=self._packed)
 
     def info(self) -> dict:
         d = {"method": self.method}

@@ -236,72 +236,101 @@ def _score_rows_kernel(vectors, row_scale, q, q_scale, rows, out):
 # item rows interleaved per panel), p < P; out: float32 [4, 16] C-contiguous. D = 0 gives zeros.
 # (Numba cannot express register accumulators across lanes; per-pair dot loops cost one
 # horizontal reduction per pair and reached about half this speed.)
+def _outer4x16_codegen(context, builder, signature, args, with_hits):
+    qt_v, i_v, vp_v, p_v, out_v = args[:5]
+    qt_a = context.make_array(signature.args[0])(context, builder, qt_v)
+    vp_a = context.make_array(signature.args[2])(context, builder, vp_v)
+    out_a = context.make_array(signature.args[4])(context, builder, out_v)
+    i_v = context.cast(builder, i_v, signature.args[1], types.int64)
+    p_v = context.cast(builder, p_v, signature.args[3], types.int64)
+    fl = ir.FloatType()
+    vec = ir.VectorType(fl, 16)
+    vptr = vec.as_pointer()
+    i64 = ir.IntType(64)
+    i32 = ir.IntType(32)
+    D = builder.extract_value(qt_a.shape, 1)
+    rows = [builder.gep(qt_a.data, [builder.mul(builder.add(i_v, ir.Constant(i64, r)), D)], source_etype=fl)
+            for r in range(4)]
+    panel = builder.gep(vp_a.data, [builder.mul(builder.mul(p_v, D), ir.Constant(i64, 16))], source_etype=fl)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+                                         "llvm.fma.v16f32")
+    zero = ir.Constant(vec, [0.0] * 16)
+    undef = ir.Constant(vec, ir.Undefined)
+    splat = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
+    entry = builder.basic_block
+    loop = builder.append_basic_block("outer4x16.loop")
+    done = builder.append_basic_block("outer4x16.done")
+    builder.cbranch(builder.icmp_signed(">", D, ir.Constant(i64, 0)), loop, done)
+    builder.position_at_end(loop)
+    d = builder.phi(i64)
+    acc = [builder.phi(vec) for _ in range(4)]
+    d.add_incoming(ir.Constant(i64, 0), entry)
+    for a in acc:
+        a.add_incoming(zero, entry)
+    w = builder.load(builder.bitcast(builder.gep(panel, [builder.mul(d, ir.Constant(i64, 16))], source_etype=fl),
+                                     vptr), align=4)
+    nxt = []
+    for r in range(4):
+        x = builder.load(builder.gep(rows[r], [d], source_etype=fl), typ=fl)
+        xb = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
+        nxt.append(builder.call(fma, [xb, w, acc[r]]))
+    d_next = builder.add(d, ir.Constant(i64, 1))
+    tail = builder.basic_block
+    d.add_incoming(d_next, tail)
+    for a, n in zip(acc, nxt):
+        a.add_incoming(n, tail)
+    builder.cbranch(builder.icmp_signed("<", d_next, D), loop, done)
+    builder.position_at_end(done)
+    res = []
+    for r in range(4):
+        ph = builder.phi(vec)
+        ph.add_incoming(zero, entry)
+        ph.add_incoming(nxt[r], tail)
+        res.append(ph)
+    for r in range(4):
+        dst = builder.gep(out_a.data, [ir.Constant(i64, 16 * r)], source_etype=fl)
+        builder.store(res[r], builder.bitcast(dst, vptr), align=4)
+    if not with_hits:
+        return context.get_dummy_value()
+    thr_a = context.make_array(signature.args[5])(context, builder, args[5])
+    i16 = ir.IntType(16)
+    mask = ir.Constant(i64, 0)
+    for r in range(4):
+        t = builder.load(builder.gep(thr_a.data, [ir.Constant(i64, r)], source_etype=fl), typ=fl)
+        tb = builder.shuffle_vector(builder.insert_element(undef, t, ir.Constant(i32, 0)), undef, splat)
+        lanes = builder.bitcast(builder.fcmp_ordered(">=", res[r], tb), i16)
+        hit = builder.zext(builder.icmp_unsigned("!=", lanes, ir.Constant(i16, 0)), i64)
+        mask = builder.or_(mask, builder.shl(hit, ir.Constant(i64, r)))
+    return mask
+
+
+def _outer4x16_types(qt, vp, out):
+    f32 = types.float32
+    return (isinstance(qt, types.Array) and qt.dtype == f32 and qt.ndim == 2 and qt.layout == "C"
+            and isinstance(vp, types.Array) and vp.dtype == f32 and vp.ndim == 3 and vp.layout == "C"
+            and isinstance(out, types.Array) and out.dtype == f32 and out.ndim == 2 and out.layout == "C")
+
+
 @intrinsic
 def _outer4x16(typingctx, qt, i, vp, p, out):
-    f32 = types.float32
-    if not (isinstance(qt, types.Array) and qt.dtype == f32 and qt.ndim == 2 and qt.layout == "C"
-            and isinstance(vp, types.Array) and vp.dtype == f32 and vp.ndim == 3 and vp.layout == "C"
-            and isinstance(out, types.Array) and out.dtype == f32 and out.ndim == 2 and out.layout == "C"):
+    if not _outer4x16_types(qt, vp, out):
         return None
-    sig = types.void(qt, i, vp, p, out)
+    return types.void(qt, i, vp, p, out), lambda c, b, s, a: _outer4x16_codegen(c, b, s, a, False)
 
-    def codegen(context, builder, signature, args):
-        qt_v, i_v, vp_v, p_v, out_v = args
-        qt_a = context.make_array(signature.args[0])(context, builder, qt_v)
-        vp_a = context.make_array(signature.args[2])(context, builder, vp_v)
-        out_a = context.make_array(signature.args[4])(context, builder, out_v)
-        i_v = context.cast(builder, i_v, signature.args[1], types.int64)
-        p_v = context.cast(builder, p_v, signature.args[3], types.int64)
-        fl = ir.FloatType()
-        vec = ir.VectorType(fl, 16)
-        vptr = vec.as_pointer()
-        i64 = ir.IntType(64)
-        i32 = ir.IntType(32)
-        D = builder.extract_value(qt_a.shape, 1)
-        rows = [builder.gep(qt_a.data, [builder.mul(builder.add(i_v, ir.Constant(i64, r)), D)], source_etype=fl)
-                for r in range(4)]
-        panel = builder.gep(vp_a.data, [builder.mul(builder.mul(p_v, D), ir.Constant(i64, 16))], source_etype=fl)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                                             "llvm.fma.v16f32")
-        zero = ir.Constant(vec, [0.0] * 16)
-        undef = ir.Constant(vec, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
-        entry = builder.basic_block
-        loop = builder.append_basic_block("outer4x16.loop")
-        done = builder.append_basic_block("outer4x16.done")
-        builder.cbranch(builder.icmp_signed(">", D, ir.Constant(i64, 0)), loop, done)
-        builder.position_at_end(loop)
-        d = builder.phi(i64)
-        acc = [builder.phi(vec) for _ in range(4)]
-        d.add_incoming(ir.Constant(i64, 0), entry)
-        for a in acc:
-            a.add_incoming(zero, entry)
-        w = builder.load(builder.bitcast(builder.gep(panel, [builder.mul(d, ir.Constant(i64, 16))], source_etype=fl),
-                                         vptr), align=4)
-        nxt = []
-        for r in range(4):
-            x = builder.load(builder.gep(rows[r], [d], source_etype=fl), typ=fl)
-            xb = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)), undef, splat)
-            nxt.append(builder.call(fma, [xb, w, acc[r]]))
-        d_next = builder.add(d, ir.Constant(i64, 1))
-        tail = builder.basic_block
-        d.add_incoming(d_next, tail)
-        for a, n in zip(acc, nxt):
-            a.add_incoming(n, tail)
-        builder.cbranch(builder.icmp_signed("<", d_next, D), loop, done)
-        builder.position_at_end(done)
-        res = []
-        for r in range(4):
-            ph = builder.phi(vec)
-            ph.add_incoming(zero, entry)
-            ph.add_incoming(nxt[r], tail)
-            res.append(ph)
-        for r in range(4):
-            dst = builder.gep(out_a.data, [ir.Constant(i64, 16 * r)], source_etype=fl)
-            builder.store(res[r], builder.bitcast(dst, vptr), align=4)
-        return context.get_dummy_value()
 
-    return sig, codegen
+# _outer4x16 followed by the heap pre-test of the scans: also returns a bit mask (int64) whose
+# bit r is set when some lane l < 16 has out[r, l] >= thr[r] (an ordered comparison: NaN never
+# sets a bit; thr[r] = +inf never does, -inf does for any finite score). The callers pass each
+# query's heap-root score, so a clear bit means no lane of that query can enter its heap under
+# the total order, and the 64 scalar tests are skipped; lanes of a set bit (including padding
+# lanes, which hold 0) are then tested one by one as before. thr: float32 [4] C-contiguous.
+@intrinsic
+def _outer4x16_hits(typingctx, qt, i, vp, p, out, thr):
+    f32 = types.float32
+    if not (_outer4x16_types(qt, vp, out) and isinstance(thr, types.Array) and thr.dtype == f32
+            and thr.ndim == 1 and thr.layout == "C"):
+        return None
+    return types.int64(qt, i, vp, p, out, thr), lambda c, b, s, a: _outer4x16_codegen(c, b, s, a, True)
 
 
 # Scaled copy of query rows lo..hi-1: dst[r - lo, d] = src[r, d] * scale[r]; the following rows
@@ -345,8 +374,9 @@ def _pack_panels(src, scale, lo, hi, dst):
 # another order). Item blocks are the outer loop: each is scaled and packed once into panels of
 # 16 interleaved rows (vp); then, for each query block, the queries are copied scaled (qt, a
 # cache-resident tile) and, for each panel (ascending) and each group of 4 queries, the
-# micro-kernel _outer4x16 computes 64 scores, each tested against its query's heap root (kept in
-# a local, re-read only after a replacement) before any heap work. Rows reach every heap in
+# micro-kernel _outer4x16_hits computes 64 scores and flags the queries with a lane >= their heap
+# root; only their lanes are tested against the root (kept in a local, re-read only after a
+# replacement) before any heap work. Rows reach every heap in
 # ascending order (item blocks, panels and lanes ascend), as the heap test requires. Packing
 # costs about 1/(2 (q_hi - q_lo)) of the arithmetic and the query copies 1/(2 i_block). At the
 # end the heaps are sorted best first.
@@ -361,6 +391,7 @@ def _tiles_kernel(vectors, row_scale, queries, q_scale, q_lo, q_hi, q_block, i_b
     qt = np.zeros(((min(q_block, max(q_hi - q_lo, 1)) + 3) // 4 * 4, D), np.float32)
     vp = np.zeros(((min(i_block, max(V, 1)) + 15) // 16, D, 16), np.float32)
     acc = np.zeros((4, 16), np.float32)
+    thr = np.empty(4, np.float32)
     for ib0 in range(0, V, i_block):
         ib1 = min(ib0 + i_block, V)
         _pack_panels(vectors, row_scale, ib0, ib1, vp)
@@ -372,8 +403,12 @@ def _tiles_kernel(vectors, row_scale, queries, q_scale, q_lo, q_hi, q_block, i_b
                 j0 = ib0 + 16 * p
                 lanes = min(16, ib1 - j0)
                 for ii in range(0, nq, 4):
-                    _outer4x16(qt, ii, vp, p, acc)
-                    for r in range(min(4, nq - ii)):
+                    nr = min(4, nq - ii)
+                    for r in range(4):
+                        thr[r] = hs[qb0 + ii + r, 0] if r < nr else np.inf
+                    if _outer4x16_hits(qt, ii, vp, p, acc, thr) == 0:
+                        continue
+                    for r in range(nr):
                         qi = qb0 + ii + r
                         t = hs[qi, 0]
                         for l in range(lanes):
