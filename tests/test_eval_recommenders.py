@@ -125,6 +125,22 @@ def test_random_and_popular():
     assert pop[2][0].tolist()[:1] == [6]
 
 
+def test_popular_lists_is_computed_once_per_train_object():
+    evs = [[(a, i, t) for i, (a, t) in enumerate([(3, 0), (3, 1), (4, 0), (5, 2), (5, 2)])]]
+    train, twin = ds_from(evs), ds_from(evs)
+    first = R.popular_lists(train)
+    assert first.tolist() == [[3, 4, 5], [3, 4, 5], [5, 3, 4]]
+    assert not first.flags.writeable
+    assert R.popular_lists(train) is first                     # the same object: kept
+    assert [r.fit(train).popular is first for r in (R.PopularRec(), R.HistoryRec())] == [True, True]
+    again = R.popular_lists(twin)                              # equal content, another object
+    assert again is not first and np.array_equal(again, first)
+    assert R.popular_lists(twin, top=2).tolist() == [[3, 4], [3, 4], [5, 3]]
+    other = ds_from([[(9, 0, 0)]])
+    assert R.popular_lists(other).tolist() == [[9], [9], [9]]
+    assert R.popular_lists(train) is not first and np.array_equal(R.popular_lists(train), first)
+
+
 def test_distinct_ids_counts_dense_ids_and_sorts_sparse_ones():
     from w2v.vocab import distinct_ids
     rng = np.random.default_rng(3)
