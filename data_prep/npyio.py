@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
+import operator
+import os
 import re
 from pathlib import Path
 
@@ -133,7 +136,6 @@ def release_pages(*arrays) -> int:
     (the checks on load) and then reads few of their pages, so that its resident set counts what
     it uses. Arrays that are not file mappings (or ``None``), and systems without ``madvise``, are
     skipped."""
-    import mmap
     done = 0
     seen = set()
     for a in arrays:
@@ -146,6 +148,67 @@ def release_pages(*arrays) -> int:
         m.madvise(mmap.MADV_DONTNEED)
         done += len(m)
     return done
+
+
+class RowReader:
+    """Rows of a 2-d C-order array memory-mapped by :func:`load_npy`, read from its file with
+    ``os.pread``, one row per call, never through the mapping.
+
+    For a process that reads a few scattered rows of a large file per request (the service's
+    neighbour table): a read through a mapping maps the page-cache folio that holds the row,
+    and the kernel keeps the file cache in large folios, so a few thousand scattered reads of a
+    138 MB table map all of it into the process's resident set. ``pread`` copies the row's bytes
+    (80 for a table row of 20) and maps nothing; the page cache serves it the same way.
+    ``reader[r]`` and ``reader[r, cols]`` (``cols`` a slice) return a new read-only array of the
+    row; ``r`` may be negative; out of range raises ``IndexError``; a file shorter than its
+    header says raises ``OSError`` naming it. The file is opened once (the open descriptor keeps
+    reading the same file if the path is replaced, as the mapping would); :meth:`close` or
+    garbage collection closes it."""
+
+    def __init__(self, array: np.ndarray):
+        m = array
+        # the array np.load maps is a memmap whose base is the mmap itself; views have arrays as base
+        if not (isinstance(m, np.memmap) and isinstance(m.base, mmap.mmap) and m.filename is not None):
+            raise ValueError("RowReader: expects the whole memory-mapped array returned by load_npy")
+        if array.ndim != 2 or not array.flags.c_contiguous:
+            raise ValueError(f"RowReader: expects a C-order 2-d array, got shape {array.shape}")
+        self.path = m.filename
+        self.shape = tuple(int(n) for n in array.shape)
+        self.ndim = 2
+        self.dtype = array.dtype
+        self._offset = int(m.offset)
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __getitem__(self, key) -> np.ndarray:
+        cols = slice(None)
+        if isinstance(key, tuple):
+            if len(key) != 2 or not isinstance(key[1], slice):
+                raise TypeError("RowReader: index with reader[row] or reader[row, slice]")
+            key, cols = key
+        r = operator.index(key)
+        n = self.shape[0]
+        if not -n <= r < n:
+            raise IndexError(f"row {r} out of range for {n} rows")
+        r %= n
+        buf = os.pread(self._fd, self._row_bytes, self._offset + r * self._row_bytes)
+        if len(buf) != self._row_bytes:
+            raise OSError(f"{self.path}: shorter than its header says (row {r})")
+        return np.frombuffer(buf, self.dtype)[cols]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def close(self) -> None:
+        fd, self._fd = getattr(self, "_fd", -1), -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except OSError:  # pragma: no cover - already closed by the system at exit
+            pass
 
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)

@@ -58,7 +58,10 @@ class Recommender:
                  decay: float = DEFAULT_DECAY):
         self.rule = SessionRule(tuple(float(w) for w in type_weights), "decay", float(decay)).validate()
         self.model = model
-        self.kv = KeyedVectors.from_model(model)
+        # table rows are read from the files, not the maps: scattered reads through a map pull
+        # whole page-cache folios into the resident set (all 276 MB of the full-size table
+        # after 10,000 distinct item requests)
+        self.kv = KeyedVectors.from_model(model, table_rows="pread")
         self.table_k = 0 if model.neighbors is None else int(model.neighbors.shape[1])
         self.loaded_at = time.time()
         self._warm_up()

@@ -122,6 +122,17 @@ def test_from_model_uses_memmaps_and_index(tmp_path):
     kv = KeyedVectors.from_model(load_model(tmp_path / "m"))
     assert kv.table_k == 4
     assert kv.neighbors(129, 4)[0].tolist() == aids[nb[0]].tolist()
+    # the table read row by row from the files answers the same, table and kernel paths alike
+    pr = KeyedVectors.from_model(load_model(tmp_path / "m"), table_rows="pread")
+    assert pr.table_k == 4 and type(pr.neighbor_rows).__name__ == "RowReader"
+    for aid in aids.tolist():
+        for k in (0, 2, 4, 5):
+            for a, b in zip(pr.neighbors(aid, k), kv.neighbors(aid, k)):
+                assert a.dtype == b.dtype and np.array_equal(a, b)
+        assert pr.most_similar(aid, 3, exclude=[aid - 1]) == kv.most_similar(aid, 3, exclude=[aid - 1])
+    with pytest.raises(ValueError, match="table_rows: expected 'map' or 'pread'"):
+        KeyedVectors.from_model(model, table_rows="mmap")
+    assert KeyedVectors.from_model(model, table_rows="pread").table_k == 0   # no table: nothing to read
 
 
 @pytest.mark.slow

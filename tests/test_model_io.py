@@ -149,6 +149,57 @@ def test_release_pages_drops_scanned_pages_and_keeps_the_values(tmp_path):
     np.testing.assert_array_equal(m[:1000], a[:1000])
 
 
+def test_row_reader_reads_rows_of_the_file_like_the_map(tmp_path):
+    from data_prep.npyio import RowReader, load_npy
+    a = (np.arange(7 * 5, dtype=np.int32).reshape(7, 5) - 3) * 7
+    np.save(tmp_path / "t.npy", a)
+    m = load_npy(tmp_path / "t.npy", "<i4", 2)
+    r = RowReader(m)
+    assert r.shape == (7, 5) and r.dtype == np.int32 and len(r) == 7
+    for i in range(-7, 7):
+        np.testing.assert_array_equal(r[i], a[i])
+        np.testing.assert_array_equal(r[i, :3], a[i, :3])
+        np.testing.assert_array_equal(r[np.int64(i), 1:], a[i, 1:])
+    assert not r[0].flags.writeable
+    for bad in (7, -8):
+        with pytest.raises(IndexError, match="out of range for 7 rows"):
+            r[bad]
+    with pytest.raises(TypeError):
+        r[np.array([0, 1]), :2]
+    with pytest.raises(TypeError):
+        r[0, 1]
+    with pytest.raises(ValueError, match="whole memory-mapped array"):
+        RowReader(m[1:])
+    with pytest.raises(ValueError, match="whole memory-mapped array"):
+        RowReader(np.zeros((2, 2)))
+    r.close()
+    r.close()                                                          # twice is harmless
+    with open(tmp_path / "t.npy", "r+b") as fh:                        # cut the file under a reader
+        r2 = RowReader(m)
+        fh.truncate(fh.seek(0, 2) - 8)
+    with pytest.raises(OSError, match=r"t\.npy: shorter than its header says \(row 6\)"):
+        r2[6]
+    np.testing.assert_array_equal(r2[5], a[5])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc for the resident set")
+def test_row_reader_maps_nothing_where_scattered_reads_through_the_map_do(tmp_path):
+    from data_prep.npyio import RowReader, load_npy, release_pages
+    a = np.arange((1 << 20) * 20, dtype=np.int32).reshape(-1, 20)    # 80 MiB, rows of 80 bytes
+    np.save(tmp_path / "t.npy", a)
+    m = load_npy(tmp_path / "t.npy", "<i4", 2)
+    m.sum()                                                            # in the page cache, as after the checks
+    release_pages(m)
+    rows = np.random.default_rng(1).choice(a.shape[0], 5000, replace=False)
+    r = RowReader(m)
+    before = _rss_file_kb()
+    assert all(int(r[int(i)][3]) == 20 * int(i) + 3 for i in rows)
+    assert _rss_file_kb() - before < 2 << 10                           # KiB: at most 2 MiB for 5,000 reads
+    through_map = sum(int(m[int(i), 3]) for i in rows)                 # the same reads through the map
+    assert through_map == sum(20 * int(i) + 3 for i in rows)
+    assert _rss_file_kb() - before >= 4000 * 4                         # KiB: a page per row (~4,400 distinct)
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc for the resident set")
 def test_the_service_keeps_only_what_it_reads_resident(tmp_path):
     from serve.recommend import Recommender
@@ -161,5 +212,9 @@ def test_the_service_keeps_only_what_it_reads_resident(tmp_path):
     rec = Recommender.load(path)
     assert rec.released_bytes >= v.nbytes
     assert _rss_file_kb() - base < 16 << 10                           # KiB: the 51 + 32 MB read on load are not kept
+    mid = _rss_file_kb()
+    for aid in range(0, 3 * V, 3 * 37):                                # 5,406 scattered table rows
+        assert rec.similar(aid, 20)[0][:2] == [3, 6]
+    assert _rss_file_kb() - mid < 4 << 10                              # KiB: read, not mapped (32 MB of table)
     got = rec.session([3, 6], [0, 1], 5)                               # a session scans the vectors again
     assert len(got.aids) == 5 and _rss_file_kb() - base >= 40 << 10

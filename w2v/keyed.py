@@ -12,6 +12,8 @@ import numbers
 
 import numpy as np
 
+from data_prep.npyio import RowReader
+
 from . import knn
 from .vocab import dense_ids
 
@@ -97,8 +99,10 @@ class KeyedVectors:
 
     ``vectors`` float32 ``[V, D]`` (memory maps are used as is), ``aids`` int64 ``[V]`` unique;
     ``neighbors`` int32 ``[V, k]`` / ``neighbor_scores`` float32 ``[V, k]`` as written by
-    ``otto-train index`` (rows, best first, ``-1`` padding). ``n_threads`` is used by the exact
-    kernel for single queries.
+    ``otto-train index`` (rows, best first, ``-1`` padding): arrays, or both
+    ``data_prep.npyio.RowReader`` objects over the mapped table (single-row lookups read the file and map
+    nothing; what the service uses), which serve :meth:`neighbors` and :meth:`most_similar` but
+    not fancy indexing of many rows. ``n_threads`` is used by the exact kernel for single queries.
     """
 
     def __init__(self, vectors, aids, neighbors=None, neighbor_scores=None, *, n_threads: int = 1):
@@ -114,7 +118,8 @@ class KeyedVectors:
         if (neighbors is None) != (neighbor_scores is None):
             raise ValueError("neighbors/neighbor_scores: give both or neither")
         if neighbors is not None:
-            neighbors, neighbor_scores = np.asarray(neighbors), np.asarray(neighbor_scores)
+            if not (isinstance(neighbors, RowReader) and isinstance(neighbor_scores, RowReader)):
+                neighbors, neighbor_scores = np.asarray(neighbors), np.asarray(neighbor_scores)
             if neighbors.ndim != 2 or neighbors.shape[0] != vectors.shape[0] or neighbor_scores.shape != neighbors.shape:
                 raise ValueError(f"neighbors/neighbor_scores: shapes {neighbors.shape}/{neighbor_scores.shape} "
                                  f"do not match [V={vectors.shape[0]}, k]")
@@ -128,9 +133,16 @@ class KeyedVectors:
         self.inv_norms = knn.inverse_norms(vectors)
 
     @classmethod
-    def from_model(cls, model, *, n_threads: int = 1) -> "KeyedVectors":
-        """Wrap a loaded model directory (``w2v.model_io.Model``), with its table if it has one."""
-        return cls(model.vectors, model.aids, model.neighbors, model.neighbor_scores, n_threads=n_threads)
+    def from_model(cls, model, *, n_threads: int = 1, table_rows: str = "map") -> "KeyedVectors":
+        """Wrap a loaded model directory (``w2v.model_io.Model``), with its table if it has one:
+        ``table_rows="map"`` reads it through the memory maps, ``"pread"`` row by row from the
+        files (:class:`data_prep.npyio.RowReader`)."""
+        nb, ns = model.neighbors, model.neighbor_scores
+        if table_rows not in ("map", "pread"):
+            raise ValueError(f"table_rows: expected 'map' or 'pread', got {table_rows!r}")
+        if table_rows == "pread" and nb is not None:
+            nb, ns = RowReader(nb), RowReader(ns)
+        return cls(model.vectors, model.aids, nb, ns, n_threads=n_threads)
 
     # ---- keys -------------------------------------------------------------------------------
     def __len__(self) -> int:
