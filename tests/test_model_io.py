@@ -190,11 +190,13 @@ def test_row_reader_maps_nothing_where_scattered_reads_through_the_map_do(tmp_pa
     m = load_npy(tmp_path / "t.npy", "<i4", 2)
     m.sum()                                                            # in the page cache, as after the checks
     release_pages(m)
-    rows = np.random.default_rng(1).choice(a.shape[0], 5000, replace=False)
+    rows = np.random.default_rng(1).choice(a.shape[0], 5100, replace=False)
     r = RowReader(m)
+    assert all(int(r[int(i)][3]) == 20 * int(i) + 3 for i in rows[:100])   # code paths warm
+    rows = rows[100:]
     before = _rss_file_kb()
     assert all(int(r[int(i)][3]) == 20 * int(i) + 3 for i in rows)
-    assert _rss_file_kb() - before < 2 << 10                           # KiB: at most 2 MiB for 5,000 reads
+    assert _rss_file_kb() - before < 4 << 10                           # KiB: at most 4 MiB for 5,000 reads
     through_map = sum(int(m[int(i), 3]) for i in rows)                 # the same reads through the map
     assert through_map == sum(20 * int(i) + 3 for i in rows)
     assert _rss_file_kb() - before >= 4000 * 4                         # KiB: a page per row (~4,400 distinct)
@@ -215,6 +217,7 @@ def test_the_service_keeps_only_what_it_reads_resident(tmp_path):
     mid = _rss_file_kb()
     for aid in range(0, 3 * V, 3 * 37):                                # 5,406 scattered table rows
         assert rec.similar(aid, 20)[0][:2] == [3, 6]
-    assert _rss_file_kb() - mid < 4 << 10                              # KiB: read, not mapped (32 MB of table)
+    assert _rss_file_kb() - mid < 8 << 10                              # KiB: read, not mapped (32 MB of table;
+                                                                       # aids.npy, 1.6 MB, is mapped)
     got = rec.session([3, 6], [0, 1], 5)                               # a session scans the vectors again
     assert len(got.aids) == 5 and _rss_file_kb() - base >= 40 << 10
