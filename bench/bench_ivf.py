@@ -9,7 +9,8 @@ For each matrix (generated clustered matrices of the given sizes, and the ``vect
 - exactly (``knn.build_neighbor_table``) on ``--sample`` rows, extrapolated to all rows (the
   full exact table is O(V^2 D): about an hour at 1.86M x 64), and those rows are the recall
   reference;
-- by ours: k-means (``build_ivf``) + the table over all rows, at several nprobe;
+- by ours: k-means (``build_ivf``) + the table over all rows, at several nprobe: the search
+  alone, and the search plus the default neighbour-of-neighbour refinement (``refine_table``);
 - by FAISS ``IndexIVFFlat`` (inner product on unit rows, the same nlist, training sample size
   and k-means rounds) at the same nprobe values, searching all rows with k = 21;
 - by hnswlib (HNSW, M = 16, ef_construction = 100, ef = 64) when V <= --hnsw-max-rows.
@@ -104,11 +105,21 @@ def bench(name, v, args, rows_out):
     trials = ", ".join(f"{t_['nprobe']}: {t_['recall']:.4f}" for t_ in index.info.get("nprobe_trials", []))
     for npb in nprobes:
         t = Clock()
-        nb, _ = ivf.neighbor_table(v, k, index, nprobe=npb, n_threads=args.threads)
+        nb, sc = ivf.neighbor_table(v, k, index, nprobe=npb, refine_rounds=0, n_threads=args.threads)
+        searched = t.lap()
         note = ("default nprobe (auto; sampled recall at each nprobe tried: " + trials + ")" if npb == auto
                 else "base of the auto search" if npb == base else "")
-        row("ours IVF", nlist, npb, build, t.lap(), recall(ref, nb[sample]), note)
-        del nb
+        row("ours IVF, search only", nlist, npb, build, searched, recall(ref, nb[sample]), note)
+        t = Clock()
+        st = {}
+        nb, sc = ivf.refine_table(v, knn.inverse_norms(v), nb, sc, rounds=params.refine_rounds,
+                                  reverse=params.refine_reverse, n_threads=args.threads, stats=st)
+        refined = t.lap()
+        row(f"ours IVF + {params.refine_rounds} refinement rounds (the default table)", nlist, npb, build,
+            (searched[0] + refined[0], searched[1] + refined[1]), recall(ref, nb[sample]),
+            f"refinement {refined[0]:.1f} s wall / {refined[1]:.1f} s CPU, "
+            f"{st['refine_candidates'] / V:.0f} candidates per row")
+        del nb, sc
     del index
     unit = knn.normalize_rows(v)
     if "faiss" in args.peers:

@@ -12,6 +12,8 @@ import argparse
 import sys
 import time
 
+import numpy as np
+
 from data_prep.command import positive_int
 from data_prep.flags import add_run_flags
 from data_prep.progress import Progress
@@ -108,10 +110,30 @@ def run(args) -> int:
                   if inf["nprobe_source"] == "auto" else f"nprobe {inf['nprobe']} (given)")
         say(f"IVF: {inf['nlist']} lists (largest {inf['max_list']} rows), {chosen} in {build_s:.1f} s")
         stats = {}
+        refine = None if args.quiet or not params.refine_rounds else \
+            Progress(f"index: refinement ({params.refine_rounds} rounds)", V * params.refine_rounds, unit="rows")
         neighbors, scores = ivf.neighbor_table(model.vectors, args.k, index, nprobe=params.nprobe,
-                                               n_threads=threads, progress=progress, stats=stats)
+                                               refine_rounds=0, n_threads=threads, progress=progress, stats=stats)
+        searched = time.perf_counter()
+        inv = knn.inverse_norms(model.vectors)
+        sample, exact = ivf.recall_reference(model.vectors, inv, args.k, params, n_threads=threads)
+        recall_searched = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
+        if params.refine_rounds:
+            neighbors, scores = ivf.refine_table(model.vectors, inv, neighbors, scores,
+                                                 rounds=params.refine_rounds, reverse=params.refine_reverse,
+                                                 n_threads=threads, progress=refine and refine.report, stats=stats)
+        recall_table = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
+        say(f"table: sampled recall@{args.k} {recall_searched:.4f} after the search"
+            + (f", {recall_table:.4f} after {params.refine_rounds} refinement rounds "
+               f"({stats['refine_candidates'] / max(V, 1):.0f} candidates per row, "
+               f"{time.perf_counter() - searched:.1f} s; reverse edges beyond {params.refine_reverse} "
+               f"per row left out: {stats['reverse_left_out']:,})" if params.refine_rounds else ""))
         info["ivf"] = dict(index.info, nprobe=stats["nprobe"], kmeans_seconds=round(build_s, 3),
-                           queries_widened=stats["queries_widened"], pairs_scored=stats["pairs_scored"])
+                           queries_widened=stats["queries_widened"], pairs_scored=stats["pairs_scored"],
+                           refine_rounds=int(params.refine_rounds), refine_reverse=int(params.refine_reverse),
+                           refine_candidates=int(stats.get("refine_candidates", 0)),
+                           reverse_left_out=int(stats.get("reverse_left_out", 0)),
+                           table_recall_searched=recall_searched, table_recall=recall_table)
     seconds = time.perf_counter() - start
     info["build_seconds"] = round(seconds, 3)
     crc = ivf.vectors_fingerprint(model.vectors) if index is not None else None

@@ -81,7 +81,7 @@ from .knn import (_copy_scaled, _inv_norms_kernel, _outer4x16, _outer4x16_hits, 
 
 __all__ = ["IVFIndex", "IVFParams", "IVFError", "default_nlist", "default_nprobe", "assign_lists", "build_ivf",
            "tune_nprobe", "sampled_recall",
-           "search", "neighbor_table", "pack_lists", "PackedLists", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
+           "search", "neighbor_table", "refine_table", "recall_reference", "pack_lists", "PackedLists", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
            "save_ivf", "load_ivf", "IVF_FORMAT_NAME", "IVF_FORMAT_VERSION"]
 
 IVF_FORMAT_NAME = "otto-ivf"
@@ -113,6 +113,11 @@ class IVFParams:
     train_per_list  k-means training sample: this many rows per list (at most V)
     chunk           queries per work unit shared by the threads; memory and speed only
     q_block         queries per tile inside a list; speed only
+    refine_rounds   neighbour table only: rounds of neighbour-of-neighbour refinement after the
+                    search (0: none); each scores, for every row, the rows in its neighbours'
+                    lists and in the lists of the rows that list it, and keeps the best
+    refine_reverse  refinement: at most this many of the rows that list a row (the lowest) are
+                    used; the reverse edges left out are counted in index.json
     """
 
     nlist: int | None = None
@@ -125,11 +130,14 @@ class IVFParams:
     recall_sample: int = 2000
     target_recall: float = 0.99
     max_probe_fraction: float = 0.08
+    refine_rounds: int = 2
+    refine_reverse: int = 20
 
     def __post_init__(self) -> None:
-        for name in ("nlist", "nprobe", "iterations", "train_per_list", "chunk", "q_block", "recall_sample"):
+        for name in ("nlist", "nprobe", "iterations", "train_per_list", "chunk", "q_block", "recall_sample",
+                     "refine_rounds", "refine_reverse"):
             v = getattr(self, name)
-            lo = 0 if name == "iterations" else 1
+            lo = 0 if name in ("iterations", "refine_rounds", "refine_reverse") else 1
             if v is None and name in ("nlist", "nprobe"):
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -401,6 +409,97 @@ def _scan_lists_kernel(panels, panel_off, rows, offsets, queries, q_scale, l_off
     return pairs
 
 
+# One round of neighbour-of-neighbour refinement of a k-neighbour table (the "local join" of
+# NN-descent, Dong, Moses and Li 2011). For row x the sources are its current neighbours and the
+# first rcap rows that list x (rev_idx[rev_off[x]:rev_off[x + 1]], ascending); the candidates are
+# those reverse neighbours and every row in a source's current list (never x, never a row
+# already in x's list, each row once). Each candidate is scored exactly and offered to x's list
+# under the total order (score descending, row ascending). A true neighbour that the IVF probes
+# missed is usually a neighbour of a neighbour found, and costs about (k + rcap) * k candidates
+# per row instead of a share of all rows. Scores use the tiles' arithmetic (the row scaled by
+# row_scale[x] dotted with each candidate scaled by row_scale[z], packed in a panel of 16, by
+# _outer4x16; rows 1..3 of the query tile stay zero), so every score is bit-identical to the
+# exact table's score of the pair, and a list can only get better.
+# vectors: float32 [V, D]; row_scale: float32 [V]; nb_in: int32 [V, k] (rows, -1 padding) and
+# sc_in: float32 [V, k], exact scores, best first; rev_off: int64 [V + 1], rev_idx: int64 [E]
+# (the reverse lists of nb_in, ascending); rcap >= 0; rows lo..hi-1 are refined into
+# nb_out/sc_out (not the inputs: other threads read them); mark: int64 [V] scratch of this
+# thread, filled with -1 (x is its stamp, so it is never reset). Returns the candidates scored.
+# Degenerate: padding slots stay padding unless a candidate fills them.
+@njit(cache=True, nogil=True)
+def _refine_kernel(vectors, row_scale, nb_in, sc_in, rev_off, rev_idx, rcap, lo, hi, mark, nb_out, sc_out):
+    V, D = vectors.shape
+    k = nb_in.shape[1]
+    maxc = (k + rcap) * (k + 1)
+    vp = np.zeros((1, D, 16), np.float32)
+    qt = np.zeros((4, D), np.float32)
+    acc = np.zeros((4, 16), np.float32)
+    cand = np.empty(maxc + 1, np.int64)
+    src = np.empty(k + rcap, np.int64)
+    hs = np.empty(k, np.float32)
+    hid = np.empty(k, np.int64)
+    scored = 0
+    for x in range(lo, hi):
+        for t in range(k):
+            hs[t] = -np.inf
+            hid[t] = -1
+        mark[x] = x
+        ns = 0
+        for t in range(k):
+            y = nb_in[x, t]
+            if y >= 0:
+                mark[y] = x
+                src[ns] = y
+                ns += 1
+                s = sc_in[x, t]
+                if s > hs[0] or (s == hs[0] and y < hid[0]):
+                    heap_replace_root(hs, hid, s, y)
+        n = 0
+        for e in range(rev_off[x], min(rev_off[x + 1], rev_off[x] + rcap)):
+            y = rev_idx[e]
+            if mark[y] != x:
+                mark[y] = x
+                cand[n] = y
+                n += 1
+                src[ns] = y
+                ns += 1
+        for si in range(ns):
+            y = src[si]
+            for u in range(k):
+                z = nb_in[y, u]
+                if z >= 0 and mark[z] != x:
+                    mark[z] = x
+                    cand[n] = z
+                    n += 1
+        scored += n
+        c = row_scale[x]
+        for d in range(D):
+            qt[0, d] = vectors[x, d] * c
+        for r0 in range(0, n, 16):
+            lanes = min(16, n - r0)
+            for d in range(D):
+                for i in range(lanes):
+                    z = cand[r0 + i]
+                    vp[0, d, i] = vectors[z, d] * row_scale[z]
+                for i in range(lanes, 16):
+                    vp[0, d, i] = 0.0
+            _outer4x16(qt, 0, vp, 0, acc)
+            t0 = hs[0]
+            ti = hid[0]
+            for i in range(lanes):
+                s = acc[0, i]
+                z = cand[r0 + i]
+                if s > t0 or (s == t0 and z < ti):
+                    heap_replace_root(hs, hid, s, z)
+                    t0 = hs[0]
+                    ti = hid[0]
+        heap_sort(hs, hid, k)
+        for t in range(k):
+            nb_out[x, t] = hid[t]
+            sc_out[x, t] = hs[t]
+    return scored
+
+
 # --------------------------------------------------------------------------------------------
 # Build
 # --------------------------------------------------------------------------------------------
@@ -510,6 +609,19 @@ def _recall_sample(V: int, params: IVFParams) -> np.ndarray:
     n = min(int(params.recall_sample), V)
     rng = np.random.default_rng([int(params.seed), 1])
     return np.sort(rng.choice(V, n, replace=False)).astype(np.int64)
+
+
+def recall_reference(vectors, inv_norms, k: int, params: IVFParams = DEFAULTS, *,
+                     n_threads=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(sample int64[n], exact int64[n, k])``: the ``_recall_sample`` rows (those the automatic
+    nprobe is measured on) and their exact top-k (``knn.topk_batch``, own row excluded), the
+    reference a finished table's rows are compared with (``sampled_recall(exact,
+    table[sample])``). Cost: ``n * V * D``."""
+    v = knn._as_matrix(vectors)
+    inv = knn._check_inv(inv_norms, v.shape[0])
+    sample = _recall_sample(v.shape[0], params)
+    _, exact = knn.topk_batch(v, inv, v[sample], knn._check_k(k), exclude_self=sample, n_threads=n_threads)
+    return sample, exact
 
 
 def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams = DEFAULTS, *,
@@ -686,10 +798,71 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     return out_s, out_i
 
 
-def neighbor_table(vectors, k, index: IVFIndex, *, nprobe: int | None = None, n_threads=None,
-                   progress=None, stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _refine_round(v, inv, nb, sc, reverse: int, chunks, n: int, progress):
+    """One round of :func:`refine_table`: ``(neighbors, scores, candidates scored, reverse edges
+    left out)``. The reverse lists are a stable sort of the table's slots by target, so each
+    row's reverse neighbours come in ascending row order."""
+    V, k = nb.shape
+    tgt = nb.ravel()
+    keep = np.flatnonzero(tgt >= 0)
+    deg = np.bincount(tgt[keep], minlength=V)
+    rev_off = np.zeros(V + 1, np.int64)
+    np.cumsum(deg, out=rev_off[1:])
+    rev_idx = (keep[np.argsort(tgt[keep], kind="stable")] // max(k, 1)).astype(np.int64)
+    out_nb = np.empty_like(nb)
+    out_sc = np.empty_like(sc)
+    src_nb, src_sc = knn._readonly(nb), knn._readonly(sc)
+
+    def one(lo, hi):
+        mark = np.full(V, -1, np.int64)
+        return _refine_kernel(v, inv, src_nb, src_sc, rev_off, rev_idx, reverse, lo, hi, mark, out_nb, out_sc)
+
+    scored = int(sum(run_chunks(chunks, n, one, progress)))
+    return out_nb, out_sc, scored, int(np.maximum(deg - reverse, 0).sum())
+
+
+def refine_table(vectors, inv_norms, neighbors, scores, *, rounds: int = DEFAULTS.refine_rounds,
+                 reverse: int = DEFAULTS.refine_reverse, n_threads=None, progress=None,
+                 stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``rounds`` rounds of neighbour-of-neighbour refinement of a k-neighbour table (own row
+    excluded, exact scores, best first, ``-1`` padding): each row's list is offered its current
+    neighbours' lists and the first ``reverse`` rows (ascending) that list it, and their lists
+    (``_refine_kernel``). Returns new ``(neighbors int32[V, k], scores float32[V, k])``; every
+    score stays the exact table's score of its pair and no list gets worse. ``stats`` receives
+    ``refine_candidates`` (scored, summed over rounds) and ``reverse_left_out`` (reverse edges
+    beyond ``reverse``, summed over rounds). ``progress(done, total)`` counts rows over all rounds."""
+    v = knn._as_matrix(vectors)
+    V = v.shape[0]
+    inv = knn._check_inv(inv_norms, V)
+    nb = np.ascontiguousarray(neighbors, np.int32)
+    sc = np.ascontiguousarray(scores, np.float32)
+    if nb.ndim != 2 or nb.shape[0] != V or sc.shape != nb.shape:
+        raise ValueError(f"neighbors/scores: shapes {nb.shape}/{sc.shape} do not match [V={V}, k]")
+    for name, val in (("rounds", rounds), ("reverse", reverse)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 0:
+            raise ValueError(f"{name}: must be an integer >= 0, got {val!r}")
+    n = knn._threads(n_threads)
+    info = {"refine_candidates": 0, "reverse_left_out": 0}
+    per = max(1, min(16384, -(-V // n)))
+    chunks = [(lo, min(lo + per, V)) for lo in range(0, V, per)]
+    for r in range(int(rounds)):
+        step = None if progress is None else (lambda done, total, r=r: progress(r * V + done, rounds * V))
+        nb, sc, scored, left_out = _refine_round(v, inv, nb, sc, int(reverse), chunks, n, step)
+        info["refine_candidates"] += scored
+        info["reverse_left_out"] += left_out
+    if stats is not None:
+        stats.update(info)
+    return nb, sc
+
+
+def neighbor_table(vectors, k, index: IVFIndex, *, nprobe: int | None = None,
+                   refine_rounds: int = DEFAULTS.refine_rounds, refine_reverse: int = DEFAULTS.refine_reverse,
+                   n_threads=None, progress=None, stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's approximate top-k rows by cosine, excluding itself:
-    ``(neighbors int32[V, k], scores float32[V, k])``, as :func:`w2v.knn.build_neighbor_table`."""
+    ``(neighbors int32[V, k], scores float32[V, k])``, as :func:`w2v.knn.build_neighbor_table`:
+    the IVF search of every row, then :func:`refine_table` (``refine_rounds`` rounds; 0: the
+    search's result as it is). ``progress(done, total)`` counts the search's rows, then the
+    refinement's (a new total)."""
     v = knn._as_matrix(vectors)
     V = v.shape[0]
     if V >= 2**31:
@@ -697,7 +870,12 @@ def neighbor_table(vectors, k, index: IVFIndex, *, nprobe: int | None = None, n_
     inv = knn.inverse_norms(v)
     s, i = search(index, v, inv, v, k, nprobe=nprobe, exclude_self=np.arange(V, dtype=np.int64),
                   n_threads=n_threads, progress=progress, stats=stats)
-    return i.astype(np.int32), s
+    nb = i.astype(np.int32)
+    del i
+    if refine_rounds:
+        nb, s = refine_table(v, inv, nb, s, rounds=refine_rounds, reverse=refine_reverse,
+                             n_threads=n_threads, progress=progress, stats=stats)
+    return nb, s
 
 
 # --------------------------------------------------------------------------------------------
