@@ -664,7 +664,7 @@ def add_tuning_flags(parser) -> None:
     add_config_flags(parser.add_argument_group("co-visitation graphs"), CovisitParams,
                      metavars={"type_weight": "CLICKS,CARTS,ORDERS"})
     from w2v.index import add_method_flags
-    add_method_flags(parser)  # --method and --ivf-*: the session answer's bulk top-k
+    add_method_flags(parser, table=False)  # --method and --ivf-*: the session answer's bulk top-k
 
 
 def tuning_from_flags(args) -> tuple[CovisitParams, float]:

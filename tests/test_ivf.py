@@ -505,3 +505,13 @@ def test_auto_nprobe_degenerate_sample_above_rows_and_target_one():
         ivf.IVFParams(target_recall=0.0)
     with pytest.raises(ValueError, match="recall_sample"):
         ivf.IVFParams(recall_sample=0)
+
+
+def test_refinement_flags_belong_to_the_table_command_only():
+    import subprocess
+    import sys
+    out = {cmd: subprocess.run([sys.executable, "-m", mod, cmd, "--help"], capture_output=True, text=True,
+                               check=True).stdout
+           for mod, cmd in (("w2v", "index"), ("eval", "run"))}
+    assert "--ivf-refine-rounds" in out["index"] and "--ivf-refine-reverse" in out["index"]
+    assert "--ivf-nprobe" in out["run"] and "refine" not in out["run"]   # otto-eval builds no table

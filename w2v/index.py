@@ -57,16 +57,17 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def add_method_flags(p) -> None:
+def add_method_flags(p, *, table: bool = True) -> None:
     """--method and the --ivf-* flags (w2v.ivf.IVFParams): the bulk top-k choice, also used by
-    otto-eval's w2v-session."""
+    otto-eval's w2v-session. ``table=False`` (otto-eval, which builds no neighbour table) leaves
+    out the table's refinement flags."""
     from data_prep.flags import add_config_flags
     p.add_argument("--method", choices=ivf.METHODS, default="auto",
                    help=f"exact: scan every row; ivf: inverted-file index, every candidate scored exactly "
                         f"(recall@20 against exact in bench/RESULTS.md); auto: ivf from {ivf.AUTO_IVF_MIN_ROWS:,} "
                         "rows, else exact (default: auto)")
     add_config_flags(p.add_argument_group("IVF index (--method ivf)"), ivf.IVFParams, prefix="ivf-",
-                     exclude=("chunk", "q_block"))
+                     exclude=("chunk", "q_block") + (() if table else ("refine_rounds", "refine_reverse")))
 
 
 def method_params(args) -> ivf.IVFParams:
