@@ -8,8 +8,12 @@ the list of its best centroid by cosine, ties and zero rows to the lowest centro
 ascending) and (2) search results: the nprobe best centroids of the query (same order), every
 row of those lists scored by cosine, the k best by score descending then row ascending, the
 query's own row excluded when given, and every list probed when the query is zero or its lists
-hold fewer than k (+1 with an exclusion) rows. Every expected value is checked here against a
-float64 NumPy reference before the file is written; ``--check`` compares instead of writing.
+hold fewer than k (+1 with an exclusion) rows; (3) the neighbour-of-neighbour refinement of a
+k-neighbour table (``refine_table``): from a given table, after 1 and 2 rounds with a reverse
+cap, every row's k best of its list, the lists of its neighbours and of the first ``reverse``
+rows (ascending) that list it, and those rows themselves. Every expected value is checked here
+against a float64 NumPy reference before the file is written; ``--check`` compares instead of
+writing.
 """
 from __future__ import annotations
 
@@ -35,6 +39,9 @@ MATRIX = [
 ]
 CENTROIDS = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]]
 QUERIES = [[1.0, 0.1, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 0.0], [0.1, 0.2, 1.0], [-0.7, 0.1, 0.2]]
+# refinement: a deliberately poor k = 3 table (row x lists x+1, x+2, x+3 mod 16, ordered by score)
+REFINE_K, REFINE_REVERSE, REFINE_ROUNDS = 3, 2, (1, 2)
+REFINE_START = [[(x + d) % len(MATRIX) for d in (1, 2, 3)] for x in range(len(MATRIX))]
 CASES = [  # (query, k, nprobe, exclude_self)
     (0, 3, 1, 0), (1, 4, 2, -1), (2, 3, 1, -1), (3, 20, 1, -1), (4, 5, 4, -1), (4, 3, 1, 10), (3, 4, 2, 5),
 ]
@@ -48,6 +55,35 @@ def _reference(m, q, rows, k, skip):
     sc = {r: (float(m[r] @ q) / (mn[r] * qn) if mn[r] > 0 and qn > 0 else 0.0) for r in cand}
     order = sorted(cand, key=lambda r: (-sc[r], r))[:k]
     return order, [sc[r] for r in order], sc
+
+
+def _cos64(m):
+    """float64 cosine of every pair, zero rows scoring 0."""
+    m = m.astype(np.float64)
+    n = np.linalg.norm(m, axis=1)
+    safe = np.where(n > 0, n, 1.0)
+    return np.where((n[:, None] > 0) & (n[None, :] > 0), (m @ m.T) / safe[:, None] / safe[None, :], 0.0)
+
+
+def _refine_reference(m, start, rounds, reverse):
+    """The refinement rule of docs/ALGORITHM.md section 15, in plain Python over float64 cosines."""
+    cos = _cos64(m)
+    V = m.shape[0]
+    nb = [list(r) for r in start]
+    for _ in range(rounds):
+        rev = [[y for y in range(V) if x in nb[y]] for x in range(V)]  # ascending y
+        new = []
+        for x in range(V):
+            srcs = nb[x] + rev[x][:reverse]
+            cand = set(nb[x]) | set(rev[x][:reverse]) | {z for y in srcs for z in nb[y]}
+            cand.discard(x)
+            new.append(sorted(cand, key=lambda z: (-cos[x, z], z))[:len(nb[x])])
+        nb = new
+    return nb
+
+
+def _ordered_start(cos):
+    return [sorted(r, key=lambda z: (-cos[x, z], z)) for x, r in enumerate(REFINE_START)]
 
 
 def build() -> dict:
@@ -88,6 +124,24 @@ def build() -> dict:
                       "probes": [int(j) for j in probes], "widened": widened,
                       "ids": [int(x) for x in ids[0]],
                       "scores": [None if not np.isfinite(x) else round(float(x), 7) for x in s[0]]})
+    # (3) refinement of a table
+    cos = _cos64(m)
+    for x in range(m.shape[0]):   # the reference's order is the float32 kernel's: no near-ties
+        vals = sorted({round(float(v), 12) for z, v in enumerate(cos[x]) if z != x}, reverse=True)
+        assert all(a - b > 1e-5 for a, b in zip(vals, vals[1:])), f"near-tie in row {x}"
+    start = _ordered_start(cos)
+    s_all, r_all = knn.topk_batch(m, inv, m, m.shape[0] - 1, exclude_self=np.arange(m.shape[0]))
+    pair = {(x, int(z)): float(sv) for x in range(m.shape[0]) for z, sv in zip(r_all[x], s_all[x])}
+    nb0 = np.array(start, np.int32)
+    sc0 = np.array([[pair[(x, z)] for z in row] for x, row in enumerate(start)], np.float32)
+    refined = []
+    for rounds in REFINE_ROUNDS:
+        want = _refine_reference(m, start, rounds, REFINE_REVERSE)
+        nb, sc = ivf.refine_table(m, inv, nb0, sc0, rounds=rounds, reverse=REFINE_REVERSE)
+        assert nb.tolist() == want, f"refinement, {rounds} rounds: {nb.tolist()} != reference {want}"
+        assert np.all(np.abs(sc.astype(np.float64) - np.array([[cos[x, z] for z in r] for x, r in enumerate(want)])) <= 1e-6)
+        refined.append({"rounds": rounds, "neighbors": nb.tolist(),
+                        "scores": [[round(float(v), 7) for v in r] for r in sc]})
     return {
         "name": "ivf",
         "description": "IVF top-k search over fixed centroids (w2v/ivf.py): inverted lists, probing, widening, "
@@ -95,9 +149,17 @@ def build() -> dict:
                        "ids -1 with score null are padding beyond the eligible rows.",
         "tolerance": {"default": "exact", "scores": {"abs": 1e-6, "rel": 1e-6}},
         "inputs": {"matrix": MATRIX, "centroids": CENTROIDS, "queries": QUERIES,
-                   "cases": [{"query": a, "k": b, "nprobe": c_, "exclude_self": d} for a, b, c_, d in CASES]},
-        "expected": {"offsets": [int(x) for x in offsets], "rows": [int(x) for x in rows], "cases": cases},
+                   "cases": [{"query": a, "k": b, "nprobe": c_, "exclude_self": d} for a, b, c_, d in CASES],
+                   "refine": {"k": REFINE_K, "reverse": REFINE_REVERSE, "rounds": list(REFINE_ROUNDS),
+                              "start": start}},
+        "expected": {"offsets": [int(x) for x in offsets], "rows": [int(x) for x in rows], "cases": cases,
+                     "refine": refined},
         "notes": {"reference": "float64 numpy cosine over the candidate rows, sorted by (-score, row)",
+                  "refine": "inputs.refine.start is a k-neighbour table (rows of each row, best first, "
+                            "own row excluded); each round builds a new table from the previous one: row x "
+                            "keeps its k best (score descending, row ascending) of its own list, the first "
+                            "`reverse` rows (ascending) whose lists hold x, and every row in the list of one "
+                            "of those or of x's own neighbours, never x itself",
                   "training": "k-means training (seeded NumPy sampling) is not part of the portable contract"},
     }
 

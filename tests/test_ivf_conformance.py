@@ -47,6 +47,20 @@ def problems(doc) -> list[str]:
                     out.append(f"{case}: padding score {got}")
             elif abs(got - want) > tol["abs"] + tol["rel"] * abs(want):
                 out.append(f"{case}: score {got} vs {want}")
+    # the refinement of a given table: its scores are the exact pair scores of the matrix
+    ref = doc["inputs"]["refine"]
+    start = np.array(ref["start"], np.int32)
+    V = m.shape[0]
+    s_all, r_all = knn.topk_batch(m, inv, m, V - 1, exclude_self=np.arange(V))
+    pair = {(x, int(z)): sv for x in range(V) for z, sv in zip(r_all[x], s_all[x])}
+    sc0 = np.array([[pair[(x, int(z))] for z in row] for x, row in enumerate(start)], np.float32)
+    for rounds, exp in zip(ref["rounds"], doc["expected"]["refine"]):
+        nb, sc = ivf.refine_table(m, inv, start, sc0, rounds=rounds, reverse=ref["reverse"])
+        if nb.tolist() != exp["neighbors"] or exp["rounds"] != rounds:
+            out.append(f"refine {rounds} rounds: neighbors {nb.tolist()}")
+        for got, want in zip(sc.ravel().tolist(), np.ravel(exp["scores"]).tolist()):
+            if abs(got - want) > tol["abs"] + tol["rel"] * abs(want):
+                out.append(f"refine {rounds} rounds: score {got} vs {want}")
     return out
 
 
@@ -61,6 +75,9 @@ def test_ours_matches_the_committed_case():
     (("cases", 2, "widened"), lambda v: not v),
     (("cases", 4, "probes", 0), lambda v: 0),
     (("rows", 0), lambda v: 1),
+    (("refine", 0, "neighbors", 3, 0), lambda v: (v + 1) % 16),
+    (("refine", 1, "neighbors", 0, 2), lambda v: (v + 1) % 16),
+    (("refine", 1, "scores", 5, 1), lambda v: v + 2e-6),
 ])
 def test_checker_catches_a_changed_expectation(path, change):
     doc = copy.deepcopy(DOC)
