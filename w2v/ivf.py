@@ -647,7 +647,7 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
     q = v[sample]
     exact = None
     if sample.size and k:
-        _, exact = knn.topk_batch(v, inv, q, k, exclude_self=sample, n_threads=n_threads)
+        _, exact = recall_reference(v, inv, k, params, n_threads=n_threads)
     trials = []
     P = default_nprobe(nlist)
     cap = min(nlist, max(P, int(float(params.max_probe_fraction) * nlist)))
