@@ -82,7 +82,8 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> "Recommender":
-        # the service reads the input vectors only: output.npy is checked, then unmapped
+        # the service reads the input vectors only: output.npy's header is checked, its values
+        # are neither read nor kept mapped
         return cls(load_model(path, keep_output=False), **kwargs)
 
     # -- lookups -------------------------------------------------------------------------

@@ -53,16 +53,31 @@ def test_corrupt_files_are_named(tmp_path, damage, needle):
         load_model(path)
 
 
-def test_output_is_checked_but_not_kept_for_input_only_readers(tmp_path):
+def test_output_header_is_checked_but_values_not_read_for_input_only_readers(tmp_path):
     from serve.recommend import Recommender
-    path, _, _ = _model(tmp_path)
+    path, vectors, _ = _model(tmp_path)
     assert load_model(path).output is not None
     assert load_model(path, keep_output=False).output is None
     assert Recommender.load(path).model.output is None  # the service never maps output.npy for good
     out = np.load(path / "output.npy")
     out[0, 0] = np.nan
     np.save(path / "output.npy", out)
-    with pytest.raises(ModelError, match="output.npy"):  # still checked
+    with pytest.raises(ModelError, match=r"output\.npy: row 0"):  # a reader of the output scans it
+        load_model(path)
+    # an input-only reader never uses these values, so it does not read them ...
+    m = load_model(path, keep_output=False)
+    assert m.output is None and np.array_equal(m.vectors, vectors)
+    # ... but the file must still be what meta.json and vectors.npy say it is
+    np.save(path / "output.npy", out[:-1])
+    with pytest.raises(ModelError, match=r"output\.npy: shape"):
+        load_model(path, keep_output=False)
+    np.save(path / "output.npy", out)
+    with open(path / "output.npy", "r+b") as f:
+        f.truncate((path / "output.npy").stat().st_size - 4)
+    with pytest.raises(ModelError, match=r"output\.npy"):
+        load_model(path, keep_output=False)
+    (path / "output.npy").unlink()
+    with pytest.raises(ModelError, match=r"output\.npy"):
         load_model(path, keep_output=False)
 
 

@@ -106,11 +106,13 @@ def _finite(where: Path, name: str, arr: np.ndarray) -> None:
 
 def validate_arrays(where: Path, vectors: np.ndarray, output: np.ndarray, aids: np.ndarray,
                     counts: np.ndarray, popular: np.ndarray | None = None,
-                    popular_counts: np.ndarray | None = None) -> None:
+                    popular_counts: np.ndarray | None = None, *, output_values: bool = True) -> None:
     """The value rules of a model directory (docs/FORMATS.md section 2), for ``load_model`` and
     ``save_model`` alike: ``V >= 1`` rows, ``D >= 1`` dimensions, matching shapes, finite
     vectors, non-negative unique aids, non-negative counts and popularity. One pass over each
-    array; a ``ModelError`` names the file, the row and the value."""
+    array; a ``ModelError`` names the file, the row and the value. ``output_values=False``:
+    ``output.npy``'s shape is checked but its values are not read (for readers that never use
+    them)."""
     V, D = vectors.shape
     if V < 1:
         raise ModelError(f"{where / 'vectors.npy'}: 0 rows (an empty vocabulary; nothing was trained)")
@@ -122,7 +124,8 @@ def validate_arrays(where: Path, vectors: np.ndarray, output: np.ndarray, aids: 
         if arr.shape != (V,):
             raise ModelError(f"{where / name}: length {arr.shape[0]} does not match vectors.npy rows ({V})")
     _finite(where, "vectors.npy", vectors)
-    _finite(where, "output.npy", output)
+    if output_values:
+        _finite(where, "output.npy", output)
     bad = checks.first_below(aids, 0)
     if bad >= 0:
         raise ModelError(f"{where / 'aids.npy'}: row {bad}: aid {int(aids[bad])} is negative")
@@ -185,8 +188,11 @@ def load_model(path: str | os.PathLike, *, keep_output: bool = True) -> Model:
     Every rule of docs/FORMATS.md sections 2-3 is checked here, once, for every consumer (CLIs,
     evaluation, the service): a ``ModelError`` (``NeighborIndexError`` for the neighbour table)
     names the file and the first problem. Cost: one sequential read of every array (measured in
-    docs/FORMATS.md, "Validation on load"). ``keep_output=False``: ``output.npy`` is checked the
-    same way but not kept (``Model.output`` is None), for readers of the input vectors only.
+    docs/FORMATS.md, "Validation on load"). ``keep_output=False``, for readers of the input
+    vectors only (the service, the evaluation): ``output.npy`` is neither kept (``Model.output``
+    is None) nor read; its header, dtype, shape and length are still checked, so a truncated or
+    mismatched file is refused, but its values, which such a reader never uses, are not scanned
+    (at full size that is 4 * V * D = 464 MB less to read before the service is ready).
     """
     path = Path(path)
     if not path.is_dir():
@@ -206,14 +212,12 @@ def load_model(path: str | os.PathLike, *, keep_output: bool = True) -> Model:
         popular = load_npy(path / "popular.npy", "<i8", 2, error=ModelError)
         popular_counts = load_npy(path / "popular_counts.npy", "<i8", 2, error=ModelError)
     V, D = vectors.shape
-    validate_arrays(path, vectors, output, aids, counts, popular, popular_counts)
+    validate_arrays(path, vectors, output, aids, counts, popular, popular_counts, output_values=keep_output)
     if meta["vocab_size"] != V or meta["vector_size"] != D:
         raise ModelError(f"{path / 'meta.json'}: vocab_size/vector_size {meta['vocab_size']}/{meta['vector_size']} "
                          f"do not match vectors.npy {vectors.shape}")
     if not keep_output:
-        # checked like every array, then unmapped: a reader of the input vectors only (the
-        # server) would otherwise keep the scanned pages of output.npy, 4 * V * D bytes, in its RSS
-        output = None
+        output = None  # header checked, values never read: nothing of it becomes resident
     model = Model(path, vectors, output, aids, counts, meta, popular=popular, popular_counts=popular_counts)
     if (path / "index.json").exists():
         model.neighbors, model.neighbor_scores, model.index_meta = _load_index(path, V, D)
