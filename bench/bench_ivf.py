@@ -113,7 +113,8 @@ def bench(name, v, args, rows_out):
         t = Clock()
         st = {}
         nb, sc = ivf.refine_table(v, knn.inverse_norms(v), nb, sc, rounds=params.refine_rounds,
-                                  reverse=params.refine_reverse, n_threads=args.threads, stats=st)
+                                  reverse=params.refine_reverse, order=index.rows, n_threads=args.threads,
+                                  stats=st)
         refined = t.lap()
         row(f"ours IVF + {params.refine_rounds} refinement rounds (the default table)", nlist, npb, build,
             (searched[0] + refined[0], searched[1] + refined[1]), recall(ref, nb[sample]),

@@ -191,6 +191,45 @@ def test_refinement_finds_what_the_probes_missed_and_counts_what_it_leaves_out()
         ivf.refine_table(v, inv, nb0[:5], sc0[:5])
 
 
+@settings(max_examples=30, deadline=None)
+@given(V=st.integers(1, 60), k=st.integers(1, 8), pad=st.floats(0, 0.5), seed=st.integers(0, 2**32 - 1))
+def test_property_reverse_lists_are_a_stable_sort_of_the_slots_by_target(V, k, pad, seed):
+    rng = np.random.default_rng(seed)
+    nb = np.stack([rng.permutation(V)[:k] if V >= k else np.r_[rng.permutation(V), [-1] * (k - V)]
+                   for _ in range(V)]).astype(np.int32)
+    nb[rng.random(nb.shape) < pad] = -1                   # padding anywhere in a row
+    tgt = nb.ravel()
+    keep = np.flatnonzero(tgt >= 0)
+    want = keep[np.argsort(tgt[keep], kind="stable")] // k  # the slots' rows, by target, stably
+    rev_off = np.zeros(V + 1, np.int64)
+    np.cumsum(np.bincount(tgt[keep], minlength=V), out=rev_off[1:])
+    got = np.full(int(rev_off[-1]), -7, np.int64)
+    ivf._reverse_lists(nb, rev_off, got)
+    assert np.array_equal(got, want)
+    for y in range(V):                                     # each list: the rows listing y, ascending
+        assert got[rev_off[y]:rev_off[y + 1]].tolist() == [x for x in range(V) if y in nb[x].tolist()]
+
+
+def test_refinement_result_does_not_depend_on_the_visiting_order():
+    v = clustered(3000, 12, 30, 0.5, 5)
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=100, seed=1))
+    nb0, sc0 = ivf.neighbor_table(v, 8, idx, nprobe=2, refine_rounds=0)
+    base = ivf.refine_table(v, inv, nb0, sc0, rounds=2, reverse=5)
+    assert not np.array_equal(base[0], nb0)                # the case refines something
+    rng = np.random.default_rng(0)
+    for order in (idx.rows, np.arange(3000)[::-1], rng.permutation(3000)):
+        for threads in (1, 2):
+            got = ivf.refine_table(v, inv, nb0, sc0, rounds=2, reverse=5, order=order, n_threads=threads)
+            assert np.array_equal(got[0], base[0]) and np.array_equal(got[1].view(np.uint32), base[1].view(np.uint32))
+    # neighbor_table visits the rows list by list; the table is the same as visiting them in row order
+    nt = ivf.neighbor_table(v, 8, idx, nprobe=2, refine_rounds=2, refine_reverse=5)
+    assert np.array_equal(nt[0], base[0]) and np.array_equal(nt[1], base[1])
+    for bad in (np.arange(2999), np.r_[np.arange(2999), 0], np.r_[np.arange(1, 3000), 3000], np.arange(-1, 2999)):
+        with pytest.raises(ValueError, match="order: must be a permutation of the 3000 rows"):
+            ivf.refine_table(v, inv, nb0, sc0, rounds=1, order=bad)
+
+
 def test_recall_at_defaults_on_a_clustered_matrix():
     v = clustered(40_000, 32, 250, 0.75, seed=11)
     stats = {}

@@ -122,7 +122,7 @@ def run(args) -> int:
         if params.refine_rounds:
             neighbors, scores = ivf.refine_table(model.vectors, inv, neighbors, scores,
                                                  rounds=params.refine_rounds, reverse=params.refine_reverse,
-                                                 n_threads=threads, progress=refine and refine.report, stats=stats)
+                                                 order=index.rows, n_threads=threads, progress=refine and refine.report, stats=stats)
         recall_table = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
         say(f"table: sampled recall@{args.k} {recall_searched:.4f} after the search"
             + (f", {recall_table:.4f} after {params.refine_rounds} refinement rounds "

@@ -416,22 +416,26 @@ def _scan_lists_kernel(panels, panel_off, rows, offsets, queries, q_scale, l_off
 # already in x's list, each row once). Each candidate is scored exactly and offered to x's list
 # under the total order (score descending, row ascending). A true neighbour that the IVF probes
 # missed is usually a neighbour of a neighbour found, and costs about (k + rcap) * k candidates
-# per row instead of a share of all rows. Scores use the tiles' arithmetic (the row scaled by
-# row_scale[x] dotted with each candidate scaled by row_scale[z], packed in a panel of 16, by
-# _outer4x16; rows 1..3 of the query tile stay zero), so every score is bit-identical to the
-# exact table's score of the pair, and a list can only get better.
-# vectors: float32 [V, D]; row_scale: float32 [V]; nb_in: int32 [V, k] (rows, -1 padding) and
-# sc_in: float32 [V, k], exact scores, best first; rev_off: int64 [V + 1], rev_idx: int64 [E]
-# (the reverse lists of nb_in, ascending); rcap >= 0; rows lo..hi-1 are refined into
-# nb_out/sc_out (not the inputs: other threads read them); mark: int64 [V] scratch of this
-# thread, filled with -1 (x is its stamp, so it is never reset). Returns the candidates scored.
-# Degenerate: padding slots stay padding unless a candidate fills them.
+# per row instead of a share of all rows. Scores use the tiles' arithmetic: units[r] is row r
+# scaled by its inverse norm (units[r, d] = vectors[r, d] * row_scale[r], the float32 product
+# every kernel forms), the candidates' rows are copied 16 at a time into one panel (a row copy,
+# then a transpose in cache: far fewer cache misses than gathering column by column) and scored
+# against units[x] by _outer4x16 (rows 1..3 of the query tile stay zero), so every score is
+# bit-identical to the exact table's score of the pair, and a list can only get better.
+# units: float32 [V, D]; nb_in: int32 [V, k] (rows, -1 padding) and sc_in: float32 [V, k],
+# exact scores, best first; rev_off: int64 [V + 1], rev_idx: int64 [E] (the reverse lists of
+# nb_in, ascending); rcap >= 0; rows order[lo..hi-1] are refined into nb_out/sc_out (not the
+# inputs: other threads read them); order: int64 [V], a permutation of the rows (the order in
+# which they are visited: it changes the cache behaviour, never the result); mark: int32 [V]
+# scratch of this thread, filled with -1 (x is its stamp, so it is never reset). Returns the
+# candidates scored. Degenerate: padding slots stay padding unless a candidate fills them.
 @njit(cache=True, nogil=True)
-def _refine_kernel(vectors, row_scale, nb_in, sc_in, rev_off, rev_idx, rcap, lo, hi, mark, nb_out, sc_out):
-    V, D = vectors.shape
+def _refine_kernel(units, nb_in, sc_in, rev_off, rev_idx, rcap, order, lo, hi, mark, nb_out, sc_out):
+    V, D = units.shape
     k = nb_in.shape[1]
     maxc = (k + rcap) * (k + 1)
     vp = np.zeros((1, D, 16), np.float32)
+    rows16 = np.zeros((16, D), np.float32)
     qt = np.zeros((4, D), np.float32)
     acc = np.zeros((4, 16), np.float32)
     cand = np.empty(maxc + 1, np.int64)
@@ -439,7 +443,8 @@ def _refine_kernel(vectors, row_scale, nb_in, sc_in, rev_off, rev_idx, rcap, lo,
     hs = np.empty(k, np.float32)
     hid = np.empty(k, np.int64)
     scored = 0
-    for x in range(lo, hi):
+    for p in range(lo, hi):
+        x = order[p]
         for t in range(k):
             hs[t] = -np.inf
             hid[t] = -1
@@ -472,17 +477,20 @@ def _refine_kernel(vectors, row_scale, nb_in, sc_in, rev_off, rev_idx, rcap, lo,
                     cand[n] = z
                     n += 1
         scored += n
-        c = row_scale[x]
         for d in range(D):
-            qt[0, d] = vectors[x, d] * c
+            qt[0, d] = units[x, d]
         for r0 in range(0, n, 16):
             lanes = min(16, n - r0)
+            for i in range(lanes):
+                z = cand[r0 + i]
+                for d in range(D):
+                    rows16[i, d] = units[z, d]
+            for i in range(lanes, 16):
+                for d in range(D):
+                    rows16[i, d] = 0.0
             for d in range(D):
-                for i in range(lanes):
-                    z = cand[r0 + i]
-                    vp[0, d, i] = vectors[z, d] * row_scale[z]
-                for i in range(lanes, 16):
-                    vp[0, d, i] = 0.0
+                for i in range(16):
+                    vp[0, d, i] = rows16[i, d]
             _outer4x16(qt, 0, vp, 0, acc)
             t0 = hs[0]
             ti = hid[0]
@@ -798,39 +806,68 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     return out_s, out_i
 
 
-def _refine_round(v, inv, nb, sc, reverse: int, chunks, n: int, progress):
+# The reverse lists of a neighbour table (a counting sort of its slots by target): for every
+# row y, rev_idx[rev_off[y]:rev_off[y + 1]] are the rows x with y in nb[x], ascending (x is
+# visited in ascending order, and a list holds a row at most once). nb: int32 [V, k], -1 padding
+# skipped; rev_off: int64 [V + 1], the cumulative in-degrees (rev_off[0] = 0); rev_idx: int64
+# [rev_off[V]], filled here.
+@njit(cache=True, nogil=True)
+def _reverse_lists(nb, rev_off, rev_idx):
+    V, k = nb.shape
+    pos = rev_off[:V].copy()
+    for x in range(V):
+        for t in range(k):
+            y = nb[x, t]
+            if y >= 0:
+                rev_idx[pos[y]] = x
+                pos[y] += 1
+
+
+def _refine_round(units, nb, sc, reverse: int, order, chunks, n: int, progress):
     """One round of :func:`refine_table`: ``(neighbors, scores, candidates scored, reverse edges
-    left out)``. The reverse lists are a stable sort of the table's slots by target, so each
-    row's reverse neighbours come in ascending row order."""
+    left out)``. Each row's reverse neighbours come in ascending row order (``_reverse_lists``)."""
     V, k = nb.shape
     tgt = nb.ravel()
-    keep = np.flatnonzero(tgt >= 0)
-    deg = np.bincount(tgt[keep], minlength=V)
+    deg = np.bincount(tgt[tgt >= 0], minlength=V)
     rev_off = np.zeros(V + 1, np.int64)
     np.cumsum(deg, out=rev_off[1:])
-    rev_idx = (keep[np.argsort(tgt[keep], kind="stable")] // max(k, 1)).astype(np.int64)
+    rev_idx = np.empty(int(rev_off[-1]), np.int64)
+    _reverse_lists(nb, rev_off, rev_idx)
     out_nb = np.empty_like(nb)
     out_sc = np.empty_like(sc)
     src_nb, src_sc = knn._readonly(nb), knn._readonly(sc)
 
     def one(lo, hi):
-        mark = np.full(V, -1, np.int64)
-        return _refine_kernel(v, inv, src_nb, src_sc, rev_off, rev_idx, reverse, lo, hi, mark, out_nb, out_sc)
+        mark = np.full(V, -1, np.int32)
+        return _refine_kernel(units, src_nb, src_sc, rev_off, rev_idx, reverse, order, lo, hi, mark, out_nb, out_sc)
 
     scored = int(sum(run_chunks(chunks, n, one, progress)))
     return out_nb, out_sc, scored, int(np.maximum(deg - reverse, 0).sum())
 
 
+def _unit_rows(v, inv, chunks, n: int) -> np.ndarray:
+    """float32 [V, D]: row r = v[r] * inv[r], the product every kernel forms (``knn._copy_scaled``),
+    in private memory (row gathers from it miss the cache less than from a file mapping)."""
+    units = np.empty(v.shape, np.float32)
+    run_chunks(chunks, n, lambda lo, hi: _copy_scaled(v, inv, lo, hi, units[lo:hi]))
+    return knn._readonly(units)
+
+
 def refine_table(vectors, inv_norms, neighbors, scores, *, rounds: int = DEFAULTS.refine_rounds,
-                 reverse: int = DEFAULTS.refine_reverse, n_threads=None, progress=None,
+                 reverse: int = DEFAULTS.refine_reverse, order=None, n_threads=None, progress=None,
                  stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``rounds`` rounds of neighbour-of-neighbour refinement of a k-neighbour table (own row
     excluded, exact scores, best first, ``-1`` padding): each row's list is offered its current
     neighbours' lists and the first ``reverse`` rows (ascending) that list it, and their lists
     (``_refine_kernel``). Returns new ``(neighbors int32[V, k], scores float32[V, k])``; every
-    score stays the exact table's score of its pair and no list gets worse. ``stats`` receives
-    ``refine_candidates`` (scored, summed over rounds) and ``reverse_left_out`` (reverse edges
-    beyond ``reverse``, summed over rounds). ``progress(done, total)`` counts rows over all rounds."""
+    score stays the exact table's score of its pair and no list gets worse. ``order``: the rows
+    in the order they are visited (a permutation of ``0..V-1``; default ascending), for the cache
+    only: the result is the same for every order. :func:`neighbor_table` passes the IVF index's
+    rows, list by list, so rows visited one after the other share most of their candidates.
+    ``stats`` receives ``refine_candidates`` (scored, summed over rounds) and
+    ``reverse_left_out`` (reverse edges beyond ``reverse``, summed over rounds).
+    ``progress(done, total)`` counts rows over all rounds. Extra memory: one scaled copy of the
+    vectors (4 * V * D bytes) and the reverse lists while it runs."""
     v = knn._as_matrix(vectors)
     V = v.shape[0]
     inv = knn._check_inv(inv_norms, V)
@@ -841,13 +878,21 @@ def refine_table(vectors, inv_norms, neighbors, scores, *, rounds: int = DEFAULT
     for name, val in (("rounds", rounds), ("reverse", reverse)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 0:
             raise ValueError(f"{name}: must be an integer >= 0, got {val!r}")
+    if order is None:
+        order = np.arange(V, dtype=np.int64)
+    else:
+        order = np.ascontiguousarray(order, np.int64)
+        if order.shape != (V,) or (V and (order.min() < 0 or order.max() >= V
+                                          or np.bincount(order, minlength=V).min() != 1)):
+            raise ValueError(f"order: must be a permutation of the {V} rows")
     n = knn._threads(n_threads)
     info = {"refine_candidates": 0, "reverse_left_out": 0}
     per = max(1, min(16384, -(-V // n)))
     chunks = [(lo, min(lo + per, V)) for lo in range(0, V, per)]
+    units = _unit_rows(v, inv, chunks, n) if rounds else None
     for r in range(int(rounds)):
         step = None if progress is None else (lambda done, total, r=r: progress(r * V + done, rounds * V))
-        nb, sc, scored, left_out = _refine_round(v, inv, nb, sc, int(reverse), chunks, n, step)
+        nb, sc, scored, left_out = _refine_round(units, nb, sc, int(reverse), order, chunks, n, step)
         info["refine_candidates"] += scored
         info["reverse_left_out"] += left_out
     if stats is not None:
@@ -873,7 +918,7 @@ def neighbor_table(vectors, k, index: IVFIndex, *, nprobe: int | None = None,
     nb = i.astype(np.int32)
     del i
     if refine_rounds:
-        nb, s = refine_table(v, inv, nb, s, rounds=refine_rounds, reverse=refine_reverse,
+        nb, s = refine_table(v, inv, nb, s, rounds=refine_rounds, reverse=refine_reverse, order=index.rows,
                              n_threads=n_threads, progress=progress, stats=stats)
     return nb, s
 
