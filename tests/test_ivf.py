@@ -492,6 +492,13 @@ def test_auto_nprobe_reaches_the_target_where_the_base_default_does_not():
     # deterministic for a seed: same lists, same sample, same trials
     again = ivf.build_ivf(v, params, k=20, n_threads=1)
     assert again.info == info and np.array_equal(again.rows, idx.rows)
+    # a reference the caller computed already (otto-train index) gives the same choice; one for
+    # other rows or another k is refused
+    ref = ivf.recall_reference(v, knn.inverse_norms(v), 20, params)
+    assert ivf.build_ivf(v, params, k=20, reference=ref).info == info
+    for bad in ((ref[0][::-1], ref[1]), (ref[0], ref[1][:, :10]), (ref[0][:10], ref[1][:10])):
+        with pytest.raises(ValueError, match="reference: not recall_reference's result"):
+            ivf.build_ivf(v, params, k=20, reference=bad)
     assert not np.array_equal(ivf._recall_sample(5000, params), ivf._recall_sample(5000, replace(params, seed=3)))
     # the cap: at most max_probe_fraction of the lists (the last doubling cut to it), and a target
     # not reached within it is recorded and reported, not hidden

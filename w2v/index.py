@@ -101,7 +101,11 @@ def run(args) -> int:
                                                      progress=progress)
         info.update(q_block=args.q_block, i_block=args.i_block)
     else:
-        index = ivf.build_ivf(model.vectors, params, k=args.k, n_threads=threads, progress=say)
+        # the sampled rows' exact top-k: the automatic nprobe is measured on it, then the table
+        inv = knn.inverse_norms(model.vectors)
+        sample, exact = ivf.recall_reference(model.vectors, inv, args.k, params, n_threads=threads)
+        index = ivf.build_ivf(model.vectors, params, k=args.k, n_threads=threads, progress=say,
+                              reference=(sample, exact))
         build_s = time.perf_counter() - start
         inf = index.info
         chosen = (f"nprobe {inf['nprobe']} (auto: sampled recall@{args.k} {inf['sampled_recall']:.4f} over "
@@ -116,8 +120,6 @@ def run(args) -> int:
         neighbors, scores = ivf.neighbor_table(model.vectors, args.k, index, nprobe=params.nprobe,
                                                refine_rounds=0, n_threads=threads, progress=progress, stats=stats)
         searched = time.perf_counter()
-        inv = knn.inverse_norms(model.vectors)
-        sample, exact = ivf.recall_reference(model.vectors, inv, args.k, params, n_threads=threads)
         recall_searched = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
         if params.refine_rounds:
             neighbors, scores = ivf.refine_table(model.vectors, inv, neighbors, scores,

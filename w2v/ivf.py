@@ -535,13 +535,16 @@ def assign_lists(centroids, vectors, *, n_threads=None) -> tuple[np.ndarray, np.
     return offsets, rows
 
 
-def build_ivf(vectors, params: IVFParams = DEFAULTS, *, k: int = 20, n_threads=None, progress=None) -> IVFIndex:
+def build_ivf(vectors, params: IVFParams = DEFAULTS, *, k: int = 20, n_threads=None, progress=None,
+              reference=None) -> IVFIndex:
     """Seeded spherical k-means over the rows of ``vectors``, their inverted lists and the nprobe.
 
     ``vectors``: float32 ``[V, D]`` (any rows; zero rows are allowed). ``nlist`` is capped at ``V``
     (at least 1). ``params.nprobe = None`` chooses nprobe by measurement (:func:`tune_nprobe`,
-    recall@``k``); a given nprobe is recorded as it is (capped at nlist), with no measurement.
-    ``progress(message)`` (optional) is called once per k-means round and per nprobe tried."""
+    recall@``k``; ``reference``: :func:`recall_reference`'s result for these vectors, k and
+    params, when the caller has it already); a given nprobe is recorded as it is (capped at
+    nlist), with no measurement. ``progress(message)`` (optional) is called once per k-means round
+    and per nprobe tried."""
     v = knn._as_matrix(vectors)
     V, D = v.shape
     nlist_req = default_nlist(V) if params.nlist is None else int(params.nlist)
@@ -590,7 +593,8 @@ def build_ivf(vectors, params: IVFParams = DEFAULTS, *, k: int = 20, n_threads=N
     if params.nprobe is not None:
         info.update(nprobe=int(min(params.nprobe, nlist)), nprobe_source="given")
         return index
-    return tune_nprobe(index, v, knn.inverse_norms(v), k, params, n_threads=n_threads, progress=progress)
+    return tune_nprobe(index, v, knn.inverse_norms(v), k, params, n_threads=n_threads, progress=progress,
+                       reference=reference)
 
 
 def sampled_recall(exact_rows, approx_rows) -> float:
@@ -633,7 +637,7 @@ def recall_reference(vectors, inv_norms, k: int, params: IVFParams = DEFAULTS, *
 
 
 def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams = DEFAULTS, *,
-                n_threads=None, progress=None) -> IVFIndex:
+                n_threads=None, progress=None, reference=None) -> IVFIndex:
     """``index`` with the nprobe chosen by measurement recorded in its info.
 
     The exact top-k (``knn.topk_batch``, own row excluded) of the ``_recall_sample`` rows is the
@@ -644,8 +648,10 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
     Records ``nprobe``, ``nprobe_source = "auto"``, ``nprobe_trials`` (``[{nprobe, recall}]`` in
     order), ``sampled_recall`` (at the chosen nprobe), ``recall_k``, ``recall_sample`` (rows
     drawn), ``target_recall``, ``max_probe_fraction`` and ``target_reached`` (False: the cap
-    stopped the search below the target). Cost: ``n * V * D`` for the reference plus a few sample searches.
-    Degenerate: V = 0 or k = 0 records recall 1.0 at the base nprobe."""
+    stopped the search below the target). Cost: ``n * V * D`` for the reference plus a few sample
+    searches; ``reference``, :func:`recall_reference`'s ``(sample, exact)`` for the same vectors,
+    k and params, saves the first part (its sample and shape are checked). Degenerate: V = 0 or
+    k = 0 records recall 1.0 at the base nprobe."""
     v = knn._as_matrix(vectors)
     inv = knn._check_inv(inv_norms, v.shape[0])
     k = knn._check_k(k)
@@ -655,7 +661,12 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
     q = v[sample]
     exact = None
     if sample.size and k:
-        _, exact = recall_reference(v, inv, k, params, n_threads=n_threads)
+        if reference is None:
+            _, exact = recall_reference(v, inv, k, params, n_threads=n_threads)
+        else:
+            ref_sample, exact = reference
+            if not np.array_equal(ref_sample, sample) or np.shape(exact) != (sample.size, k):
+                raise ValueError("reference: not recall_reference's result for these vectors, k and params")
     trials = []
     P = default_nprobe(nlist)
     cap = min(nlist, max(P, int(float(params.max_probe_fraction) * nlist)))
