@@ -387,6 +387,30 @@ def test_index_command_auto_nprobe_is_reported_and_recorded(tmp_path, capsys):
         args.func(args)
 
 
+def test_index_command_starts_each_progress_line_with_its_phase(tmp_path, monkeypatch):
+    # a Progress measures rate and ETA from its creation: the search's and the refinement's are
+    # made when their phase starts (the refinement's once made before the search, so its first
+    # lines reported a rate of a few rows per second and an ETA of hours)
+    _model(tmp_path / "m")
+    events = []
+
+    class Recorder:
+        def __init__(self, label, total, **kw):
+            events.append(("progress", label))
+
+        def report(self, done, total=None):
+            pass
+
+    search, refine = ivf.neighbor_table, ivf.refine_table
+    monkeypatch.setattr(index_cmd, "Progress", Recorder)
+    monkeypatch.setattr(ivf, "neighbor_table", lambda *a, **kw: (events.append(("search", None)), search(*a, **kw))[1])
+    monkeypatch.setattr(ivf, "refine_table", lambda *a, **kw: (events.append(("refine", None)), refine(*a, **kw))[1])
+    args = _parse(["index", str(tmp_path / "m"), "--method", "ivf", "--k", "5", "--ivf-nlist", "30"])
+    assert args.func(args) == 0
+    assert events == [("progress", "index"), ("search", None),
+                      ("progress", "index: refinement (2 rounds)"), ("refine", None)]
+
+
 @pytest.mark.parametrize("damage, message", [
     ("offsets", "offsets must rise"),
     ("rows_dup", "not a permutation"),

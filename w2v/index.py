@@ -91,14 +91,17 @@ def run(args) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(f"index: {msg}", file=sys.stderr, flush=True))
     say(f"{V} rows x {D} dims, k={args.k}, method {method}, {threads} threads")
     start = time.perf_counter()
-    progress = None if args.quiet else Progress("index", V, unit="rows").report
+
+    def progress_of(label: str, total: int):  # made when its phase starts, so its rate and ETA are the phase's
+        return None if args.quiet else Progress(label, total, unit="rows").report
+
     info = {"method": method, "threads": threads, "vocab_size": int(V), "vector_size": int(D),
             "order": "score descending, then row ascending; self excluded; padding row -1 / score -inf"}
     index = None
     if method == "exact":
         neighbors, scores = knn.build_neighbor_table(model.vectors, args.k, q_block=args.q_block,
                                                      i_block=args.i_block, n_threads=threads,
-                                                     progress=progress)
+                                                     progress=progress_of("index", V))
         info.update(q_block=args.q_block, i_block=args.i_block)
     else:
         # the sampled rows' exact top-k: the automatic nprobe is measured on it, then the table
@@ -115,16 +118,16 @@ def run(args) -> int:
                   if inf["nprobe_source"] == "auto" else f"nprobe {inf['nprobe']} (given)")
         say(f"IVF: {inf['nlist']} lists (largest {inf['max_list']} rows), {chosen} in {build_s:.1f} s")
         stats = {}
-        refine = None if args.quiet or not params.refine_rounds else \
-            Progress(f"index: refinement ({params.refine_rounds} rounds)", V * params.refine_rounds, unit="rows")
-        neighbors, scores = ivf.neighbor_table(model.vectors, args.k, index, nprobe=params.nprobe,
-                                               refine_rounds=0, n_threads=threads, progress=progress, stats=stats)
+        neighbors, scores = ivf.neighbor_table(model.vectors, args.k, index, nprobe=params.nprobe, refine_rounds=0,
+                                               n_threads=threads, progress=progress_of("index", V), stats=stats)
         searched = time.perf_counter()
         recall_searched = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
         if params.refine_rounds:
             neighbors, scores = ivf.refine_table(model.vectors, inv, neighbors, scores,
                                                  rounds=params.refine_rounds, reverse=params.refine_reverse,
-                                                 order=index.rows, n_threads=threads, progress=refine and refine.report, stats=stats)
+                                                 order=index.rows, n_threads=threads, stats=stats,
+                                                 progress=progress_of(f"index: refinement ({params.refine_rounds} "
+                                                                      "rounds)", V * params.refine_rounds))
         recall_table = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
         say(f"table: sampled recall@{args.k} {recall_searched:.4f} after the search"
             + (f", {recall_table:.4f} after {params.refine_rounds} refinement rounds "
