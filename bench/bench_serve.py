@@ -22,6 +22,12 @@ ratios against the targets:
 
 and the memory of the otto-serve processes (RSS vs PSS of the mapped ``vectors.npy``).
 
+``--also-model DIR`` adds a second otto-serve on an existing model directory with a neighbour
+table (e.g. the full-size one ``bench/bench_full.py`` trains): its table path is measured right
+after ours in every round (``--query-rows`` of its aids, drawn with a fixed seed), and its p50
+(1 connection) and p99 (8 connections) are reported as ratios to ours, per round, against the
+target "the same latency" (ratio <= 1.10).
+
 ``python bench/bench_serve.py [--duration 4] [--rounds 3] [--hostile 64] [--quiet]``
 """
 from __future__ import annotations
@@ -325,6 +331,7 @@ TABLE, BARE, FLASK = "otto-serve table path", "bare ThreadingHTTPServer (constan
 HOSTILE = ", hostile load"
 TABLE_H, BARE_H = TABLE + HOSTILE, BARE + HOSTILE
 COMPARED = "[--compare] "
+ALSO = "otto-serve table path, --also-model"
 
 
 def main(argv=None) -> int:
@@ -349,6 +356,10 @@ def main(argv=None) -> int:
                          "every otto-serve single-process scenario right after ours, and the ratios are reported")
     ap.add_argument("--hostile", type=int, default=64,
                     help="hostile connections of each kind for the hostile-load scenarios (0: skip them)")
+    ap.add_argument("--also-model", default=None, metavar="DIR",
+                    help="an existing model directory with a neighbour table (e.g. the full-size one): its "
+                         "otto-serve's table path runs right after ours in every round, and its latency is "
+                         "reported as a ratio to ours")
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
@@ -366,7 +377,13 @@ def main(argv=None) -> int:
                                          for a, t in zip(rng.choice(aids, 5), rng.integers(0, 3, 5))]})
                   for _ in range(200)]
         # (name, server, method, paths, bodies): the table path and the bare server run back to back
-        scenarios = [(TABLE, "ours", "GET", item_paths, None),
+        also = []
+        if args.also_model:
+            also_aids = np.load(Path(args.also_model) / "aids.npy", mmap_mode="r")
+            pick = np.random.default_rng(2).choice(also_aids.shape[0], min(args.query_rows, also_aids.shape[0]),
+                                                   replace=False)
+            also = [(ALSO, "also", "GET", [f"/api/v1/recommendations/{int(also_aids[i])}" for i in pick], None)]
+        scenarios = [(TABLE, "ours", "GET", item_paths, None), *also,
                      (BARE, "bare", "GET", ["/"], None),
                      ("otto-serve table path, 2 workers", "ours2", "GET", item_paths, None),
                      ("otto-serve popular", "ours", "GET", ["/api/v1/popular"], None),
@@ -382,8 +399,9 @@ def main(argv=None) -> int:
         ports = {}
         for key in dict.fromkeys(sc[1] for sc in scenarios):
             port = ports[key] = free_port()
-            if key in ("ours", "compared"):
-                cmd = [py, "-m", "serve", str(model), "--port", str(port), "--threads", str(args.threads), "--quiet"]
+            if key in ("ours", "compared", "also"):
+                cmd = [py, "-m", "serve", str(args.also_model if key == "also" else model), "--port", str(port),
+                       "--threads", str(args.threads), "--quiet"]
             elif key == "ours2":
                 cmd = [py, "-m", "serve", str(model), "--port", str(port), "--threads", str(args.threads),
                        "--workers", "2", "--quiet"]
@@ -393,7 +411,7 @@ def main(argv=None) -> int:
                 cmd = [py, "bench/baselines/bare_server.py", "--port", str(port)]
             log(f"starting {key} on port {port}", args.quiet)
             procs[key] = start(cmd, cwd=Path(args.compare).resolve() if key == "compared" else ROOT)
-            wait_http(port, "/" if key == "bare" else item_paths[0])
+            wait_http(port, "/" if key == "bare" else "/readyz" if key == "also" else item_paths[0])
         results = []
         for rnd in range(args.rounds):
             for name, key, method, paths, bods in scenarios:
@@ -515,6 +533,16 @@ def report(results, mem, how, args, use_wrk):
                 rr = [r["reopened"] for r in runs(a, c)]
                 print(f"| {a} | {c} | " + " ; ".join(f"{r['pipeliner']} / {r['trickler']} / {r['header_sender']}"
                                                     for r in rr) + " |")
+    if runs(ALSO, 1):
+        print(f"\nthe table path on {args.also_model} / on the {args.vocab} x {args.dim} model, measured back to "
+              f"back in each round:\n")
+        print("| latency | per round | median | target <= 1.10 |")
+        print("|---|---|---:|:-:|")
+        for what, c, field in (("p50 (1 conn)", 1, "p50_ms"), ("p99 (1 conn)", 1, "p99_ms"),
+                               ("p50 (8 conns)", 8, "p50_ms"), ("p99 (8 conns)", 8, "p99_ms")):
+            xs = [a[field] / b[field] if b[field] else float("nan") for a, b in zip(runs(ALSO, c), runs(TABLE, c))]
+            m = float(np.median(xs))
+            print(f"| {what} | {' / '.join(f'{x:.2f}' for x in xs)} | {m:.2f} | {'yes' if m <= 1.10 else 'NO'} |")
     compared = [n for n in names if n.startswith(COMPARED)]
     if compared:
         print(f"\nthis otto-serve / the --compare checkout's ({args.compare}), same scenario, measured back to "
