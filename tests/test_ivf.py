@@ -203,8 +203,8 @@ def test_property_reverse_lists_are_a_stable_sort_of_the_slots_by_target(V, k, p
     want = keep[np.argsort(tgt[keep], kind="stable")] // k  # the slots' rows, by target, stably
     rev_off = np.zeros(V + 1, np.int64)
     np.cumsum(np.bincount(tgt[keep], minlength=V), out=rev_off[1:])
-    got = np.full(int(rev_off[-1]), -7, np.int64)
-    ivf._reverse_lists(nb, rev_off, got)
+    got_off, got = ivf._invert_probes(nb, np.zeros(V, np.bool_), V)   # the refinement's reverse lists
+    assert np.array_equal(got_off, rev_off)
     assert np.array_equal(got, want)
     for y in range(V):                                     # each list: the rows listing y, ascending
         assert got[rev_off[y]:rev_off[y + 1]].tolist() == [x for x in range(V) if y in nb[x].tolist()]

@@ -275,9 +275,10 @@ def _probe_kernel(queries, q_scale, c_panels, nlist, P, probes):
 
 
 # Inverted probe lists of one query chunk: for list l, the chunk-local queries that probe it, in
-# ascending query order, as a CSR (l_off int64 [nlist + 1], l_q int64 [total]).
-# probes: int64 [Q, P] (best centroids of each query, -1 padding); full: bool [Q] (probe every
-# list). Degenerate: Q = 0 gives empty lists.
+# ascending query order, as a CSR (l_off int64 [nlist + 1], l_q int64 [total]); a counting sort.
+# probes: int [Q, P] (best centroids of each query, -1 padding); full: bool [Q] (probe every
+# list). Degenerate: Q = 0 gives empty lists. The refinement inverts a neighbour table with it
+# (probes = the int32 [V, k] table, nlist = V, no full rows): the rows that list each row.
 @njit(cache=True, nogil=True)
 def _invert_probes(probes, full, nlist):
     Q, P = probes.shape
@@ -817,33 +818,13 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     return out_s, out_i
 
 
-# The reverse lists of a neighbour table (a counting sort of its slots by target): for every
-# row y, rev_idx[rev_off[y]:rev_off[y + 1]] are the rows x with y in nb[x], ascending (x is
-# visited in ascending order, and a list holds a row at most once). nb: int32 [V, k], -1 padding
-# skipped; rev_off: int64 [V + 1], the cumulative in-degrees (rev_off[0] = 0); rev_idx: int64
-# [rev_off[V]], filled here.
-@njit(cache=True, nogil=True)
-def _reverse_lists(nb, rev_off, rev_idx):
-    V, k = nb.shape
-    pos = rev_off[:V].copy()
-    for x in range(V):
-        for t in range(k):
-            y = nb[x, t]
-            if y >= 0:
-                rev_idx[pos[y]] = x
-                pos[y] += 1
-
-
 def _refine_round(units, nb, sc, reverse: int, order, chunks, n: int, progress):
     """One round of :func:`refine_table`: ``(neighbors, scores, candidates scored, reverse edges
-    left out)``. Each row's reverse neighbours come in ascending row order (``_reverse_lists``)."""
+    left out)``. The reverse lists are the table inverted like the probes of a search
+    (``_invert_probes``: for each row, the rows that list it, ascending)."""
     V, k = nb.shape
-    tgt = nb.ravel()
-    deg = np.bincount(tgt[tgt >= 0], minlength=V)
-    rev_off = np.zeros(V + 1, np.int64)
-    np.cumsum(deg, out=rev_off[1:])
-    rev_idx = np.empty(int(rev_off[-1]), np.int64)
-    _reverse_lists(nb, rev_off, rev_idx)
+    rev_off, rev_idx = _invert_probes(nb, np.zeros(V, np.bool_), V)
+    deg = np.diff(rev_off)
     out_nb = np.empty_like(nb)
     out_sc = np.empty_like(sc)
     src_nb, src_sc = knn._readonly(nb), knn._readonly(sc)
