@@ -166,6 +166,42 @@ def test_property_refinement_keeps_exact_scores_and_never_worsens_a_list(V, D, k
     assert ivf.sampled_recall(exact, nb) >= ivf.sampled_recall(exact, nb0)
 
 
+@settings(max_examples=25, deadline=None)
+@given(V=st.integers(2, 90), D=st.integers(1, 8), k=st.integers(1, 12), nlist=st.integers(1, 9),
+       P=st.integers(1, 9), rounds=st.integers(1, 3), reverse=st.integers(0, 30), seed=st.integers(0, 2**32 - 1))
+def test_property_refined_bound_is_one_forward_round_and_bounds_the_table_row_by_row(V, D, k, nlist, P, rounds,
+                                                                                     reverse, seed):
+    # the automatic nprobe of the neighbour table compares this bound with the target, so it must
+    # never claim more than the refined table holds, for any rounds >= 1 and any reverse cap
+    rng = np.random.default_rng(seed)
+    v = rng.integers(-2, 3, (V, D)).astype(np.float32) if seed % 2 else rng.standard_normal((V, D)).astype(np.float32)
+    k = min(k, V - 1)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=nlist, seed=seed % 7, nprobe=1))
+    P = min(P, idx.info["nlist"])
+    inv = knn.inverse_norms(v)
+    nb0, sc0 = ivf.neighbor_table(v, k, idx, nprobe=P, refine_rounds=0)
+    sample = np.sort(rng.choice(V, 1 + seed % V, replace=False)).astype(np.int64)
+    found = ivf.search(idx, v, inv, v[sample], k, nprobe=P, exclude_self=sample)
+    assert np.array_equal(found[1], nb0[sample])  # a row's search result does not depend on its batch
+    bound = ivf._refined_bound(idx, v, inv, sample, found, P, ivf.DEFAULTS, None, 1 + seed % 2)
+    assert bound.shape == (sample.size, k) and bound.dtype == np.int64
+    one, _ = ivf.refine_table(v, inv, nb0, sc0, rounds=1, reverse=0)
+    assert np.array_equal(bound, one[sample])  # the refinement's rule, with no reverse lists
+    full = _all_pair_scores(v)
+    nb, _ = ivf.refine_table(v, inv, nb0, sc0, rounds=rounds, reverse=reverse)
+    exact, _ = knn.build_neighbor_table(v, k)
+    for j, x in enumerate(sample.tolist()):
+        cand = set(nb0[x][nb0[x] >= 0].tolist())
+        for y in list(cand):
+            cand |= set(nb0[y][nb0[y] >= 0].tolist())
+        cand.discard(x)
+        want = sorted(cand, key=lambda z: (-float(full[x, z]), z))[:k]
+        assert bound[j][bound[j] >= 0].tolist() == want                    # one forward round, total order
+        ex = set(exact[x][exact[x] >= 0].tolist())
+        assert len(ex & set(want)) <= len(ex & set(nb[x][nb[x] >= 0].tolist()))  # never above the table
+    assert ivf.sampled_recall(exact[sample], bound) <= ivf.sampled_recall(exact[sample], nb[sample].astype(np.int64))
+
+
 def test_refinement_finds_what_the_probes_missed_and_counts_what_it_leaves_out():
     v = clustered(4000, 16, 40, 0.5, 11)
     inv = knn.inverse_norms(v)
@@ -382,6 +418,15 @@ def test_index_command_auto_nprobe_is_reported_and_recorded(tmp_path, capsys):
     assert meta["sampled_recall"] >= 0.999 or not meta["target_reached"]
     err = capsys.readouterr().err
     assert f"nprobe {meta['nprobe']} (auto: sampled recall@5 {meta['sampled_recall']:.4f} over 100 rows" in err
+    # the table's nprobe targets the refined table; otto-eval's searches re-measure it for the search
+    assert meta["nprobe_target"] == side["nprobe_target"] == "table"
+    assert meta["table_recall"] >= meta["table_recall_bound"]  # the bound, measured on the same sample
+    assert f"refined table at least {meta['table_recall_bound']:.4f}, target 0.999" in err
+    m = load_model(tmp_path / "m")
+    bulk = ivf.BulkTopK(m.vectors, "ivf", replace(ivf.DEFAULTS, nlist=30, recall_sample=100, target_recall=0.999),
+                        model_dir=tmp_path / "m", k=5)
+    assert bulk.info()["ivf_source"] == "loaded from the model directory, nprobe re-measured"
+    assert bulk.index.info["nprobe_target"] == "search"
     args = _parse(["index", str(tmp_path / "m"), "--method", "ivf", "--ivf-target-recall", "1.5"])
     with pytest.raises(UsageError, match="--ivf-target-recall: must be a number in"):
         args.func(args)
@@ -534,6 +579,44 @@ def test_auto_nprobe_reaches_the_target_where_the_base_default_does_not():
     assert any("NOT reached within 0.3 of the lists" in m for m in msgs)
     with pytest.raises(ValueError, match="max_probe_fraction"):
         ivf.IVFParams(max_probe_fraction=0.0)
+
+
+def test_table_target_picks_the_nprobe_whose_refined_table_reaches_it():
+    # the neighbour table is refined after the search, so its automatic nprobe targets a lower
+    # bound of the refined table's recall; the search target (BulkTopK, otto-eval) would probe
+    # more lists than the table needs (on the generated 1.86M x 64 matrix: 436 instead of 114)
+    v = clustered(5000, 16, 400, 1.0, seed=5)
+    params = ivf.IVFParams(nlist=200, seed=2, recall_sample=1000, max_probe_fraction=1.0)
+    msgs = []
+    search_idx = ivf.build_ivf(v, params, k=20)
+    table_idx = ivf.build_ivf(v, params, k=20, table=True, progress=msgs.append)
+    si, ti = search_idx.info, table_idx.info
+    assert si["nprobe_target"] == "search" and "table_recall_bound" not in si
+    assert ti["nprobe_target"] == "table" and np.array_equal(table_idx.rows, search_idx.rows)
+    trials = ti["nprobe_trials"]
+    assert [t["nprobe"] for t in trials] == [t["nprobe"] for t in si["nprobe_trials"]][:len(trials)]
+    assert all(t["table_bound"] >= t["recall"] for t in trials)  # the search's list is a candidate
+    assert all(t["table_bound"] < 0.99 for t in trials[:-1]) and trials[-1]["table_bound"] >= 0.99
+    assert ti["nprobe"] == trials[-1]["nprobe"] < si["nprobe"] and ti["target_reached"]
+    assert ti["table_recall_bound"] == trials[-1]["table_bound"] and ti["sampled_recall"] == trials[-1]["recall"]
+    assert ti["sampled_recall"] < 0.99  # the search alone is below the target at the chosen nprobe
+    assert any(f"nprobe {ti['nprobe']} chosen (auto)" in m and "refined table at least" in m for m in msgs)
+    # the bound holds for the table that is then built: measured on the same sample, and overall
+    sample, exact = ivf.recall_reference(v, knn.inverse_norms(v), 20, params)
+    nb, _ = ivf.neighbor_table(v, 20, table_idx)
+    assert ivf.sampled_recall(exact, nb[sample].astype(np.int64)) >= ti["table_recall_bound"] >= 0.99
+    nb_exact, _ = knn.build_neighbor_table(v, 20)
+    assert ivf.sampled_recall(nb_exact, nb) >= 0.985  # 1000 sampled rows: 0.005 of sampling error
+    # deterministic, and independent of the threads
+    assert ivf.build_ivf(v, params, k=20, table=True, n_threads=1).info == ti
+    # no refinement: the table is the search, so the search is measured
+    plain = ivf.build_ivf(v, replace(params, refine_rounds=0), k=20, table=True).info
+    assert plain["nprobe_target"] == "search" and plain["nprobe"] == si["nprobe"]
+    # an index measured for one target is re-measured for the other (BulkTopK searches only)
+    assert ivf._auto_matches(si, params, 5000, 20) and not ivf._auto_matches(ti, params, 5000, 20)
+    assert ivf._auto_matches(ti, params, 5000, 20, "table") and not ivf._auto_matches(si, params, 5000, 20, "table")
+    legacy = {key: val for key, val in si.items() if key != "nprobe_target"}  # files written before the field
+    assert ivf._auto_matches(legacy, params, 5000, 20)
 
 
 def test_given_nprobe_skips_the_measurement(monkeypatch):

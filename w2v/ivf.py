@@ -52,7 +52,9 @@ excluded) the reference; from ``default_nprobe(nlist)`` nprobe doubles (capped a
 sampled recall@k (:func:`sampled_recall`) reaches ``target_recall``, or nprobe = nlist (exact,
 recall 1.0), or the cap of ``max_probe_fraction`` of the lists (then the index records
 ``target_reached: false`` and the recall it has). The chosen nprobe and every trial are recorded in the index info, and a search
-without an nprobe uses it.
+without an nprobe uses it. For the neighbour table (``build_ivf(..., table=True)``, which
+``otto-train index`` uses) the measure is a lower bound of the table's recall after its
+refinement (:func:`_refined_bound`), since the table is refined after the search.
 
 Files (docs/FORMATS.md, "IVF index"): ``ivf_centroids.npy`` (``<f4 [nlist, D]``),
 ``ivf_offsets.npy`` (``<i8 [nlist + 1]``), ``ivf_rows.npy`` (``<i8 [V]``), and ``ivf.json``
@@ -104,7 +106,9 @@ class IVFParams:
                     the next doubling would pass --ivf-max-probe-fraction of the lists)
     recall_sample   auto nprobe: rows (at most V) drawn with the seed whose exact top-k the
                     sampled recall is measured against
-    target_recall   auto nprobe: the sampled recall@k the chosen nprobe reaches, in (0, 1]
+    target_recall   auto nprobe: the sampled recall@k the chosen nprobe reaches, in (0, 1]; for
+                    the neighbour table (otto-train index), a lower bound of the table's
+                    sampled recall after the refinement
     max_probe_fraction  auto nprobe: never more than this share of the lists, in (0, 1] (the
                     table then costs about this share of the exact scan); when the target is
                     not reached within it, the index records and reports the recall it has
@@ -537,15 +541,16 @@ def assign_lists(centroids, vectors, *, n_threads=None) -> tuple[np.ndarray, np.
 
 
 def build_ivf(vectors, params: IVFParams = DEFAULTS, *, k: int = 20, n_threads=None, progress=None,
-              reference=None) -> IVFIndex:
+              reference=None, table: bool = False) -> IVFIndex:
     """Seeded spherical k-means over the rows of ``vectors``, their inverted lists and the nprobe.
 
     ``vectors``: float32 ``[V, D]`` (any rows; zero rows are allowed). ``nlist`` is capped at ``V``
     (at least 1). ``params.nprobe = None`` chooses nprobe by measurement (:func:`tune_nprobe`,
     recall@``k``; ``reference``: :func:`recall_reference`'s result for these vectors, k and
-    params, when the caller has it already); a given nprobe is recorded as it is (capped at
-    nlist), with no measurement. ``progress(message)`` (optional) is called once per k-means round
-    and per nprobe tried."""
+    params, when the caller has it already; ``table``: measure the neighbour table's recall after
+    the refinement instead of the search's, see :func:`tune_nprobe`); a given nprobe is recorded
+    as it is (capped at nlist), with no measurement. ``progress(message)`` (optional) is called
+    once per k-means round and per nprobe tried."""
     v = knn._as_matrix(vectors)
     V, D = v.shape
     nlist_req = default_nlist(V) if params.nlist is None else int(params.nlist)
@@ -595,7 +600,7 @@ def build_ivf(vectors, params: IVFParams = DEFAULTS, *, k: int = 20, n_threads=N
         info.update(nprobe=int(min(params.nprobe, nlist)), nprobe_source="given")
         return index
     return tune_nprobe(index, v, knn.inverse_norms(v), k, params, n_threads=n_threads, progress=progress,
-                       reference=reference)
+                       reference=reference, table=table)
 
 
 def sampled_recall(exact_rows, approx_rows) -> float:
@@ -638,7 +643,7 @@ def recall_reference(vectors, inv_norms, k: int, params: IVFParams = DEFAULTS, *
 
 
 def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams = DEFAULTS, *,
-                n_threads=None, progress=None, reference=None) -> IVFIndex:
+                n_threads=None, progress=None, reference=None, table: bool = False) -> IVFIndex:
     """``index`` with the nprobe chosen by measurement recorded in its info.
 
     The exact top-k (``knn.topk_batch``, own row excluded) of the ``_recall_sample`` rows is the
@@ -652,7 +657,16 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
     stopped the search below the target). Cost: ``n * V * D`` for the reference plus a few sample
     searches; ``reference``, :func:`recall_reference`'s ``(sample, exact)`` for the same vectors,
     k and params, saves the first part (its sample and shape are checked). Degenerate: V = 0 or
-    k = 0 records recall 1.0 at the base nprobe."""
+    k = 0 records recall 1.0 at the base nprobe.
+
+    ``table=True`` (the neighbour table, when ``params.refine_rounds >= 1``): the measure compared
+    with the target is a lower bound of the *refined table's* sampled recall instead of the
+    search's (:func:`_refined_bound`: one forward round of the refinement on the sample, from the
+    search results of the sample and of its neighbours; every later round, and the reverse lists,
+    can only add to it). Each trial then also records ``table_bound``; the info records
+    ``table_recall_bound`` at the chosen nprobe and ``nprobe_target = "table"`` (else
+    ``"search"``). Extra cost per trial: a search of the sample's neighbours (about ``k`` times
+    the sample) and one refinement step of the sample."""
     v = knn._as_matrix(vectors)
     inv = knn._check_inv(inv_norms, v.shape[0])
     k = knn._check_k(k)
@@ -668,35 +682,83 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
             ref_sample, exact = reference
             if not np.array_equal(ref_sample, sample) or np.shape(exact) != (sample.size, k):
                 raise ValueError("reference: not recall_reference's result for these vectors, k and params")
+    table = bool(table) and params.refine_rounds > 0
     trials = []
     P = default_nprobe(nlist)
     cap = min(nlist, max(P, int(float(params.max_probe_fraction) * nlist)))
     packed = pack_lists(index, v, inv, n_threads=n_threads) if exact is not None else None
     while True:
-        r = 1.0
+        r = b = 1.0
         if exact is not None:
-            _, got = search(index, v, inv, q, k, nprobe=P, exclude_self=sample, chunk=params.chunk,
-                            q_block=params.q_block, n_threads=n_threads, packed=packed)
-            r = sampled_recall(exact, got)
-        trials.append({"nprobe": int(P), "recall": r})
+            found = search(index, v, inv, q, k, nprobe=P, exclude_self=sample, chunk=params.chunk,
+                           q_block=params.q_block, n_threads=n_threads, packed=packed)
+            r = sampled_recall(exact, found[1])
+            if table:
+                b = sampled_recall(exact, _refined_bound(index, v, inv, sample, found, P, params, packed, n_threads))
+        trials.append({"nprobe": int(P), "recall": r} | ({"table_bound": b} if table else {}))
+        m = b if table else r
         if progress is not None:
-            progress(f"nprobe {P}/{nlist}: sampled recall@{k} {r:.4f} over {sample.size} rows (target {target})")
-        if r >= target or P >= cap:
+            progress(f"nprobe {P}/{nlist}: sampled recall@{k} {r:.4f} over {sample.size} rows"
+                     + (f", refined table at least {b:.4f}" if table else "") + f" (target {target})")
+        if m >= target or P >= cap:
             break
         P = min(2 * P, cap)
     info = dict(index.info, nprobe=int(P), nprobe_source="auto", nprobe_trials=trials, sampled_recall=r,
                 recall_k=int(k), recall_sample=int(sample.size), target_recall=target,
-                max_probe_fraction=float(params.max_probe_fraction), target_reached=bool(r >= target))
+                max_probe_fraction=float(params.max_probe_fraction), target_reached=bool(m >= target),
+                nprobe_target="table" if table else "search")
+    if table:
+        info["table_recall_bound"] = b
     if progress is not None:
-        progress(f"nprobe {P} chosen (auto): sampled recall@{k} {r:.4f}, target {target}"
-                 + ("" if r >= target else f" NOT reached within {params.max_probe_fraction:g} of the lists "
+        progress(f"nprobe {P} chosen (auto): sampled recall@{k} {r:.4f}"
+                 + (f", refined table at least {b:.4f}" if table else "") + f", target {target}"
+                 + (" (refined table)" if table else "")
+                 + ("" if m >= target else f" NOT reached within {params.max_probe_fraction:g} of the lists "
                     "(--ivf-max-probe-fraction)"))
     return index._replace(info=info)
 
 
-def _auto_matches(info: dict, params: IVFParams, V: int, k: int) -> bool:
-    """Whether ``info`` records an auto nprobe measured as ``params`` and ``k`` would measure it."""
+def _refined_bound(index: IVFIndex, v, inv, sample, found, P: int, params: IVFParams, packed, n_threads) -> np.ndarray:
+    """int64 ``[n, k]``: for each ``sample`` row, the top-k of its searched list and its
+    neighbours' searched lists (one forward round of :func:`refine_table`, no reverse lists), from
+    ``found = search(sample)`` at nprobe ``P``. A search result does not depend on the other
+    queries of its batch, so the neighbours' lists are the rows the table's search gives them;
+    each refinement round keeps the best k of a superset of these candidates (the round's own
+    list, every neighbour's list, more), and a row of the exact top-k, once in a list, stays there.
+    So, row by row, this result holds at most as many exact neighbours as the table after any
+    number >= 1 of refinement rounds with any ``refine_reverse``: its :func:`sampled_recall` is a
+    lower bound of the refined table's. Computed on the rows involved only (relabelled in
+    ascending order, which keeps the total order's tie rule), with ``_refine_kernel``'s arithmetic."""
+    sc1, nb1 = found
+    n, k = nb1.shape
+    hop = np.unique(nb1[nb1 >= 0])
+    sc2, nb2 = search(index, v, inv, v[hop], k, nprobe=P, exclude_self=hop, chunk=params.chunk,
+                      q_block=params.q_block, n_threads=n_threads, packed=packed)
+    rows = np.unique(np.concatenate([sample, hop, nb2[nb2 >= 0]]))
+    C = rows.size
+    local = np.full((C, k), -1, np.int32)
+    local_sc = np.full((C, k), -np.inf, np.float32)
+    for ids, sc, lists in ((hop, sc2, nb2), (sample, sc1, nb1)):  # a row in both has the same list
+        at = np.searchsorted(rows, ids)
+        local[at] = np.where(lists >= 0, np.searchsorted(rows, np.maximum(lists, 0)), -1)
+        local_sc[at] = sc
+    sub_v = np.ascontiguousarray(v[rows])
+    units = np.empty((C, v.shape[1]), np.float32)
+    _copy_scaled(sub_v, np.ascontiguousarray(inv[rows]), 0, C, units)
+    order = np.searchsorted(rows, sample).astype(np.int64)
+    out_nb = np.full((C, k), -1, np.int32)
+    out_sc = np.full((C, k), -np.inf, np.float32)
+    _refine_kernel(knn._readonly(units), knn._readonly(local), knn._readonly(local_sc), np.zeros(C + 1, np.int64),
+                   np.zeros(0, np.int64), 0, order, 0, n, np.full(C, -1, np.int32), out_nb, out_sc)
+    got = out_nb[order]
+    return np.where(got >= 0, rows[np.maximum(got, 0)], -1)
+
+
+def _auto_matches(info: dict, params: IVFParams, V: int, k: int, target: str = "search") -> bool:
+    """Whether ``info`` records an auto nprobe measured as ``params`` and ``k`` would measure it,
+    for ``target`` (``"search"``: the search's recall; ``"table"``: the refined table's bound)."""
     return (info.get("nprobe_source") == "auto" and info.get("recall_k") == k
+            and info.get("nprobe_target", "search") == target
             and info.get("recall_sample") == min(int(params.recall_sample), V)
             and info.get("target_recall") == float(params.target_recall)
             and info.get("max_probe_fraction", 1.0) == float(params.max_probe_fraction))
