@@ -68,9 +68,9 @@ def build_parser() -> ArgumentParser:
     add_config_flags(g, ServerConfig, only=("threads", "reuse_port", "backlog"))
     g = p.add_argument_group("limits (every drop is counted in /metrics, otto_events_total)")
     add_config_flags(g, ServerConfig, exclude=("threads", "reuse_port", "backlog", "access_log", "type_weights", "decay",
-                                               "mapped_table"))
+                                               "table_rows"))
     g = p.add_argument_group("memory")
-    add_config_flags(g, ServerConfig, only=("mapped_table",))
+    add_config_flags(g, ServerConfig, only=("table_rows",))
     g = p.add_argument_group("session blend")
     add_config_flags(g, ServerConfig, only=("type_weights", "decay"), metavars={"type_weights": "CLICKS,CARTS,ORDERS"})
     g = p.add_argument_group("output")

@@ -37,6 +37,8 @@ from data_prep.npyio import release_pages
 
 DEFAULT_TYPE_WEIGHTS = DEFAULT_RULE.type_weights
 DEFAULT_DECAY = DEFAULT_RULE.decay
+# the service reads table rows with pread by default (Recommender below explains why)
+DEFAULT_TABLE_ROWS = "pread"  # one of w2v.keyed.TABLE_ROWS
 
 
 class UnknownAid(LookupError):
@@ -55,7 +57,7 @@ class Recommender:
     """Answers for one model. Immutable after ``__init__``; safe to share between threads."""
 
     def __init__(self, model: Model, *, type_weights: tuple[float, float, float] = DEFAULT_TYPE_WEIGHTS,
-                 decay: float = DEFAULT_DECAY, table_rows: str = "pread"):
+                 decay: float = DEFAULT_DECAY, table_rows: str = DEFAULT_TABLE_ROWS):
         self.rule = SessionRule(tuple(float(w) for w in type_weights), "decay", float(decay)).validate()
         self.model = model
         # table rows are read from the files by default ("pread"), not the maps: scattered reads

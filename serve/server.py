@@ -80,11 +80,14 @@ import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 from . import app
 from .metrics import Metrics
 from .problems import PROBLEM_CONTENT_TYPE, HTTPProblem, reason
-from .recommend import DEFAULT_DECAY, DEFAULT_TYPE_WEIGHTS, Recommender
+from w2v.keyed import TABLE_ROWS
+
+from .recommend import DEFAULT_DECAY, DEFAULT_TABLE_ROWS, DEFAULT_TYPE_WEIGHTS, Recommender
 
 log = logging.getLogger("serve")
 access_log = logging.getLogger("serve.access")
@@ -137,9 +140,10 @@ class ServerConfig:
                         otto-serve --workers > 1 implies it).
     type_weights        weight of clicks, carts and orders in the session vector.
     decay               recency decay: event i of n is weighted decay^(n-1-i), 0 < decay <= 1.
-    mapped_table        read neighbour-table rows through the memory map instead of with pread:
-                        10-20% more item requests per second (bench/RESULTS.md section 5c), but
-                        scattered item requests make the whole table resident (276 MB at full size).
+    table_rows          how item requests read neighbour-table rows: pread (from the file, only the
+                        rows asked for stay resident) or map (through the memory map: 10-20% more
+                        item requests per second, bench/RESULTS.md section 5c, but scattered item
+                        requests make the whole table resident, 276 MB at full size).
     """
 
     threads: int = 8
@@ -160,12 +164,18 @@ class ServerConfig:
     reuse_port: bool = False
     type_weights: tuple = DEFAULT_TYPE_WEIGHTS
     decay: float = DEFAULT_DECAY
-    mapped_table: bool = False
+    table_rows: str = DEFAULT_TABLE_ROWS
+
+    FLAG_CHOICES: ClassVar[dict] = {"table_rows": TABLE_ROWS}  # for data_prep.flags
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("access_log", "reuse_port", "type_weights", "mapped_table"):
+            if f.name == "table_rows":
+                if v not in TABLE_ROWS:
+                    raise ValueError(f"table_rows: expected one of {', '.join(TABLE_ROWS)}, got {v!r}")
+                continue
+            if f.name in ("access_log", "reuse_port", "type_weights"):
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 if not (f.name in ("linger", "send_buffer") and v == 0):
@@ -684,7 +694,7 @@ class Server:
     def load_model(self, path: str | os.PathLike) -> Recommender:
         """Load the model directory at ``path`` completely. May be overridden."""
         return Recommender.load(path, type_weights=self.config.type_weights, decay=self.config.decay,
-                                table_rows="map" if self.config.mapped_table else "pread")
+                                table_rows=self.config.table_rows)
 
     def reload(self, path: str | os.PathLike | None = None) -> bool:
         """Load the model at ``path`` (default: the last one loaded) fully, then swap it in.

@@ -236,21 +236,26 @@ def test_the_service_keeps_only_what_it_reads_resident(tmp_path):
                                                                        # aids.npy, 1.6 MB, is mapped)
     got = rec.session([3, 6], [0, 1], 5)                               # a session scans the vectors again
     assert len(got.aids) == 5 and _rss_file_kb() - base >= 40 << 10
-    # --mapped-table: the same answers through the maps
+    # --table-rows map: the same answers through the maps
     mapped = Recommender.load(path, table_rows="map")
     assert isinstance(mapped.kv.neighbor_rows, np.ndarray) and not isinstance(rec.kv.neighbor_rows, np.ndarray)
     for aid in (0, 3, 3 * (V - 1)):
         assert mapped.similar(aid, 20) == rec.similar(aid, 20) and mapped.similar(aid, 7) == rec.similar(aid, 7)
 
 
-def test_mapped_table_flag_reaches_the_server_config_and_the_worker_processes():
+def test_table_rows_flag_reaches_the_server_config_and_the_worker_processes():
     from dataclasses import asdict
 
     from data_prep.flags import config_from_args
     from serve import cli
     from serve.server import ServerConfig
-    for argv, want in ((["m"], False), (["m", "--mapped-table"], True), (["m", "--no-mapped-table"], False)):
+    for argv, want in ((["m"], "pread"), (["m", "--table-rows", "map"], "map"), (["m", "--table-rows", "pread"], "pread")):
         args = cli.build_parser().parse_args(argv)
         vars(args).update(asdict(config_from_args(ServerConfig, args)))
-        assert cli._config(args)["mapped_table"] is want
-        assert ("--mapped-table" in cli._child_argv(args, 1, 3)) is want
+        assert cli._config(args)["table_rows"] == want
+        child = cli._child_argv(args, 1, 3)
+        assert child[child.index("--table-rows") + 1] == want
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["m", "--table-rows", "mmap"])
+    with pytest.raises(ValueError, match="table_rows: expected one of map, pread, got 'mmap'"):
+        ServerConfig(table_rows="mmap")

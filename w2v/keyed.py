@@ -17,7 +17,11 @@ from data_prep.npyio import RowReader
 from . import knn
 from .vocab import dense_ids
 
-__all__ = ["AidIndex", "KeyedVectors"]
+__all__ = ["AidIndex", "KeyedVectors", "TABLE_ROWS"]
+
+# how a neighbour table's rows are read (KeyedVectors.from_model): through the memory maps, or
+# row by row with pread (data_prep.npyio.RowReader)
+TABLE_ROWS = ("map", "pread")
 
 
 def _as_aid(aid) -> int:
@@ -138,7 +142,7 @@ class KeyedVectors:
         ``table_rows="map"`` reads it through the memory maps, ``"pread"`` row by row from the
         files (:class:`data_prep.npyio.RowReader`)."""
         nb, ns = model.neighbors, model.neighbor_scores
-        if table_rows not in ("map", "pread"):
+        if table_rows not in TABLE_ROWS:
             raise ValueError(f"table_rows: expected 'map' or 'pread', got {table_rows!r}")
         if table_rows == "pread" and nb is not None:
             nb, ns = RowReader(nb), RowReader(ns)
