@@ -423,10 +423,14 @@ def test_index_command_auto_nprobe_is_reported_and_recorded(tmp_path, capsys):
     assert meta["table_recall"] >= meta["table_recall_bound"]  # the bound, measured on the same sample
     assert f"refined table at least {meta['table_recall_bound']:.4f}, target 0.999" in err
     m = load_model(tmp_path / "m")
-    bulk = ivf.BulkTopK(m.vectors, "ivf", replace(ivf.DEFAULTS, nlist=30, recall_sample=100, target_recall=0.999),
-                        model_dir=tmp_path / "m", k=5)
-    assert bulk.info()["ivf_source"] == "loaded from the model directory, nprobe re-measured"
-    assert bulk.index.info["nprobe_target"] == "search"
+    p5 = replace(ivf.DEFAULTS, nlist=30, recall_sample=100, target_recall=0.999)
+    bulk = ivf.BulkTopK(m.vectors, "ivf", p5, model_dir=tmp_path / "m", k=5)
+    loaded = ivf.load_ivf(tmp_path / "m", m.vectors)
+    want = ivf.tune_nprobe(loaded, m.vectors, knn.inverse_norms(m.vectors), 5, p5).info
+    assert bulk.index.info == want and want["nprobe_target"] == "search" and "table_recall_bound" not in want
+    derived = ivf._search_choice(loaded.info, p5, m.vectors.shape[0], 5) is not None
+    assert bulk.info()["ivf_source"] == "loaded from the model directory, " + (
+        "nprobe from the table's trials" if derived else "nprobe re-measured")
     args = _parse(["index", str(tmp_path / "m"), "--method", "ivf", "--ivf-target-recall", "1.5"])
     with pytest.raises(UsageError, match="--ivf-target-recall: must be a number in"):
         args.func(args)
@@ -617,6 +621,18 @@ def test_table_target_picks_the_nprobe_whose_refined_table_reaches_it():
     assert ivf._auto_matches(ti, params, 5000, 20, "table") and not ivf._auto_matches(si, params, 5000, 20, "table")
     legacy = {key: val for key, val in si.items() if key != "nprobe_target"}  # files written before the field
     assert ivf._auto_matches(legacy, params, 5000, 20)
+    # the search's choice from the table's trials (BulkTopK on a model indexed by otto-train index):
+    # undecided when the table stopped before the search reached the target, below the cap ...
+    assert ivf._search_choice(ti, params, 5000, 20) is None and ivf._search_choice(si, params, 5000, 20) is None
+    # ... and exactly the search target's record when the table's last trial is the cap, or when
+    # the search reached the target there
+    for p2 in (replace(params, target_recall=1.0, max_probe_fraction=0.3),
+               replace(params, target_recall=si["nprobe_trials"][0]["recall"])):
+        t2 = ivf.build_ivf(v, p2, k=20, table=True).info
+        s2 = ivf.build_ivf(v, p2, k=20).info
+        assert ivf._search_choice(t2, p2, 5000, 20) == s2
+        assert ivf._search_choice(t2, p2, 5000, 10) is None  # measured for another k
+    assert [t["nprobe"] for t in s2["nprobe_trials"]] == [24] and s2["target_reached"]
 
 
 def test_given_nprobe_skips_the_measurement(monkeypatch):
@@ -667,4 +683,4 @@ def test_refinement_flags_belong_to_the_table_command_only():
                                check=True).stdout
            for mod, cmd in (("w2v", "index"), ("eval", "run"))}
     assert "--ivf-refine-rounds" in out["index"] and "--ivf-refine-reverse" in out["index"]
-    assert "--ivf-nprobe" in out["run"] and "refine" not in out["run"]   # otto-eval builds no table
+    assert "--ivf-nprobe" in out["run"] and "--ivf-refine" not in out["run"]   # otto-eval builds no table

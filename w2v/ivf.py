@@ -709,6 +709,8 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
                 nprobe_target="table" if table else "search")
     if table:
         info["table_recall_bound"] = b
+    else:
+        info.pop("table_recall_bound", None)  # an index measured for the table before
     if progress is not None:
         progress(f"nprobe {P} chosen (auto): sampled recall@{k} {r:.4f}"
                  + (f", refined table at least {b:.4f}" if table else "") + f", target {target}"
@@ -767,6 +769,29 @@ def _auto_matches(info: dict, params: IVFParams, V: int, k: int, target: str = "
 # --------------------------------------------------------------------------------------------
 # Search
 # --------------------------------------------------------------------------------------------
+
+def _search_choice(info: dict, params: IVFParams, V: int, k: int) -> dict | None:
+    """The info the search target (``nprobe_target = "search"``) would record, derived from an
+    index whose automatic nprobe was measured for the table (``info``, matching ``params`` and
+    ``k``), or None when its trials do not decide it. Both targets try the same nprobe sequence
+    and record the search's recall at each; the table's measure (a bound at least the search's
+    recall) stops no later. So the search target stops at the table's last trial when the
+    search's recall reached the target there or that trial is the cap, and otherwise needs
+    nprobe values the table did not try."""
+    if not _auto_matches(info, params, V, k, "table") or not info.get("nprobe_trials"):
+        return None
+    nlist = int(info["nlist"])
+    cap = min(nlist, max(default_nprobe(nlist), int(float(params.max_probe_fraction) * nlist)))
+    target = float(params.target_recall)
+    last = info["nprobe_trials"][-1]
+    if last["recall"] < target and last["nprobe"] < cap:
+        return None
+    out = {key: val for key, val in info.items() if key != "table_recall_bound"}
+    out.update(nprobe_trials=[{"nprobe": t["nprobe"], "recall": t["recall"]} for t in info["nprobe_trials"]],
+               nprobe=int(last["nprobe"]), sampled_recall=last["recall"], target_reached=bool(last["recall"] >= target),
+               nprobe_target="search")
+    return out
+
 
 class PackedLists(NamedTuple):
     """The rows of every list scaled to unit length and interleaved in panels of 16 (the layout
@@ -1106,7 +1131,8 @@ class BulkTopK:
     ``model_dir``: reuse its IVF files when they exist, match the vectors and were built with
     the same nlist/seed/iterations/train_per_list; otherwise the index is built in memory.
     ``k``: the recall@k an automatic nprobe is measured for (a loaded index whose auto nprobe was
-    measured otherwise is re-measured). ``log(message)`` receives one line per build step (optional)."""
+    measured otherwise is re-measured, unless it was measured for the neighbour table and its
+    trials decide the search's choice, :func:`_search_choice`). ``log(message)`` receives one line per build step (optional)."""
 
     def __init__(self, vectors, method: str = "auto", params: IVFParams = DEFAULTS, *, model_dir=None,
                  n_threads=None, log=None, k: int = 20):
@@ -1126,9 +1152,14 @@ class BulkTopK:
                 if _build_key(replace(DEFAULTS, **{f: idx.info.get(f) for f in _KEY_FIELDS}), V) == want:
                     self.index, self.source = idx, "loaded from the model directory"
                     if params.nprobe is None and not _auto_matches(idx.info, params, V, k):
-                        self.index = tune_nprobe(idx, self.vectors, self.inv, k, params,
-                                                 n_threads=n_threads, progress=log)
-                        self.source += ", nprobe re-measured"
+                        derived = _search_choice(idx.info, params, V, k)
+                        if derived is not None:  # the table's trials decide the search's nprobe
+                            self.index = idx._replace(info=derived)
+                            self.source += ", nprobe from the table's trials"
+                        else:
+                            self.index = tune_nprobe(idx, self.vectors, self.inv, k, params,
+                                                     n_threads=n_threads, progress=log)
+                            self.source += ", nprobe re-measured"
             if self.index is None:
                 self.index = build_ivf(self.vectors, params, k=k, n_threads=n_threads, progress=log)
                 self.source = "built in memory"
