@@ -251,7 +251,7 @@ def get_item_recs(server, req: Request, params: dict) -> Response:
     scores = parse_bool(q["scores"], "query parameter 'scores'") if "scores" in q else False
     rec = _recommender(server)
     try:
-        aids, sc = rec.similar(aid, k)
+        aids, sc = rec.similar(aid, k, scores=scores)
     except KeyError:
         raise HTTPProblem(404, "unknown-aid", f"aid {aid} is not in the model's vocabulary") from None
     return Response(200, scored_items(aids, sc) if scores else aid_list(aids))

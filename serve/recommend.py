@@ -116,10 +116,11 @@ class Recommender:
             raise LookupError("this model has no popularity table (popular.npy)")
         return (self.model.popular[type_code, :k].tolist(), self.model.popular_counts[type_code, :k].tolist())
 
-    def similar(self, aid: int, k: int) -> tuple[list[int], list[float]]:
-        """The ``k`` nearest aids of ``aid`` (never itself). ``KeyError`` if ``aid`` is unknown."""
-        aids, scores = self.kv.neighbors(aid, k)
-        return aids.tolist(), scores.tolist()
+    def similar(self, aid: int, k: int, *, scores: bool = True) -> tuple[list[int], list[float] | None]:
+        """The ``k`` nearest aids of ``aid`` (never itself) and their scores (``None`` with
+        ``scores=False``: the table's score row is then not read). ``KeyError`` if ``aid`` is unknown."""
+        aids, sc = self.kv.neighbors(aid, k, scores=scores)
+        return aids.tolist(), (None if sc is None else sc.tolist())
 
     def session(self, aids: list[int], types: list[int], k: int) -> SessionResult:
         """Recommendations for one session (see the module docstring for the exact rule)."""

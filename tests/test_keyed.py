@@ -130,6 +130,21 @@ def test_from_model_uses_memmaps_and_index(tmp_path):
             for a, b in zip(pr.neighbors(aid, k), kv.neighbors(aid, k)):
                 assert a.dtype == b.dtype and np.array_equal(a, b)
         assert pr.most_similar(aid, 3, exclude=[aid - 1]) == kv.most_similar(aid, 3, exclude=[aid - 1])
+
+    # scores=False: the same aids, no scores, and the table's score row is never read
+    class Refuse:
+        shape = pr.neighbor_scores.shape
+
+        def __getitem__(self, key):
+            raise AssertionError("score row read although scores=False")
+
+    pr.neighbor_scores = Refuse()
+    for aid in aids.tolist():
+        for k in (0, 2, 4, 5):  # 5 > table_k: the exact kernel, whose scores are dropped
+            got, none = pr.neighbors(aid, k, scores=False)
+            assert none is None and np.array_equal(got, kv.neighbors(aid, k)[0])
+    with pytest.raises(AssertionError, match="score row read"):
+        pr.neighbors(aids[0], 2)
     with pytest.raises(ValueError, match="table_rows: expected 'map' or 'pread'"):
         KeyedVectors.from_model(model, table_rows="mmap")
     assert KeyedVectors.from_model(model, table_rows="pread").table_k == 0   # no table: nothing to read

@@ -241,6 +241,7 @@ def test_the_service_keeps_only_what_it_reads_resident(tmp_path):
     assert isinstance(mapped.kv.neighbor_rows, np.ndarray) and not isinstance(rec.kv.neighbor_rows, np.ndarray)
     for aid in (0, 3, 3 * (V - 1)):
         assert mapped.similar(aid, 20) == rec.similar(aid, 20) and mapped.similar(aid, 7) == rec.similar(aid, 7)
+        assert rec.similar(aid, 7, scores=False) == (rec.similar(aid, 7)[0], None)
 
 
 def test_table_rows_flag_reaches_the_server_config_and_the_worker_processes():
