@@ -685,7 +685,7 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
     table = bool(table) and params.refine_rounds > 0
     trials = []
     P = default_nprobe(nlist)
-    cap = min(nlist, max(P, int(float(params.max_probe_fraction) * nlist)))
+    cap = _probe_cap(nlist, params)
     packed = pack_lists(index, v, inv, n_threads=n_threads) if exact is not None else None
     while True:
         r = b = 1.0
@@ -718,6 +718,12 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
                  + ("" if m >= target else f" NOT reached within {params.max_probe_fraction:g} of the lists "
                     "(--ivf-max-probe-fraction)"))
     return index._replace(info=info)
+
+
+def _probe_cap(nlist: int, params: IVFParams) -> int:
+    """The automatic nprobe's largest value: ``max(base, floor(max_probe_fraction * nlist))``, at
+    most nlist."""
+    return min(nlist, max(default_nprobe(nlist), int(float(params.max_probe_fraction) * nlist)))
 
 
 def _refined_bound(index: IVFIndex, v, inv, sample, found, P: int, params: IVFParams, packed, n_threads) -> np.ndarray:
@@ -766,10 +772,6 @@ def _auto_matches(info: dict, params: IVFParams, V: int, k: int, target: str = "
             and info.get("max_probe_fraction", 1.0) == float(params.max_probe_fraction))
 
 
-# --------------------------------------------------------------------------------------------
-# Search
-# --------------------------------------------------------------------------------------------
-
 def _search_choice(info: dict, params: IVFParams, V: int, k: int) -> dict | None:
     """The info the search target (``nprobe_target = "search"``) would record, derived from an
     index whose automatic nprobe was measured for the table (``info``, matching ``params`` and
@@ -780,8 +782,7 @@ def _search_choice(info: dict, params: IVFParams, V: int, k: int) -> dict | None
     nprobe values the table did not try."""
     if not _auto_matches(info, params, V, k, "table") or not info.get("nprobe_trials"):
         return None
-    nlist = int(info["nlist"])
-    cap = min(nlist, max(default_nprobe(nlist), int(float(params.max_probe_fraction) * nlist)))
+    cap = _probe_cap(int(info["nlist"]), params)
     target = float(params.target_recall)
     last = info["nprobe_trials"][-1]
     if last["recall"] < target and last["nprobe"] < cap:
@@ -792,6 +793,10 @@ def _search_choice(info: dict, params: IVFParams, V: int, k: int) -> dict | None
                nprobe_target="search")
     return out
 
+
+# --------------------------------------------------------------------------------------------
+# Search
+# --------------------------------------------------------------------------------------------
 
 class PackedLists(NamedTuple):
     """The rows of every list scaled to unit length and interleaved in panels of 16 (the layout
