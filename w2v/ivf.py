@@ -750,13 +750,11 @@ def _refined_bound(index: IVFIndex, v, inv, sample, found, P: int, params: IVFPa
         at = np.searchsorted(rows, ids)
         local[at] = np.where(lists >= 0, np.searchsorted(rows, np.maximum(lists, 0)), -1)
         local_sc[at] = sc
-    sub_v = np.ascontiguousarray(v[rows])
-    units = np.empty((C, v.shape[1]), np.float32)
-    _copy_scaled(sub_v, np.ascontiguousarray(inv[rows]), 0, C, units)
+    units = _unit_rows(np.ascontiguousarray(v[rows]), np.ascontiguousarray(inv[rows]), [(0, C)], 1)
     order = np.searchsorted(rows, sample).astype(np.int64)
     out_nb = np.full((C, k), -1, np.int32)
     out_sc = np.full((C, k), -np.inf, np.float32)
-    _refine_kernel(knn._readonly(units), knn._readonly(local), knn._readonly(local_sc), np.zeros(C + 1, np.int64),
+    _refine_kernel(units, knn._readonly(local), knn._readonly(local_sc), np.zeros(C + 1, np.int64),
                    np.zeros(0, np.int64), 0, order, 0, n, np.full(C, -1, np.int32), out_nb, out_sc)
     got = out_nb[order]
     return np.where(got >= 0, rows[np.maximum(got, 0)], -1)
