@@ -166,6 +166,80 @@ def test_property_refinement_keeps_exact_scores_and_never_worsens_a_list(V, D, k
     assert ivf.sampled_recall(exact, nb) >= ivf.sampled_recall(exact, nb0)
 
 
+def _local_join_round(full, nb, sc, reverse):
+    """A plain refinement round in Python (every candidate offered; ``full``: every pair's exact
+    score, ``_all_pair_scores``): the reference the kernel's first round must equal bit for bit."""
+    V, k = nb.shape
+    rev = [[] for _ in range(V)]
+    for y in range(V):
+        for z in nb[y]:
+            if z >= 0:
+                rev[z].append(y)
+    out_nb, out_sc = np.full_like(nb, -1), np.full_like(sc, -np.inf)
+    for x in range(V):
+        own = [int(y) for y in nb[x] if y >= 0]
+        back = [y for y in rev[x][:reverse] if y not in own]
+        cands = set(back)
+        for y in own + back:
+            cands.update(int(z) for z in nb[y] if z >= 0)
+        cands -= set(own) | {x}
+        pool = {int(y): float(s) for y, s in zip(nb[x], sc[x]) if y >= 0}
+        for z in cands:
+            pool[z] = float(full[x, z])
+        best = sorted(pool.items(), key=lambda p: (-p[1], p[0]))[:k]
+        for t, (z, s) in enumerate(best):
+            out_nb[x, t], out_sc[x, t] = z, s
+    return out_nb, out_sc
+
+
+@settings(max_examples=25, deadline=None)
+@given(V=st.integers(2, 120), D=st.integers(1, 6), k=st.integers(1, 10), nlist=st.integers(1, 9),
+       rounds=st.integers(2, 4), reverse=st.integers(0, 12), seed=st.integers(0, 2**32 - 1))
+def test_property_incremental_rounds_equal_rounds_that_offer_everything(V, D, k, nlist, rounds, reverse, seed):
+    # a round offers a row only the candidates the previous round did not (NN-descent's new/old
+    # flags): rounds=r must equal r separate first rounds, ids and score bits, with fewer scored
+    rng = np.random.default_rng(seed)
+    v = rng.integers(-2, 3, (V, D)).astype(np.float32) if seed % 2 else rng.standard_normal((V, D)).astype(np.float32)
+    k = min(k, V - 1)
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=nlist, seed=seed % 7, nprobe=1))
+    nb0, sc0 = ivf.neighbor_table(v, k, idx, nprobe=2, refine_rounds=0)
+    st_inc = {}
+    nb, sc = ivf.refine_table(v, inv, nb0, sc0, rounds=rounds, reverse=reverse, n_threads=1 + seed % 2, stats=st_inc)
+    ref_nb, ref_sc, offered = nb0, sc0, 0
+    for _ in range(rounds):
+        st1 = {}
+        ref_nb, ref_sc = ivf.refine_table(v, inv, ref_nb, ref_sc, rounds=1, reverse=reverse, stats=st1)
+        offered += st1["refine_candidates"]
+    assert np.array_equal(nb, ref_nb) and np.array_equal(sc.view(np.int32), ref_sc.view(np.int32))
+    assert st_inc["refine_candidates"] <= offered
+
+
+def test_a_first_round_is_the_plain_local_join():
+    # the kernel's first round against a from-scratch Python local join (candidates counted too)
+    v = clustered(400, 8, 8, 0.8, 3)
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=20, nprobe=1))
+    nb0, sc0 = ivf.neighbor_table(v, 6, idx, nprobe=2, refine_rounds=0)
+    nb, sc = ivf.refine_table(v, inv, nb0, sc0, rounds=1, reverse=4)
+    ref_nb, ref_sc = _local_join_round(_all_pair_scores(v), nb0, sc0, 4)
+    assert not np.array_equal(nb, nb0)
+    assert np.array_equal(nb, ref_nb) and np.array_equal(sc, ref_sc)
+
+
+def test_incremental_rounds_score_fewer_candidates_on_a_clustered_matrix():
+    v = clustered(6000, 12, 40, 0.5, 5)
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=60, nprobe=1))
+    nb0, sc0 = ivf.neighbor_table(v, 10, idx, nprobe=2, refine_rounds=0)
+    st3, st1 = {}, {}
+    nb3, sc3 = ivf.refine_table(v, inv, nb0, sc0, rounds=3, reverse=20, stats=st3)
+    nb1, sc1 = ivf.refine_table(v, inv, nb0, sc0, rounds=1, reverse=20, stats=st1)
+    assert not np.array_equal(nb1, nb0) and not np.array_equal(nb3, nb1)   # every round changes lists
+    # rounds 2 and 3 together score fewer candidates than round 1 alone
+    assert st3["refine_candidates"] - st1["refine_candidates"] < st1["refine_candidates"]
+
+
 @settings(max_examples=25, deadline=None)
 @given(V=st.integers(2, 90), D=st.integers(1, 8), k=st.integers(1, 12), nlist=st.integers(1, 9),
        P=st.integers(1, 9), rounds=st.integers(1, 3), reverse=st.integers(0, 30), seed=st.integers(0, 2**32 - 1))

@@ -414,29 +414,86 @@ def _scan_lists_kernel(panels, panel_off, rows, offsets, queries, q_scale, l_off
     return pairs
 
 
+class RefineInput(NamedTuple):
+    """The input of one refinement round (``_refine_kernel`` reads its fields):
+
+    nb        int32 [V, k]: the table (rows, best first, -1 padding)
+    sc        float32 [V, k]: its exact scores (-inf padding)
+    old       uint8 [V, k]: 1 where nb[x, t] was also in x's list in the previous round's input
+              (all 0 for a first round)
+    rev_off   int64 [V + 1], rev_idx int64 [E]: the reverse lists of nb (for each row, the rows
+              that list it, ascending)
+    prev_off  int64 [V + 1], prev_idx int64 [E']: the reverse lists of the previous round's input
+              (all zero / empty for a first round)
+    rcap      int >= 0: at most this many reverse rows (the first, ascending) are used per row
+    """
+
+    nb: np.ndarray
+    sc: np.ndarray
+    old: np.ndarray
+    rev_off: np.ndarray
+    rev_idx: np.ndarray
+    prev_off: np.ndarray
+    prev_idx: np.ndarray
+    rcap: int
+
+
+def first_round(nb, sc, rev_off, rev_idx, rcap: int) -> RefineInput:
+    """The :class:`RefineInput` of a round with no previous round (nothing offered before)."""
+    V = nb.shape[0]
+    return RefineInput(nb, sc, np.zeros(nb.shape, np.uint8), rev_off, rev_idx, np.zeros(V + 1, np.int64),
+                       np.zeros(0, np.int64), int(rcap))
+
+
+# Whether y is among the first rcap rows of the ascending list idx[off[x]:off[x + 1]] (bisection).
+@njit(cache=True, nogil=True, inline="always")
+def _in_first(off, idx, x, rcap, y):
+    a = off[x]
+    b = min(off[x + 1], a + rcap)
+    while a < b:
+        m = (a + b) // 2
+        if idx[m] < y:
+            a = m + 1
+        else:
+            b = m
+    return a < min(off[x + 1], off[x] + rcap) and idx[a] == y
+
+
 # One round of neighbour-of-neighbour refinement of a k-neighbour table (the "local join" of
 # NN-descent, Dong, Moses and Li 2011). For row x the sources are its current neighbours and the
-# first rcap rows that list x (rev_idx[rev_off[x]:rev_off[x + 1]], ascending); the candidates are
-# those reverse neighbours and every row in a source's current list (never x, never a row
-# already in x's list, each row once). Each candidate is scored exactly and offered to x's list
-# under the total order (score descending, row ascending). A true neighbour that the IVF probes
-# missed is usually a neighbour of a neighbour found, and costs about (k + rcap) * k candidates
-# per row instead of a share of all rows. Scores use the tiles' arithmetic: units[r] is row r
-# scaled by its inverse norm (units[r, d] = vectors[r, d] * row_scale[r], the float32 product
-# every kernel forms), the candidates' rows are copied 16 at a time into one panel (a row copy,
-# then a transpose in cache: far fewer cache misses than gathering column by column) and scored
-# against units[x] by _outer4x16 (rows 1..3 of the query tile stay zero), so every score is
-# bit-identical to the exact table's score of the pair, and a list can only get better.
-# units: float32 [V, D]; nb_in: int32 [V, k] (rows, -1 padding) and sc_in: float32 [V, k],
-# exact scores, best first; rev_off: int64 [V + 1], rev_idx: int64 [E] (the reverse lists of
-# nb_in, ascending); rcap >= 0; rows order[lo..hi-1] are refined into nb_out/sc_out (not the
-# inputs: other threads read them); order: int64 [V], a permutation of the rows (the order in
+# first rcap rows that list x (ascending); the candidates are those reverse neighbours and every
+# row in a source's current list (never x, never a row already in x's list, each row once). Each
+# candidate is scored exactly and offered to x's list under the total order (score descending,
+# row ascending). A true neighbour that the IVF probes missed is usually a neighbour of a
+# neighbour found, and costs about (k + rcap) * k candidates per row instead of a share of all
+# rows.
+# Incremental (the "new / old" flags of NN-descent, exact here): a candidate offered to x in the
+# previous round is not offered again. Such a candidate is in x's list or ranks below all k of
+# its entries (the list was full, else it would have been kept), and a list only gets better,
+# so it cannot enter; skipping it leaves the result bit-identical to offering it. The test is
+# sufficient, not necessary: z is skipped when it reaches x through a source y that was a
+# source of x in the previous round (y in x's previous list: t.old, or among its previous first
+# rcap reverse rows: t.prev_*) and z is an old entry of y's list (t.old[y, u]: in y's previous
+# list, so the previous round offered it); a reverse row that was a previous reverse row of x is
+# not scored again (it was offered then). Skipped rows are still stamped, so no other path
+# offers them. With a first round's input (t.old all 0, no previous reverse lists) every
+# candidate is offered.
+# Scores use the tiles' arithmetic: units[r] is row r scaled by its inverse norm (units[r, d] =
+# vectors[r, d] * row_scale[r], the float32 product every kernel forms), the candidates' rows are
+# copied 16 at a time into one panel (a row copy, then a transpose in cache: far fewer cache
+# misses than gathering column by column) and scored against units[x] by _outer4x16 (rows 1..3
+# of the query tile stay zero), so every score is bit-identical to the exact table's score of
+# the pair, and a list can only get better.
+# units: float32 [V, D]; t: RefineInput; rows order[lo..hi-1] are refined into nb_out/sc_out
+# (not the inputs: other threads read them), and old_out[x, s] = 1 where nb_out[x, s] is in
+# t.nb[x] (the next round's t.old); order: int64 [V], a permutation of the rows (the order in
 # which they are visited: it changes the cache behaviour, never the result); mark: int32 [V]
 # scratch of this thread, filled with -1 (x is its stamp, so it is never reset). Returns the
 # candidates scored. Degenerate: padding slots stay padding unless a candidate fills them.
 @njit(cache=True, nogil=True)
-def _refine_kernel(units, nb_in, sc_in, rev_off, rev_idx, rcap, order, lo, hi, mark, nb_out, sc_out):
+def _refine_kernel(units, t, order, lo, hi, mark, nb_out, sc_out, old_out):
     V, D = units.shape
+    nb_in, sc_in, old_in, rev_off, rev_idx, prev_off, prev_idx, rcap = t
     k = nb_in.shape[1]
     maxc = (k + rcap) * (k + 1)
     vp = np.zeros((1, D, 16), np.float32)
@@ -445,40 +502,48 @@ def _refine_kernel(units, nb_in, sc_in, rev_off, rev_idx, rcap, order, lo, hi, m
     acc = np.zeros((4, 16), np.float32)
     cand = np.empty(maxc + 1, np.int64)
     src = np.empty(k + rcap, np.int64)
+    src_old = np.empty(k + rcap, np.bool_)
     hs = np.empty(k, np.float32)
     hid = np.empty(k, np.int64)
     scored = 0
     for p in range(lo, hi):
         x = order[p]
-        for t in range(k):
-            hs[t] = -np.inf
-            hid[t] = -1
+        for s in range(k):
+            hs[s] = -np.inf
+            hid[s] = -1
         mark[x] = x
         ns = 0
-        for t in range(k):
-            y = nb_in[x, t]
+        for s in range(k):
+            y = nb_in[x, s]
             if y >= 0:
                 mark[y] = x
                 src[ns] = y
+                src_old[ns] = old_in[x, s] != 0 or _in_first(prev_off, prev_idx, x, rcap, y)
                 ns += 1
-                s = sc_in[x, t]
-                if s > hs[0] or (s == hs[0] and y < hid[0]):
-                    heap_replace_root(hs, hid, s, y)
+                sv = sc_in[x, s]
+                if sv > hs[0] or (sv == hs[0] and y < hid[0]):
+                    heap_replace_root(hs, hid, sv, y)
         n = 0
         for e in range(rev_off[x], min(rev_off[x + 1], rev_off[x] + rcap)):
             y = rev_idx[e]
             if mark[y] != x:
                 mark[y] = x
-                cand[n] = y
-                n += 1
+                was = _in_first(prev_off, prev_idx, x, rcap, y)
+                if not was:
+                    cand[n] = y
+                    n += 1
                 src[ns] = y
+                src_old[ns] = was
                 ns += 1
         for si in range(ns):
             y = src[si]
+            so = src_old[si]
             for u in range(k):
                 z = nb_in[y, u]
                 if z >= 0 and mark[z] != x:
                     mark[z] = x
+                    if so and old_in[y, u] != 0:
+                        continue
                     cand[n] = z
                     n += 1
         scored += n
@@ -500,16 +565,24 @@ def _refine_kernel(units, nb_in, sc_in, rev_off, rev_idx, rcap, order, lo, hi, m
             t0 = hs[0]
             ti = hid[0]
             for i in range(lanes):
-                s = acc[0, i]
+                sv = acc[0, i]
                 z = cand[r0 + i]
-                if s > t0 or (s == t0 and z < ti):
-                    heap_replace_root(hs, hid, s, z)
+                if sv > t0 or (sv == t0 and z < ti):
+                    heap_replace_root(hs, hid, sv, z)
                     t0 = hs[0]
                     ti = hid[0]
         heap_sort(hs, hid, k)
-        for t in range(k):
-            nb_out[x, t] = hid[t]
-            sc_out[x, t] = hs[t]
+        for s in range(k):
+            z = hid[s]
+            nb_out[x, s] = z
+            sc_out[x, s] = hs[s]
+            was = False
+            if z >= 0:
+                for u in range(k):
+                    if nb_in[x, u] == z:
+                        was = True
+                        break
+            old_out[x, s] = 1 if was else 0
     return scored
 
 
@@ -754,8 +827,8 @@ def _refined_bound(index: IVFIndex, v, inv, sample, found, P: int, params: IVFPa
     order = np.searchsorted(rows, sample).astype(np.int64)
     out_nb = np.full((C, k), -1, np.int32)
     out_sc = np.full((C, k), -np.inf, np.float32)
-    _refine_kernel(units, knn._readonly(local), knn._readonly(local_sc), np.zeros(C + 1, np.int64),
-                   np.zeros(0, np.int64), 0, order, 0, n, np.full(C, -1, np.int32), out_nb, out_sc)
+    t = first_round(knn._readonly(local), knn._readonly(local_sc), np.zeros(C + 1, np.int64), np.zeros(0, np.int64), 0)
+    _refine_kernel(units, t, order, 0, n, np.full(C, -1, np.int32), out_nb, out_sc, np.zeros((C, k), np.uint8))
     got = out_nb[order]
     return np.where(got >= 0, rows[np.maximum(got, 0)], -1)
 
@@ -908,23 +981,26 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     return out_s, out_i
 
 
-def _refine_round(units, nb, sc, reverse: int, order, chunks, n: int, progress):
-    """One round of :func:`refine_table`: ``(neighbors, scores, candidates scored, reverse edges
-    left out)``. The reverse lists are the table inverted like the probes of a search
-    (``_invert_probes``: for each row, the rows that list it, ascending)."""
-    V, k = nb.shape
-    rev_off, rev_idx = _invert_probes(nb, np.zeros(V, np.bool_), V)
-    deg = np.diff(rev_off)
-    out_nb = np.empty_like(nb)
-    out_sc = np.empty_like(sc)
-    src_nb, src_sc = knn._readonly(nb), knn._readonly(sc)
+def _reverse(nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reverse lists of a table, inverted like the probes of a search (``_invert_probes``: for
+    each row, the rows that list it, ascending): ``(rev_off int64 [V + 1], rev_idx int64 [E])``."""
+    return _invert_probes(nb, np.zeros(nb.shape[0], np.bool_), nb.shape[0])
+
+
+def _refine_round(units, t: RefineInput, order, chunks, n: int, progress):
+    """One round of :func:`refine_table` on ``t``: ``(neighbors, scores, old, candidates scored)``,
+    ``old`` the next round's :attr:`RefineInput.old`."""
+    V, k = t.nb.shape
+    out_nb = np.empty_like(t.nb)
+    out_sc = np.empty_like(t.sc)
+    out_old = np.empty(t.nb.shape, np.uint8)
 
     def one(lo, hi):
         mark = np.full(V, -1, np.int32)
-        return _refine_kernel(units, src_nb, src_sc, rev_off, rev_idx, reverse, order, lo, hi, mark, out_nb, out_sc)
+        return _refine_kernel(units, t, order, lo, hi, mark, out_nb, out_sc, out_old)
 
     scored = int(sum(run_chunks(chunks, n, one, progress)))
-    return out_nb, out_sc, scored, int(np.maximum(deg - reverse, 0).sum())
+    return out_nb, out_sc, out_old, scored
 
 
 def _unit_rows(v, inv, chunks, n: int) -> np.ndarray:
@@ -972,11 +1048,17 @@ def refine_table(vectors, inv_norms, neighbors, scores, *, rounds: int = DEFAULT
     per = max(1, min(16384, -(-V // n)))
     chunks = [(lo, min(lo + per, V)) for lo in range(0, V, per)]
     units = _unit_rows(v, inv, chunks, n) if rounds else None
+    if rounds:
+        t = first_round(knn._readonly(nb), knn._readonly(sc), *_reverse(nb), int(reverse))
     for r in range(int(rounds)):
         step = None if progress is None else (lambda done, total, r=r: progress(r * V + done, rounds * V))
-        nb, sc, scored, left_out = _refine_round(units, nb, sc, int(reverse), order, chunks, n, step)
+        info["reverse_left_out"] += int(np.maximum(np.diff(t.rev_off) - reverse, 0).sum())
+        nb, sc, old, scored = _refine_round(units, t, order, chunks, n, step)
         info["refine_candidates"] += scored
-        info["reverse_left_out"] += left_out
+        if r + 1 < rounds:  # the next round offers only what this one did not
+            t = RefineInput(knn._readonly(nb), knn._readonly(sc), knn._readonly(old), *_reverse(nb), t.rev_off,
+                            t.rev_idx, int(reverse))
+        del old
     if stats is not None:
         stats.update(info)
     return nb, sc
