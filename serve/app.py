@@ -208,7 +208,9 @@ def json_body(obj) -> bytes:
 
 
 def aid_list(aids: list[int]) -> bytes:
-    return ("[" + ",".join(map(str, aids)) + "]").encode()
+    """``[1,2,3]``: a list of Python ints as compact JSON (``str`` of such a list differs only by
+    the spaces after its commas)."""
+    return str(aids).replace(" ", "").encode()
 
 
 def _score(s: float):
@@ -411,6 +413,8 @@ def _options(allow: list[str]):
 
 
 def _decode_path(path: str) -> list[str]:
+    if "%" not in path:   # nothing to decode (unquote would return every segment as it is)
+        return path.split("/")
     try:
         return [unquote(seg, errors="strict") for seg in path.split("/")]
     except UnicodeDecodeError:
@@ -435,8 +439,9 @@ def route(method: str, path: str):
         raise exc
     segments = _decode_path(path)
     methods = None
-    if not any("/" in seg for seg in segments[1:]):   # an encoded '/' never matches a fixed route
-        decoded = "/".join(segments)
+    encoded = "%" in path   # without '%' the segments are the path's own
+    if not encoded or not any("/" in seg for seg in segments[1:]):   # an encoded '/' never matches a fixed route
+        decoded = "/".join(segments) if encoded else path
         methods = STATIC_ROUTES.get(decoded)
         template, params = decoded, {"route": decoded}
     if methods is None:
@@ -446,11 +451,11 @@ def route(method: str, path: str):
             exc = HTTPProblem(404, "unknown-route", f"no route {path[:200]!r} (see /openapi.json)")
             exc.route = ROUTE_UNKNOWN
             raise exc
-    allow = allowed_methods(methods)
     if method == "OPTIONS":
-        return template, _options(allow), params
+        return template, _options(allowed_methods(methods)), params
     handler = methods.get("GET" if method == "HEAD" and "GET" in methods else method)
     if handler is None:
+        allow = allowed_methods(methods)
         exc = HTTPProblem(405, "method-not-allowed", f"{method[:20]} is not allowed on {template} (allowed: {', '.join(allow)})",
                           headers={"Allow": ", ".join(allow)})
         exc.route = template
