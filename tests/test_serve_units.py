@@ -1,6 +1,7 @@
 """Pieces of the service without sockets: parameters, weights, metrics, config, problems."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -101,6 +102,27 @@ def test_route_decodes_paths_per_segment():
         with pytest.raises(HTTPProblem) as e:
             app.route(method, path)
         assert e.value.status == status and e.value.route
+
+
+@given(st.lists(st.integers(0, 2**63 - 1), max_size=40))
+def test_aid_list_is_compact_json(aids):
+    assert app.aid_list(aids) == json.dumps(aids, separators=(",", ":")).encode()
+
+
+def test_route_answers_the_same_with_and_without_percent_encoding():
+    # the unencoded fast path and the decoding path agree, Allow lists included
+    for plain, encoded in [("/api/v1/popular", "/api/v1/%70opular"), ("/healthz", "/%68ealthz"),
+                           ("/api/v1/recommendations/42", "/api/v1/recommendations/%34%32")]:
+        for method in ("GET", "HEAD", "OPTIONS"):
+            a, b = app.route(method, plain), app.route(method, encoded)
+            assert (a[0], a[2]) == (b[0], b[2])
+            if method == "OPTIONS":
+                assert a[1](None, None, {}).headers == b[1](None, None, {}).headers
+            else:
+                assert a[1] is b[1]
+        with pytest.raises(HTTPProblem) as e:
+            app.route("DELETE", plain)
+        assert e.value.status == 405 and "GET" in e.value.headers["Allow"]
 
 
 def test_session_unknown_and_own_aids(rec):
