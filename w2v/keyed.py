@@ -209,13 +209,14 @@ class KeyedVectors:
         if k < 0:
             raise ValueError(f"k: must be >= 0 (got {k})")
         if self._table_k >= k:
-            nb = self.neighbor_rows[r, :k]
-            sc = self.neighbor_scores[r, :k] if scores else None
+            whole = k == self._table_k   # a whole row: the cheaper index for both kinds of table
+            nb = self.neighbor_rows[r] if whole else self.neighbor_rows[r, :k]
+            sc = (self.neighbor_scores[r] if whole else self.neighbor_scores[r, :k]) if scores else None
             if k and nb[k - 1] < 0:
                 keep = nb >= 0
                 nb = nb[keep]
                 sc = None if sc is None else sc[keep]
-            return self.aids[nb], (None if sc is None else sc.copy())
+            return self.aids.take(nb), (None if sc is None else sc.copy())
         s, rows = knn.topk(self.vectors, self.inv_norms, self.vectors[r], k, exclude=np.array([r]),
                            n_threads=self.n_threads)
         return self.aids[rows], (s if scores else None)
