@@ -377,7 +377,7 @@ class Connection:
         if span is None:
             return None
         head_end = span[1]
-        head = bytes(buf[:span[0]]).decode("latin-1")
+        head = buf[:span[0]].decode("latin-1")
         lines = head.split("\n")
         line = lines[0].rstrip("\r")
         parts = line.split(" ")
@@ -392,7 +392,7 @@ class Connection:
         if target.startswith(("http://", "https://")):
             slash = target.find("/", target.find("//") + 2)
             target = target[slash:] if slash >= 0 else "/"
-        if not (target.startswith("/") or (target == "*" and method == "OPTIONS")) or any(c in target for c in "\x00\r\t"):
+        if not (target.startswith("/") or (target == "*" and method == "OPTIONS")) or "\x00" in target or "\r" in target or "\t" in target:
             raise HTTPProblem(400, "bad-request", f"request target {target[:80]!r} must be an absolute path", close=True)
         header_lines = lines[1:]
         if len(header_lines) > cfg.max_headers:
