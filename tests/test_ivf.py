@@ -257,7 +257,7 @@ def test_property_refined_bound_is_one_forward_round_and_bounds_the_table_row_by
     sample = np.sort(rng.choice(V, 1 + seed % V, replace=False)).astype(np.int64)
     found = ivf.search(idx, v, inv, v[sample], k, nprobe=P, exclude_self=sample)
     assert np.array_equal(found[1], nb0[sample])  # a row's search result does not depend on its batch
-    bound = ivf._refined_bound(idx, v, inv, sample, found, P, ivf.DEFAULTS, None, 1 + seed % 2)
+    bound, _ = ivf._refined_bound(idx, v, inv, sample, found, P, ivf.DEFAULTS, None, 1 + seed % 2)
     assert bound.shape == (sample.size, k) and bound.dtype == np.int64
     one, _ = ivf.refine_table(v, inv, nb0, sc0, rounds=1, reverse=0)
     assert np.array_equal(bound, one[sample])  # the refinement's rule, with no reverse lists
@@ -758,3 +758,27 @@ def test_refinement_flags_belong_to_the_table_command_only():
            for mod, cmd in (("w2v", "index"), ("eval", "run"))}
     assert "--ivf-refine-rounds" in out["index"] and "--ivf-refine-reverse" in out["index"]
     assert "--ivf-nprobe" in out["run"] and "--ivf-refine" not in out["run"]   # otto-eval builds no table
+
+
+def test_the_table_reuses_the_rows_its_automatic_nprobe_searched():
+    # the last trial searched the sample and its neighbours at the chosen nprobe: the table's
+    # search skips them and the table (ids, score bits, pairs counted) is the one of a full search
+    v = clustered(3000, 16, 30, 0.45, 11)
+    params = ivf.IVFParams(nlist=40, recall_sample=200, target_recall=0.999)
+    kept = {}
+    idx = ivf.build_ivf(v, params, k=10, table=True, searched=kept)
+    got = kept["rows"]
+    assert got.nprobe == idx.info["nprobe"] and 200 < got.rows.size < 3000
+    assert np.array_equal(got.rows, np.unique(got.rows)) and got.ids.shape == (got.rows.size, 10)
+    full_stats, part_stats = {}, {}
+    a = ivf.neighbor_table(v, 10, idx, stats=full_stats)
+    b = ivf.neighbor_table(v, 10, idx, stats=part_stats, searched=got, n_threads=2)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1].view(np.int32), b[1].view(np.int32))
+    assert part_stats["pairs_scored"] == full_stats["pairs_scored"]
+    assert part_stats["queries_widened"] == full_stats["queries_widened"]
+    # rows searched at another nprobe, or for another k, are not used
+    c = ivf.neighbor_table(v, 10, idx, nprobe=got.nprobe + 1, refine_rounds=0, searched=got)
+    d = ivf.neighbor_table(v, 10, idx, nprobe=got.nprobe + 1, refine_rounds=0)
+    assert np.array_equal(c[0], d[0])
+    e = ivf.neighbor_table(v, 5, idx, refine_rounds=0, searched=got)
+    assert np.array_equal(e[0], ivf.neighbor_table(v, 5, idx, refine_rounds=0)[0])

@@ -83,7 +83,7 @@ from .knn import (_copy_scaled, _inv_norms_kernel, _outer4x16, _outer4x16_hits, 
 
 __all__ = ["IVFIndex", "IVFParams", "IVFError", "default_nlist", "default_nprobe", "assign_lists", "build_ivf",
            "tune_nprobe", "sampled_recall",
-           "search", "neighbor_table", "refine_table", "recall_reference", "pack_lists", "PackedLists", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
+           "search", "neighbor_table", "refine_table", "SearchedRows", "recall_reference", "pack_lists", "PackedLists", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
            "save_ivf", "load_ivf", "IVF_FORMAT_NAME", "IVF_FORMAT_VERSION"]
 
 IVF_FORMAT_NAME = "otto-ivf"
@@ -614,7 +614,7 @@ def assign_lists(centroids, vectors, *, n_threads=None) -> tuple[np.ndarray, np.
 
 
 def build_ivf(vectors, params: IVFParams = DEFAULTS, *, k: int = 20, n_threads=None, progress=None,
-              reference=None, table: bool = False) -> IVFIndex:
+              reference=None, table: bool = False, searched: dict | None = None) -> IVFIndex:
     """Seeded spherical k-means over the rows of ``vectors``, their inverted lists and the nprobe.
 
     ``vectors``: float32 ``[V, D]`` (any rows; zero rows are allowed). ``nlist`` is capped at ``V``
@@ -623,7 +623,7 @@ def build_ivf(vectors, params: IVFParams = DEFAULTS, *, k: int = 20, n_threads=N
     params, when the caller has it already; ``table``: measure the neighbour table's recall after
     the refinement instead of the search's, see :func:`tune_nprobe`); a given nprobe is recorded
     as it is (capped at nlist), with no measurement. ``progress(message)`` (optional) is called
-    once per k-means round and per nprobe tried."""
+    once per k-means round and per nprobe tried. ``searched``: see :func:`tune_nprobe`."""
     v = knn._as_matrix(vectors)
     V, D = v.shape
     nlist_req = default_nlist(V) if params.nlist is None else int(params.nlist)
@@ -673,7 +673,7 @@ def build_ivf(vectors, params: IVFParams = DEFAULTS, *, k: int = 20, n_threads=N
         info.update(nprobe=int(min(params.nprobe, nlist)), nprobe_source="given")
         return index
     return tune_nprobe(index, v, knn.inverse_norms(v), k, params, n_threads=n_threads, progress=progress,
-                       reference=reference, table=table)
+                       reference=reference, table=table, searched=searched)
 
 
 def sampled_recall(exact_rows, approx_rows) -> float:
@@ -715,8 +715,34 @@ def recall_reference(vectors, inv_norms, k: int, params: IVFParams = DEFAULTS, *
     return sample, exact
 
 
+class SearchedRows(NamedTuple):
+    """Rows of the matrix already searched at ``nprobe`` (own row excluded) by the automatic
+    nprobe's last trial, kept for the table's search (:func:`neighbor_table`): a row's search
+    result does not depend on the other queries of its batch, so it is not searched again."""
+
+    nprobe: int
+    rows: np.ndarray      # int64 [n], ascending, unique
+    scores: np.ndarray    # float32 [n, k]: search's scores of these rows
+    ids: np.ndarray       # int64 [n, k]: search's rows
+    pairs: int            # pairs scored for them (search's stats)
+    widened: int          # queries among them that probed every list
+    packed: PackedLists   # the packed lists the searches used (shared with the table's search)
+
+
+def _merge_searched(P: int, packed, parts) -> SearchedRows:
+    """One :class:`SearchedRows` from ``(rows, scores, ids, stats)`` parts at nprobe ``P`` whose
+    rows are disjoint (so their stats add up)."""
+    rows = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    order = np.argsort(rows, kind="stable")
+    sc = np.concatenate([p[1] for p in parts])[order]
+    ids = np.concatenate([p[2] for p in parts])[order]
+    return SearchedRows(int(P), rows[order], sc, ids, sum(int(p[3]["pairs_scored"]) for p in parts),
+                        sum(int(p[3]["queries_widened"]) for p in parts), packed)
+
+
 def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams = DEFAULTS, *,
-                n_threads=None, progress=None, reference=None, table: bool = False) -> IVFIndex:
+                n_threads=None, progress=None, reference=None, table: bool = False,
+                searched: dict | None = None) -> IVFIndex:
     """``index`` with the nprobe chosen by measurement recorded in its info.
 
     The exact top-k (``knn.topk_batch``, own row excluded) of the ``_recall_sample`` rows is the
@@ -739,7 +765,9 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
     can only add to it). Each trial then also records ``table_bound``; the info records
     ``table_recall_bound`` at the chosen nprobe and ``nprobe_target = "table"`` (else
     ``"search"``). Extra cost per trial: a search of the sample's neighbours (about ``k`` times
-    the sample) and one refinement step of the sample."""
+    the sample) and one refinement step of the sample. ``searched`` (optional dict) receives
+    ``"rows"``: the :class:`SearchedRows` of the last trial (the sample, and with ``table`` its
+    neighbours), for :func:`neighbor_table`."""
     v = knn._as_matrix(vectors)
     inv = knn._check_inv(inv_norms, v.shape[0])
     k = knn._check_k(k)
@@ -760,14 +788,19 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
     P = default_nprobe(nlist)
     cap = _probe_cap(nlist, params)
     packed = pack_lists(index, v, inv, n_threads=n_threads) if exact is not None else None
+    last = None
     while True:
         r = b = 1.0
         if exact is not None:
+            found_stats = {}
             found = search(index, v, inv, q, k, nprobe=P, exclude_self=sample, chunk=params.chunk,
-                           q_block=params.q_block, n_threads=n_threads, packed=packed)
+                           q_block=params.q_block, n_threads=n_threads, packed=packed, stats=found_stats)
             r = sampled_recall(exact, found[1])
+            last = [(sample, found[0], found[1], found_stats)]
             if table:
-                b = sampled_recall(exact, _refined_bound(index, v, inv, sample, found, P, params, packed, n_threads))
+                bound, hop = _refined_bound(index, v, inv, sample, found, P, params, packed, n_threads)
+                b = sampled_recall(exact, bound)
+                last.append(hop)
         trials.append({"nprobe": int(P), "recall": r} | ({"table_bound": b} if table else {}))
         m = b if table else r
         if progress is not None:
@@ -784,6 +817,8 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
         info["table_recall_bound"] = b
     else:
         info.pop("table_recall_bound", None)  # an index measured for the table before
+    if searched is not None and last is not None:
+        searched["rows"] = _merge_searched(P, packed, last)
     if progress is not None:
         progress(f"nprobe {P} chosen (auto): sampled recall@{k} {r:.4f}"
                  + (f", refined table at least {b:.4f}" if table else "") + f", target {target}"
@@ -799,8 +834,8 @@ def _probe_cap(nlist: int, params: IVFParams) -> int:
     return min(nlist, max(default_nprobe(nlist), int(float(params.max_probe_fraction) * nlist)))
 
 
-def _refined_bound(index: IVFIndex, v, inv, sample, found, P: int, params: IVFParams, packed, n_threads) -> np.ndarray:
-    """int64 ``[n, k]``: for each ``sample`` row, the top-k of its searched list and its
+def _refined_bound(index: IVFIndex, v, inv, sample, found, P: int, params: IVFParams, packed, n_threads):
+    """``(bound, hop search)``. ``bound``, int64 ``[n, k]``: for each ``sample`` row, the top-k of its searched list and its
     neighbours' searched lists (one forward round of :func:`refine_table`, no reverse lists), from
     ``found = search(sample)`` at nprobe ``P``. A search result does not depend on the other
     queries of its batch, so the neighbours' lists are the rows the table's search gives them;
@@ -809,17 +844,22 @@ def _refined_bound(index: IVFIndex, v, inv, sample, found, P: int, params: IVFPa
     So, row by row, this result holds at most as many exact neighbours as the table after any
     number >= 1 of refinement rounds with any ``refine_reverse``: its :func:`sampled_recall` is a
     lower bound of the refined table's. Computed on the rows involved only (relabelled in
-    ascending order, which keeps the total order's tie rule), with ``_refine_kernel``'s arithmetic."""
+    ascending order, which keeps the total order's tie rule), with ``_refine_kernel``'s arithmetic.
+    ``hop search``: ``(rows, scores, ids, stats)`` of the search at nprobe ``P`` of the
+    neighbours that are not sample rows (:func:`search`'s result and stats for the rows ``rows``,
+    own row excluded)."""
     sc1, nb1 = found
     n, k = nb1.shape
-    hop = np.unique(nb1[nb1 >= 0])
+    # the sample's neighbours not in the sample (a sample row's list is found's already)
+    hop = np.setdiff1d(np.unique(nb1[nb1 >= 0]), sample)
+    hop_stats = {}
     sc2, nb2 = search(index, v, inv, v[hop], k, nprobe=P, exclude_self=hop, chunk=params.chunk,
-                      q_block=params.q_block, n_threads=n_threads, packed=packed)
+                      q_block=params.q_block, n_threads=n_threads, packed=packed, stats=hop_stats)
     rows = np.unique(np.concatenate([sample, hop, nb2[nb2 >= 0]]))
     C = rows.size
     local = np.full((C, k), -1, np.int32)
     local_sc = np.full((C, k), -np.inf, np.float32)
-    for ids, sc, lists in ((hop, sc2, nb2), (sample, sc1, nb1)):  # a row in both has the same list
+    for ids, sc, lists in ((hop, sc2, nb2), (sample, sc1, nb1)):
         at = np.searchsorted(rows, ids)
         local[at] = np.where(lists >= 0, np.searchsorted(rows, np.maximum(lists, 0)), -1)
         local_sc[at] = sc
@@ -830,7 +870,7 @@ def _refined_bound(index: IVFIndex, v, inv, sample, found, P: int, params: IVFPa
     t = first_round(knn._readonly(local), knn._readonly(local_sc), np.zeros(C + 1, np.int64), np.zeros(0, np.int64), 0)
     _refine_kernel(units, t, order, 0, n, np.full(C, -1, np.int32), out_nb, out_sc, np.zeros((C, k), np.uint8))
     got = out_nb[order]
-    return np.where(got >= 0, rows[np.maximum(got, 0)], -1)
+    return np.where(got >= 0, rows[np.maximum(got, 0)], -1), (hop, sc2, nb2, hop_stats)
 
 
 def _auto_matches(info: dict, params: IVFParams, V: int, k: int, target: str = "search") -> bool:
@@ -1066,19 +1106,40 @@ def refine_table(vectors, inv_norms, neighbors, scores, *, rounds: int = DEFAULT
 
 def neighbor_table(vectors, k, index: IVFIndex, *, nprobe: int | None = None,
                    refine_rounds: int = DEFAULTS.refine_rounds, refine_reverse: int = DEFAULTS.refine_reverse,
-                   n_threads=None, progress=None, stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   n_threads=None, progress=None, stats: dict | None = None,
+                   searched: SearchedRows | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's approximate top-k rows by cosine, excluding itself:
     ``(neighbors int32[V, k], scores float32[V, k])``, as :func:`w2v.knn.build_neighbor_table`:
     the IVF search of every row, then :func:`refine_table` (``refine_rounds`` rounds; 0: the
     search's result as it is). ``progress(done, total)`` counts the search's rows, then the
-    refinement's (a new total)."""
+    refinement's (a new total). ``searched``: rows already searched (``build_ivf(...,
+    searched=d)``'s ``d["rows"]``), used when their nprobe and k are this search's (the result is
+    the same; ``stats`` counts their pairs too) and ignored otherwise."""
     v = knn._as_matrix(vectors)
     V = v.shape[0]
     if V >= 2**31:
         raise ValueError(f"vectors: {V} rows do not fit the int32 neighbour table")
     inv = knn.inverse_norms(v)
-    s, i = search(index, v, inv, v, k, nprobe=nprobe, exclude_self=np.arange(V, dtype=np.int64),
-                  n_threads=n_threads, progress=progress, stats=stats)
+    P = min(_nprobe(nprobe, index.centroids.shape[0], index.info), index.centroids.shape[0])
+    if searched is None or searched.nprobe != P or searched.ids.shape[1:] != (knn._check_k(k),) or not V:
+        s, i = search(index, v, inv, v, k, nprobe=nprobe, exclude_self=np.arange(V, dtype=np.int64),
+                      n_threads=n_threads, progress=progress, stats=stats)
+    else:
+        todo = np.setdiff1d(np.arange(V, dtype=np.int64), searched.rows, assume_unique=True)
+        done = searched.rows.size
+        step = None if progress is None else (lambda d, total: progress(done + d, V))
+        got = {}
+        s_t, i_t = search(index, v, inv, v[todo], k, nprobe=P, exclude_self=todo, n_threads=n_threads,
+                          progress=step, stats=got, packed=searched.packed)
+        s = np.empty((V, s_t.shape[1]), np.float32)
+        i = np.empty((V, s_t.shape[1]), np.int64)
+        s[todo], i[todo] = s_t, i_t
+        s[searched.rows], i[searched.rows] = searched.scores, searched.ids
+        del s_t, i_t
+        got["pairs_scored"] += searched.pairs
+        got["queries_widened"] += searched.widened
+        if stats is not None:
+            stats.update(got)
     nb = i.astype(np.int32)
     del i
     if refine_rounds:
