@@ -97,7 +97,8 @@ def bench(name, v, args, rows_out):
     # the build chooses nprobe itself, as otto-train index does (auto: a lower bound of the refined
     # table's sampled recall@20 >= target_recall); its build time includes that measurement
     t = Clock()
-    index = ivf.build_ivf(v, params, k=k, n_threads=args.threads, table=True)
+    kept = {}   # the last trial's searched rows: the table's search at that nprobe skips them, as otto-train index does
+    index = ivf.build_ivf(v, params, k=k, n_threads=args.threads, table=True, searched=kept)
     build = t.lap()
     auto = int(index.info["nprobe"])
     base = ivf.default_nprobe(nlist)
@@ -108,7 +109,8 @@ def bench(name, v, args, rows_out):
                        for t_ in index.info.get("nprobe_trials", []))
     for npb in nprobes:
         t = Clock()
-        nb, sc = ivf.neighbor_table(v, k, index, nprobe=npb, refine_rounds=0, n_threads=args.threads)
+        nb, sc = ivf.neighbor_table(v, k, index, nprobe=npb, refine_rounds=0, n_threads=args.threads,
+                                    searched=kept.get("rows"))
         searched = t.lap()
         note = ("default nprobe (auto; sampled recall at each nprobe tried: " + trials + ")" if npb == auto
                 else "base of the auto search" if npb == base else "")
@@ -124,7 +126,7 @@ def bench(name, v, args, rows_out):
             f"refinement {refined[0]:.1f} s wall / {refined[1]:.1f} s CPU, "
             f"{st['refine_candidates'] / V:.0f} candidates per row")
         del nb, sc
-    del index
+    del index, kept
     unit = knn.normalize_rows(v)
     if "faiss" in args.peers:
         try:
