@@ -782,3 +782,15 @@ def test_the_table_reuses_the_rows_its_automatic_nprobe_searched():
     assert np.array_equal(c[0], d[0])
     e = ivf.neighbor_table(v, 5, idx, refine_rounds=0, searched=got)
     assert np.array_equal(e[0], ivf.neighbor_table(v, 5, idx, refine_rounds=0)[0])
+
+
+def test_reused_rows_can_be_every_row():
+    # fewer rows than the recall sample: the trial searched them all, the table searches nothing more
+    v = clustered(150, 8, 5, 0.5, 2)
+    kept = {}
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=6), k=5, table=True, searched=kept)
+    assert np.array_equal(kept["rows"].rows, np.arange(150))
+    st_a, st_b = {}, {}
+    a = ivf.neighbor_table(v, 5, idx, stats=st_a)
+    b = ivf.neighbor_table(v, 5, idx, stats=st_b, searched=kept["rows"])
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and st_a == st_b
