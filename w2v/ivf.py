@@ -835,8 +835,9 @@ def _probe_cap(nlist: int, params: IVFParams) -> int:
 
 
 def _refined_bound(index: IVFIndex, v, inv, sample, found, P: int, params: IVFParams, packed, n_threads):
-    """``(bound, hop search)``. ``bound``, int64 ``[n, k]``: for each ``sample`` row, the top-k of its searched list and its
-    neighbours' searched lists (one forward round of :func:`refine_table`, no reverse lists), from
+    """``(bound, hop search)``. ``bound``, int64 ``[n, k]``: for each ``sample`` row, the top-k of
+    its searched list and its neighbours' searched lists (one forward round of
+    :func:`refine_table`, no reverse lists), from
     ``found = search(sample)`` at nprobe ``P``. A search result does not depend on the other
     queries of its batch, so the neighbours' lists are the rows the table's search gives them;
     each refinement round keeps the best k of a superset of these candidates (the round's own
