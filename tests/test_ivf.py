@@ -139,14 +139,19 @@ def _all_pair_scores(v):
     return full
 
 
+def _random_case(V, D, k, nlist, seed):
+    """``(rng, v, k, index)`` of the refinement properties: small integers for odd seeds (ties and
+    duplicate rows), normal rows otherwise; k capped at V - 1; an index with nlist lists."""
+    rng = np.random.default_rng(seed)
+    v = rng.integers(-2, 3, (V, D)).astype(np.float32) if seed % 2 else rng.standard_normal((V, D)).astype(np.float32)
+    return rng, v, min(k, V - 1), ivf.build_ivf(v, ivf.IVFParams(nlist=nlist, seed=seed % 7, nprobe=1))
+
+
 @settings(max_examples=25, deadline=None)
 @given(V=st.integers(2, 90), D=st.integers(1, 8), k=st.integers(1, 12), nlist=st.integers(1, 9),
        rounds=st.integers(0, 3), reverse=st.integers(0, 30), seed=st.integers(0, 2**32 - 1))
 def test_property_refinement_keeps_exact_scores_and_never_worsens_a_list(V, D, k, nlist, rounds, reverse, seed):
-    rng = np.random.default_rng(seed)
-    v = rng.integers(-2, 3, (V, D)).astype(np.float32) if seed % 2 else rng.standard_normal((V, D)).astype(np.float32)
-    k = min(k, V - 1)
-    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=nlist, seed=seed % 7, nprobe=1))
+    _, v, k, idx = _random_case(V, D, k, nlist, seed)
     nb0, sc0 = ivf.neighbor_table(v, k, idx, nprobe=2, refine_rounds=0)
     stats = {}
     nb, sc = ivf.refine_table(v, knn.inverse_norms(v), nb0, sc0, rounds=rounds, reverse=reverse,
@@ -198,11 +203,8 @@ def _local_join_round(full, nb, sc, reverse):
 def test_property_incremental_rounds_equal_rounds_that_offer_everything(V, D, k, nlist, rounds, reverse, seed):
     # a round offers a row only the candidates the previous round did not (NN-descent's new/old
     # flags): rounds=r must equal r separate first rounds, ids and score bits, with fewer scored
-    rng = np.random.default_rng(seed)
-    v = rng.integers(-2, 3, (V, D)).astype(np.float32) if seed % 2 else rng.standard_normal((V, D)).astype(np.float32)
-    k = min(k, V - 1)
+    _, v, k, idx = _random_case(V, D, k, nlist, seed)
     inv = knn.inverse_norms(v)
-    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=nlist, seed=seed % 7, nprobe=1))
     nb0, sc0 = ivf.neighbor_table(v, k, idx, nprobe=2, refine_rounds=0)
     st_inc = {}
     nb, sc = ivf.refine_table(v, inv, nb0, sc0, rounds=rounds, reverse=reverse, n_threads=1 + seed % 2, stats=st_inc)
@@ -247,10 +249,7 @@ def test_property_refined_bound_is_one_forward_round_and_bounds_the_table_row_by
                                                                                      reverse, seed):
     # the automatic nprobe of the neighbour table compares this bound with the target, so it must
     # never claim more than the refined table holds, for any rounds >= 1 and any reverse cap
-    rng = np.random.default_rng(seed)
-    v = rng.integers(-2, 3, (V, D)).astype(np.float32) if seed % 2 else rng.standard_normal((V, D)).astype(np.float32)
-    k = min(k, V - 1)
-    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=nlist, seed=seed % 7, nprobe=1))
+    rng, v, k, idx = _random_case(V, D, k, nlist, seed)
     P = min(P, idx.info["nlist"])
     inv = knn.inverse_norms(v)
     nb0, sc0 = ivf.neighbor_table(v, k, idx, nprobe=P, refine_rounds=0)
