@@ -438,25 +438,20 @@ class RefineInput(NamedTuple):
     rcap: int
 
 
-def first_round(nb, sc, rev_off, rev_idx, rcap: int) -> RefineInput:
+def _first_round(nb, sc, rev_off, rev_idx, rcap: int) -> RefineInput:
     """The :class:`RefineInput` of a round with no previous round (nothing offered before)."""
     V = nb.shape[0]
     return RefineInput(nb, sc, np.zeros(nb.shape, np.uint8), rev_off, rev_idx, np.zeros(V + 1, np.int64),
                        np.zeros(0, np.int64), int(rcap))
 
 
-# Whether y is among the first rcap rows of the ascending list idx[off[x]:off[x + 1]] (bisection).
+# Whether y is among the first rcap rows of the ascending list idx[off[x]:off[x + 1]].
 @njit(cache=True, nogil=True, inline="always")
 def _in_first(off, idx, x, rcap, y):
     a = off[x]
     b = min(off[x + 1], a + rcap)
-    while a < b:
-        m = (a + b) // 2
-        if idx[m] < y:
-            a = m + 1
-        else:
-            b = m
-    return a < min(off[x + 1], off[x] + rcap) and idx[a] == y
+    p = a + np.searchsorted(idx[a:b], y)
+    return p < b and idx[p] == y
 
 
 # One round of neighbour-of-neighbour refinement of a k-neighbour table (the "local join" of
@@ -868,7 +863,7 @@ def _refined_bound(index: IVFIndex, v, inv, sample, found, P: int, params: IVFPa
     order = np.searchsorted(rows, sample).astype(np.int64)
     out_nb = np.full((C, k), -1, np.int32)
     out_sc = np.full((C, k), -np.inf, np.float32)
-    t = first_round(knn._readonly(local), knn._readonly(local_sc), np.zeros(C + 1, np.int64), np.zeros(0, np.int64), 0)
+    t = _first_round(knn._readonly(local), knn._readonly(local_sc), np.zeros(C + 1, np.int64), np.zeros(0, np.int64), 0)
     _refine_kernel(units, t, order, 0, n, np.full(C, -1, np.int32), out_nb, out_sc, np.zeros((C, k), np.uint8))
     got = out_nb[order]
     return np.where(got >= 0, rows[np.maximum(got, 0)], -1), (hop, sc2, nb2, hop_stats)
@@ -1090,7 +1085,7 @@ def refine_table(vectors, inv_norms, neighbors, scores, *, rounds: int = DEFAULT
     chunks = [(lo, min(lo + per, V)) for lo in range(0, V, per)]
     units = _unit_rows(v, inv, chunks, n) if rounds else None
     if rounds:
-        t = first_round(knn._readonly(nb), knn._readonly(sc), *_reverse(nb), int(reverse))
+        t = _first_round(knn._readonly(nb), knn._readonly(sc), *_reverse(nb), int(reverse))
     for r in range(int(rounds)):
         step = None if progress is None else (lambda done, total, r=r: progress(r * V + done, rounds * V))
         info["reverse_left_out"] += int(np.maximum(np.diff(t.rev_off) - reverse, 0).sum())
