@@ -211,6 +211,39 @@ def _centroid_sums(x, labels, sums, counts):
             sums[c, d] += np.float64(x[i, d])
 
 
+# The P-th largest of keys[:n] (uint32; 1 <= P <= n; kmin/kmax: their minimum and maximum):
+# the largest t with count(keys >= t) >= P, by bisection over [kmin, kmax]. Each step is a
+# branch-free count of the keys >= mid; when at least P but at most half of them are >= mid,
+# the answer is one of those, so only they are kept (copied to cand, uint32 [n], in order) and
+# later steps count fewer keys. At most 32 steps; the first few read all n keys, the rest
+# about 2P or fewer. Degenerate: all keys equal gives that key at once.
+@njit(cache=True, nogil=True)
+def _kth_largest_key(keys, n, P, kmin, kmax, cand):
+    lo = np.int64(kmin)             # count(keys >= lo) = n >= P
+    hi = np.int64(kmax) + 1         # count(keys >= hi) = 0 < P
+    src = keys
+    m = n
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        t = np.uint32(mid)
+        cnt = 0
+        for c in range(m):
+            cnt += 1 if src[c] >= t else 0
+        if cnt >= P:
+            lo = mid
+            if 2 * cnt <= m:
+                j = 0
+                for c in range(m):
+                    x = src[c]
+                    cand[j] = x
+                    j += 1 if x >= t else 0
+                src = cand
+                m = j
+        else:
+            hi = mid
+    return np.uint32(lo)
+
+
 # The probe set of each query: the P best centroids under the total order (score descending,
 # centroid ascending), written in ascending centroid order (the scan visits lists in that order
 # anyway, so only the set matters). Scores are the exact batched ones (knn._tiles_kernel's:
@@ -218,9 +251,9 @@ def _centroid_sums(x, labels, sums, counts):
 # equals that of knn.topk_batch(centroids, c_scale, queries, P) without its K = P heap.
 # Selection without sorting or data-dependent branches: each score is mapped to an order key
 # (uint32 whose unsigned order is the float order: -0.0 counts as +0.0, NaN, from non-finite
-# vectors only, as -inf); the P-th largest key T is found by bisection over the 32 key bits,
-# each step a branch-free count of keys >= mid; then every centroid with key > T and the
-# lowest-numbered ones with key == T, up to P, are the probes.
+# vectors only, as -inf); the P-th largest key T is found by bisection (_kth_largest_key, each
+# step a branch-free count of keys >= mid, over fewer keys as it narrows); then every centroid
+# with key > T and the lowest-numbered ones with key == T, up to P, are the probes.
 # queries: float32 [Q, D]; q_scale: float32 [Q]; c_panels: float32 [ceil(nlist / 16), D, 16]
 # (knn._pack_panels of the centroids); 1 <= P <= nlist; probes: int64 [Q, P].
 # Degenerate: D = 0 scores 0 everywhere (probes 0..P-1).
@@ -234,6 +267,7 @@ def _probe_kernel(queries, q_scale, c_panels, nlist, P, probes):
     sc = np.empty((qb, npan * 16), np.float32)
     bits = sc.view(np.uint32)
     keys = np.empty(nlist, np.uint32)
+    cand = np.empty(nlist, np.uint32)
     for q0 in range(0, Q, qb):
         q1 = min(q0 + qb, Q)
         nq = q1 - q0
@@ -246,22 +280,15 @@ def _probe_kernel(queries, q_scale, c_panels, nlist, P, probes):
                         x = acc[r, ln] + np.float32(0.0)       # -0.0 -> +0.0
                         sc[ii + r, 16 * p + ln] = x if x == x else -np.inf
         for r in range(nq):
+            kmin = np.uint32(0xFFFFFFFF)
+            kmax = np.uint32(0)
             for c in range(nlist):
                 u = bits[r, c]
-                keys[c] = ~u if u >> np.uint32(31) else u | np.uint32(0x80000000)
-            lo = np.int64(0)            # count(keys >= lo) = nlist >= P
-            hi = np.int64(1) << 32      # count(keys >= hi) = 0 < P
-            while hi - lo > 1:
-                mid = (lo + hi) >> 1
-                m = np.uint32(mid)
-                cnt = 0
-                for c in range(nlist):
-                    cnt += keys[c] >= m
-                if cnt >= P:
-                    lo = mid
-                else:
-                    hi = mid
-            T = np.uint32(lo)
+                kc = ~u if u >> np.uint32(31) else u | np.uint32(0x80000000)
+                keys[c] = kc
+                kmin = min(kmin, kc)
+                kmax = max(kmax, kc)
+            T = _kth_largest_key(keys, nlist, P, kmin, kmax, cand)
             above = 0
             for c in range(nlist):
                 above += keys[c] > T
