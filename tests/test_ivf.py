@@ -67,7 +67,8 @@ def test_property_all_lists_equals_topk_batch(V, D, k, nlist, seed):
     assert np.array_equal(r1, r2) and np.array_equal(s1, s2)
 
 
-def _probe_sets(queries, centroids, P):
+def _probe_sets(queries, centroids, P, P0=0):
+    """The probe kernel's sets (or, with P0, ``(probes, first)``: also its flags of the P0 best)."""
     qs = np.ascontiguousarray(queries, np.float32)
     q_scale = np.empty(qs.shape[0], np.float32)
     ivf._inv_norms_kernel(qs, q_scale)
@@ -76,8 +77,9 @@ def _probe_sets(queries, centroids, P):
     c_panels = np.zeros(((nl + 15) // 16, cent.shape[1], 16), np.float32)
     ivf._pack_panels(cent, knn.inverse_norms(cent), 0, nl, c_panels)
     probes = np.full((qs.shape[0], P), -7, np.int64)
-    ivf._probe_kernel(qs, q_scale, c_panels, nl, P, probes)
-    return probes
+    first = np.full((qs.shape[0], P), 7, np.uint8)
+    ivf._probe_kernel(qs, q_scale, c_panels, nl, P0, P, probes, first)
+    return (probes, first) if P0 else probes
 
 
 @settings(max_examples=40, deadline=None)
@@ -100,6 +102,13 @@ def test_probe_sets_are_the_best_centroids_of_topk_batch(nl, D, Q, seed, kind, d
     got = _probe_sets(q, cent, P)
     _, want = knn.topk_batch(cent, knn.inverse_norms(cent), q, P)
     assert np.array_equal(got, np.sort(want, axis=1))
+    # the flags of a continuation mark exactly the P0 best, ties taken as topk_batch takes them
+    P0 = data.draw(st.integers(1, P))
+    got2, first = _probe_sets(q, cent, P, P0)
+    assert np.array_equal(got2, got)
+    _, want0 = knn.topk_batch(cent, knn.inverse_norms(cent), q, P0)
+    for g, f, w in zip(got2, first, want0):
+        assert set(g[f == 1].tolist()) == set(w.tolist()) and f.sum() == P0
 
 
 def test_probe_sets_rank_nan_scores_last_and_negative_zero_as_zero():
@@ -661,9 +670,10 @@ def test_auto_nprobe_reaches_the_target_where_the_base_default_does_not():
 def test_table_target_picks_the_nprobe_whose_refined_table_reaches_it():
     # the neighbour table is refined after the search, so its automatic nprobe targets a lower
     # bound of the refined table's recall; the search target (BulkTopK, otto-eval) would probe
-    # more lists than the table needs (on the generated 1.86M x 64 matrix: 436 instead of 114)
+    # more lists than the table needs (on the generated 1.86M x 64 matrix: 436 instead of 114).
+    # Without reprobing: with it, only the base is tried (checked below).
     v = clustered(5000, 16, 400, 1.0, seed=5)
-    params = ivf.IVFParams(nlist=200, seed=2, recall_sample=1000, max_probe_fraction=1.0)
+    params = ivf.IVFParams(nlist=200, seed=2, recall_sample=1000, max_probe_fraction=1.0, reprobe_max=0.0)
     msgs = []
     search_idx = ivf.build_ivf(v, params, k=20)
     table_idx = ivf.build_ivf(v, params, k=20, table=True, progress=msgs.append)
@@ -686,6 +696,10 @@ def test_table_target_picks_the_nprobe_whose_refined_table_reaches_it():
     assert ivf.sampled_recall(nb_exact, nb) >= 0.985  # 1000 sampled rows: 0.005 of sampling error
     # deterministic, and independent of the threads
     assert ivf.build_ivf(v, params, k=20, table=True, n_threads=1).info == ti
+    # with reprobing the table's search stays at the base nprobe (reprobe_table does the rest)
+    rp = ivf.build_ivf(v, replace(params, reprobe_max=0.5), k=20, table=True).info
+    assert [t["nprobe"] for t in rp["nprobe_trials"]] == [trials[0]["nprobe"]] == [rp["nprobe"]]
+    assert rp["nprobe_target"] == "table" and not rp["target_reached"]
     # no refinement: the table is the search, so the search is measured
     plain = ivf.build_ivf(v, replace(params, refine_rounds=0), k=20, table=True).info
     assert plain["nprobe_target"] == "search" and plain["nprobe"] == si["nprobe"]
@@ -755,8 +769,10 @@ def test_refinement_flags_belong_to_the_table_command_only():
     out = {cmd: subprocess.run([sys.executable, "-m", mod, cmd, "--help"], capture_output=True, text=True,
                                check=True).stdout
            for mod, cmd in (("w2v", "index"), ("eval", "run"))}
-    assert "--ivf-refine-rounds" in out["index"] and "--ivf-refine-reverse" in out["index"]
-    assert "--ivf-nprobe" in out["run"] and "--ivf-refine" not in out["run"]   # otto-eval builds no table
+    for flag in index_cmd.TABLE_ONLY:
+        flag = "--ivf-" + flag.replace("_", "-")
+        assert flag in out["index"] and flag not in out["run"], flag       # otto-eval builds no table
+    assert "--ivf-nprobe" in out["run"]
 
 
 def test_the_table_reuses_the_rows_its_automatic_nprobe_searched():
@@ -793,3 +809,105 @@ def test_reused_rows_can_be_every_row():
     a = ivf.neighbor_table(v, 5, idx, stats=st_a)
     b = ivf.neighbor_table(v, 5, idx, stats=st_b, searched=kept["rows"])
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and st_a == st_b
+
+
+@settings(max_examples=30, deadline=None)
+@given(V=st.integers(2, 120), D=st.integers(0, 6), k=st.integers(1, 12), nlist=st.integers(1, 12),
+       seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_property_a_continued_search_merged_is_the_search_at_the_larger_nprobe(V, D, k, nlist, seed, data):
+    """search(nprobe=P2, probe_from=P) scans only the lists ranked P+1..P2 (nothing for queries the
+    search at P widened to every list); merged into the search at P it gives the search at P2, ids
+    and score bits, ties and zero rows included. Merging into a refined table keeps each row once."""
+    _, v, k, idx = _random_case(V, max(D, 1), k, nlist, seed)
+    if D == 0:
+        v = np.zeros((V, 0), np.float32)
+        idx = ivf.build_ivf(v, ivf.IVFParams(nlist=nlist, nprobe=1))
+    inv = knn.inverse_norms(v)
+    nl = idx.centroids.shape[0]
+    P = data.draw(st.integers(1, nl))
+    P2 = data.draw(st.integers(P, nl))
+    rows = np.arange(V, dtype=np.int64)
+    s1, i1 = ivf.search(idx, v, inv, v, k, nprobe=P, exclude_self=rows)
+    st2 = {}
+    s_c, i_c = ivf.search(idx, v, inv, v, k, nprobe=P2, probe_from=P, exclude_self=rows, stats=st2)
+    s2, i2 = ivf.search(idx, v, inv, v, k, nprobe=P2, exclude_self=rows)
+    nb, sc = i1.astype(np.int32), s1.copy()
+    ivf.merge_rows(nb, sc, rows, s_c, i_c)
+    assert np.array_equal(nb, i2) and np.array_equal(sc.view(np.uint32), s2.view(np.uint32))
+    if P2 == P:
+        assert st2["pairs_scored"] == 0 and (i_c == -1).all()
+    # merging a search into a table that already holds some of its rows takes them once
+    nb_r, sc_r = ivf.refine_table(v, inv, i1.astype(np.int32), s1, rounds=1)
+    ivf.merge_rows(nb_r, sc_r, rows, s2, i2)
+    for x in range(V):
+        got = nb_r[x][nb_r[x] >= 0]
+        assert len(set(got.tolist())) == got.size
+        pairs = list(zip((-sc_r[x][nb_r[x] >= 0]).tolist(), got.tolist()))
+        assert pairs == sorted(pairs)
+        assert (sc_r[x] >= s2[x]).all()
+
+
+def test_merge_rows_checks_its_arguments():
+    nb = np.full((3, 2), -1, np.int32)
+    sc = np.full((3, 2), -np.inf, np.float32)
+    with pytest.raises(ValueError, match="s2/i2"):
+        ivf.merge_rows(nb, sc, [0], np.zeros((2, 2), np.float32), np.zeros((2, 2), np.int64))
+    with pytest.raises(ValueError, match="rows"):
+        ivf.merge_rows(nb, sc, [3], np.zeros((1, 2), np.float32), np.zeros((1, 2), np.int64))
+    with pytest.raises(ValueError, match="writable"):
+        ivf.merge_rows(nb.astype(np.int64), sc, [0], np.zeros((1, 2), np.float32), np.zeros((1, 2), np.int64))
+    with pytest.raises(ValueError, match="probe_from"):
+        v = clustered(50, 4, 3, 0.3, 1)
+        idx = ivf.build_ivf(v, ivf.IVFParams(nlist=5, nprobe=2))
+        ivf.search(idx, v, knn.inverse_norms(v), v, 3, nprobe=2, probe_from=3)
+
+
+def _weak_table(V=6000, nlist=120, P=2, seed=3):
+    v = clustered(V, 16, 30, 0.45, seed)
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=nlist, nprobe=P, seed=1))
+    nb, sc = ivf.neighbor_table(v, 10, idx, refine_rounds=1)
+    return v, inv, idx, nb, sc
+
+
+def test_reprobe_searches_the_weakest_rows_again_until_the_sampled_recall_reaches_the_target():
+    v, inv, idx, nb, sc = _weak_table()
+    V = v.shape[0]
+    p = ivf.IVFParams(recall_sample=500, target_recall=0.995, reprobe_max=0.6, reprobe_step=0.1, reprobe_factor=4)
+    ref = ivf.recall_reference(v, inv, 10, p)
+    before = ivf.sampled_recall(ref[1], nb[ref[0]])
+    assert before < 0.995                      # the case needs reprobing
+    stats, said = {}, []
+    nb2, sc2 = ivf.reprobe_table(v, inv, idx, nb, sc, ref, nprobe=2, params=p, stats=stats, progress=said.append)
+    trials = stats["reprobe_trials"]
+    assert stats["reprobe_nprobe"] == 8 and len(said) == len(trials) >= 1 and stats["reprobe_pairs"] > 0
+    assert [t["rows"] for t in trials] == [min(V * 6 // 10, (i + 1) * V // 10) for i in range(len(trials))]
+    assert all(a["recall"] <= b["recall"] for a, b in zip(trials, trials[1:]))
+    # it stopped at the first step that reached the target, or at reprobe_max
+    assert all(t["recall"] < 0.995 for t in trials[:-1])
+    assert trials[-1]["recall"] >= 0.995 or trials[-1]["rows"] == V * 6 // 10
+    assert trials[-1]["recall"] == ivf.sampled_recall(ref[1], nb2[ref[0]]) > before
+    # exactly the weakest rows changed, each to the top-k of its old list and its lists 3..8
+    weakest = np.lexsort((np.arange(V), sc[:, -1]))[:stats["reprobe_rows"]]
+    untouched = np.setdiff1d(np.arange(V), weakest)
+    assert np.array_equal(nb2[untouched], nb[untouched]) and np.array_equal(sc2[untouched], sc[untouched])
+    s_w, i_w = ivf.search(idx, v, inv, v[np.sort(weakest)], 10, nprobe=8, exclude_self=np.sort(weakest))
+    want_nb, want_sc = nb.copy(), sc.copy()
+    ivf.merge_rows(want_nb, want_sc, np.sort(weakest), s_w, i_w)
+    assert np.array_equal(nb2, want_nb) and np.array_equal(sc2, want_sc)
+    assert nb[0, 0] == ivf.neighbor_table(v, 10, idx, refine_rounds=1)[0][0, 0]   # the input is untouched
+
+
+def test_reprobe_does_nothing_when_reached_disabled_or_exact():
+    v, inv, idx, nb, sc = _weak_table(V=3000, nlist=60)
+    ref = ivf.recall_reference(v, inv, 10, ivf.IVFParams(recall_sample=300))
+    r = ivf.sampled_recall(ref[1], nb[ref[0]])
+    for p, P in ((ivf.IVFParams(recall_sample=300, target_recall=r), 2),
+                 (ivf.IVFParams(recall_sample=300, target_recall=1.0, reprobe_max=0.0), 2),
+                 (ivf.IVFParams(recall_sample=300, target_recall=1.0), 60)):
+        stats = {}
+        nb2, sc2 = ivf.reprobe_table(v, inv, idx, nb, sc, ref, nprobe=P, params=p, stats=stats)
+        assert stats["reprobe_rows"] == 0 and stats["reprobe_trials"] == [] and np.array_equal(nb2, nb)
+    for bad in ({"reprobe_max": 1.5}, {"reprobe_step": 0.0}, {"reprobe_factor": 1}, {"reprobe_max": True}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ivf.IVFParams(**bad)

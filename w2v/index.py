@@ -57,6 +57,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+# IVFParams fields that only the neighbour table uses
+TABLE_ONLY = ("refine_rounds", "refine_reverse", "reprobe_max", "reprobe_step", "reprobe_factor")
+
+
 def add_method_flags(p, *, table: bool = True) -> None:
     """--method and the --ivf-* flags (w2v.ivf.IVFParams): the bulk top-k choice, also used by
     otto-eval's w2v-session. ``table=False`` (otto-eval, which builds no neighbour table) leaves
@@ -67,7 +71,7 @@ def add_method_flags(p, *, table: bool = True) -> None:
                         f"(recall@20 against exact in bench/RESULTS.md); auto: ivf from {ivf.AUTO_IVF_MIN_ROWS:,} "
                         "rows, else exact (default: auto)")
     add_config_flags(p.add_argument_group("IVF index (--method ivf)"), ivf.IVFParams, prefix="ivf-",
-                     exclude=("chunk", "q_block") + (() if table else ("refine_rounds", "refine_reverse")))
+                     exclude=("chunk", "q_block") + (() if table else TABLE_ONLY))
 
 
 def method_params(args) -> ivf.IVFParams:
@@ -119,13 +123,15 @@ def run(args) -> int:
                   + (f", refined table at least {inf['table_recall_bound']:.4f}" if "table_recall_bound" in inf else "")
                   + f", target {inf['target_recall']}"
                   + ("" if inf.get("target_reached", True) else
+                     ", the base nprobe; the reprobe steps follow" if params.reprobe_max > 0 else
                      f" not reached within {inf['max_probe_fraction']:g} of the lists") + ")"
                   if inf["nprobe_source"] == "auto" else f"nprobe {inf['nprobe']} (given)")
         say(f"IVF: {inf['nlist']} lists (largest {inf['max_list']} rows), {chosen} in {build_s:.1f} s")
         stats = {}
+        reused = trial_rows.pop("rows", None)
         neighbors, scores = ivf.neighbor_table(model.vectors, args.k, index, nprobe=params.nprobe, refine_rounds=0,
                                                n_threads=threads, progress=progress_of("index", V), stats=stats,
-                                               searched=trial_rows.pop("rows", None))
+                                               searched=reused)
         searched = time.perf_counter()
         recall_searched = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
         if params.refine_rounds:
@@ -134,18 +140,36 @@ def run(args) -> int:
                                                  order=index.rows, n_threads=threads, stats=stats,
                                                  progress=progress_of(f"index: refinement ({params.refine_rounds} "
                                                                       "rounds)", V * params.refine_rounds))
-        recall_table = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
+        recall_refined = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
         say(f"table: sampled recall@{args.k} {recall_searched:.4f} after the search"
-            + (f", {recall_table:.4f} after {params.refine_rounds} refinement rounds "
+            + (f", {recall_refined:.4f} after {params.refine_rounds} refinement rounds "
                f"({stats['refine_candidates'] / max(V, 1):.0f} candidates per row, "
                f"{time.perf_counter() - searched:.1f} s; reverse edges beyond {params.refine_reverse} "
                f"per row left out: {stats['reverse_left_out']:,})" if params.refine_rounds else ""))
+        # the weakest rows searched again with more lists while the measured recall is short
+        neighbors, scores = ivf.reprobe_table(model.vectors, inv, index, neighbors, scores, (sample, exact),
+                                              nprobe=stats["nprobe"], params=params, n_threads=threads,
+                                              packed=None if reused is None else reused.packed, progress=say,
+                                              stats=stats)
+        del reused
+        recall_table = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
+        if stats["reprobe_rows"]:
+            say(f"table: sampled recall@{args.k} {recall_table:.4f} after searching {stats['reprobe_rows']:,} "
+                f"weakest rows again at nprobe {stats['reprobe_nprobe']}"
+                + ("" if recall_table >= params.target_recall else
+                   f"; target {params.target_recall} NOT reached within {params.reprobe_max:g} of the rows "
+                   "(--ivf-reprobe-max)"))
         info["ivf"] = dict(index.info, nprobe=stats["nprobe"], kmeans_seconds=round(build_s, 3),
                            queries_widened=stats["queries_widened"], pairs_scored=stats["pairs_scored"],
                            refine_rounds=int(params.refine_rounds), refine_reverse=int(params.refine_reverse),
                            refine_candidates=int(stats.get("refine_candidates", 0)),
                            reverse_left_out=int(stats.get("reverse_left_out", 0)),
-                           table_recall_searched=recall_searched, table_recall=recall_table)
+                           reprobe_max=float(params.reprobe_max), reprobe_step=float(params.reprobe_step),
+                           reprobe_factor=int(params.reprobe_factor), reprobe_rows=int(stats["reprobe_rows"]),
+                           reprobe_nprobe=int(stats["reprobe_nprobe"]), reprobe_pairs=int(stats["reprobe_pairs"]),
+                           reprobe_trials=stats["reprobe_trials"],
+                           table_recall_searched=recall_searched, table_recall_refined=recall_refined,
+                           table_recall=recall_table, table_target_reached=bool(recall_table >= params.target_recall))
     seconds = time.perf_counter() - start
     info["build_seconds"] = round(seconds, 3)
     crc = ivf.vectors_fingerprint(model.vectors) if index is not None else None

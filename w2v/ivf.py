@@ -83,7 +83,7 @@ from .knn import (_copy_scaled, _inv_norms_kernel, _outer4x16, _outer4x16_hits, 
 
 __all__ = ["IVFIndex", "IVFParams", "IVFError", "default_nlist", "default_nprobe", "assign_lists", "build_ivf",
            "tune_nprobe", "sampled_recall",
-           "search", "neighbor_table", "refine_table", "SearchedRows", "recall_reference", "pack_lists", "PackedLists", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
+           "search", "neighbor_table", "refine_table", "reprobe_table", "merge_rows", "SearchedRows", "recall_reference", "pack_lists", "PackedLists", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
            "save_ivf", "load_ivf", "IVF_FORMAT_NAME", "IVF_FORMAT_VERSION"]
 
 IVF_FORMAT_NAME = "otto-ivf"
@@ -107,8 +107,9 @@ class IVFParams:
     recall_sample   auto nprobe: rows (at most V) drawn with the seed whose exact top-k the
                     sampled recall is measured against
     target_recall   auto nprobe: the sampled recall@k the chosen nprobe reaches, in (0, 1]; for
-                    the neighbour table (otto-train index), a lower bound of the table's
-                    sampled recall after the refinement
+                    the neighbour table (otto-train index), the table's sampled recall after the
+                    refinement and the reprobe steps (with --ivf-reprobe-max 0: a lower bound
+                    of it after the refinement, which the automatic nprobe doubles to reach)
     max_probe_fraction  auto nprobe: never more than this share of the lists, in (0, 1] (the
                     table then costs about this share of the exact scan); when the target is
                     not reached within it, the index records and reports the recall it has
@@ -122,6 +123,13 @@ class IVFParams:
                     lists and in the lists of the rows that list it, and keeps the best
     refine_reverse  refinement: at most this many of the rows that list a row (the lowest) are
                     used; the reverse edges left out are counted in index.json
+    reprobe_max     neighbour table only: while its sampled recall is below --ivf-target-recall,
+                    the rows with the lowest k-th score are searched again with more lists, in
+                    steps, up to this share of the rows (0: never); then the automatic nprobe
+                    of the table's search is the base one
+    reprobe_step    share of the rows searched again per step; the recall is measured after each
+    reprobe_factor  those rows' second search scans the lists ranked nprobe + 1 up to this many
+                    times nprobe
     """
 
     nlist: int | None = None
@@ -136,12 +144,15 @@ class IVFParams:
     max_probe_fraction: float = 0.08
     refine_rounds: int = 2
     refine_reverse: int = 20
+    reprobe_max: float = 0.5
+    reprobe_step: float = 0.025
+    reprobe_factor: int = 8
 
     def __post_init__(self) -> None:
         for name in ("nlist", "nprobe", "iterations", "train_per_list", "chunk", "q_block", "recall_sample",
-                     "refine_rounds", "refine_reverse"):
+                     "refine_rounds", "refine_reverse", "reprobe_factor"):
             v = getattr(self, name)
-            lo = 0 if name in ("iterations", "refine_rounds", "refine_reverse") else 1
+            lo = 0 if name in ("iterations", "refine_rounds", "refine_reverse") else 2 if name == "reprobe_factor" else 1
             if v is None and name in ("nlist", "nprobe"):
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -154,6 +165,11 @@ class IVFParams:
         f = self.max_probe_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
             raise ValueError(f"max_probe_fraction: must be a number in (0, 1], got {f!r}")
+        for name, low_open in (("reprobe_max", False), ("reprobe_step", True)):
+            f = getattr(self, name)
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not (0.0 < f if low_open else 0.0 <= f) \
+                    or not f <= 1.0:
+                raise ValueError(f"{name}: must be a number in {'(' if low_open else '['}0, 1], got {f!r}")
 
 
 DEFAULTS = IVFParams()
@@ -211,15 +227,16 @@ def _centroid_sums(x, labels, sums, counts):
             sums[c, d] += np.float64(x[i, d])
 
 
-# The P-th largest of keys[:n] (uint32; 1 <= P <= n; kmin/kmax: their minimum and maximum):
-# the largest t with count(keys >= t) >= P, by bisection over [kmin, kmax]. Each step is a
+# The P-th largest of keys[:n] (uint32; 1 <= P <= n; kmin: a key at most the answer, such as
+# their minimum; kmax: their maximum): the largest t with count(keys >= t) >= P, by bisection
+# over [kmin, kmax]. Each step is a
 # branch-free count of the keys >= mid; when at least P but at most half of them are >= mid,
 # the answer is one of those, so only they are kept (copied to cand, uint32 [n], in order) and
 # later steps count fewer keys. At most 32 steps; the first few read all n keys, the rest
 # about 2P or fewer. Degenerate: all keys equal gives that key at once.
 @njit(cache=True, nogil=True)
 def _kth_largest_key(keys, n, P, kmin, kmax, cand):
-    lo = np.int64(kmin)             # count(keys >= lo) = n >= P
+    lo = np.int64(kmin)             # count(keys >= lo) >= P
     hi = np.int64(kmax) + 1         # count(keys >= hi) = 0 < P
     src = keys
     m = n
@@ -254,11 +271,13 @@ def _kth_largest_key(keys, n, P, kmin, kmax, cand):
 # vectors only, as -inf); the P-th largest key T is found by bisection (_kth_largest_key, each
 # step a branch-free count of keys >= mid, over fewer keys as it narrows); then every centroid
 # with key > T and the lowest-numbered ones with key == T, up to P, are the probes.
+# first (uint8 [Q, P]) flags the probes that are among the P0 best (0 <= P0 <= P; P0 = 0 flags
+# none), found the same way, so a second search can scan only the lists ranked P0 + 1..P.
 # queries: float32 [Q, D]; q_scale: float32 [Q]; c_panels: float32 [ceil(nlist / 16), D, 16]
 # (knn._pack_panels of the centroids); 1 <= P <= nlist; probes: int64 [Q, P].
-# Degenerate: D = 0 scores 0 everywhere (probes 0..P-1).
+# Degenerate: D = 0 scores 0 everywhere (probes 0..P-1, the first P0 of them flagged).
 @njit(cache=True, nogil=True)
-def _probe_kernel(queries, q_scale, c_panels, nlist, P, probes):
+def _probe_kernel(queries, q_scale, c_panels, nlist, P0, P, probes, first):
     Q, D = queries.shape
     qb = 64
     qt = np.zeros((qb, D), np.float32)
@@ -293,16 +312,33 @@ def _probe_kernel(queries, q_scale, c_panels, nlist, P, probes):
             for c in range(nlist):
                 above += keys[c] > T
             ties = P - above
+            T0 = np.uint32(0xFFFFFFFF)
+            ties0 = 0
+            if P0 > 0:
+                T0 = _kth_largest_key(keys, nlist, P0, T, kmax, cand)   # T0 >= T
+                above0 = 0
+                for c in range(nlist):
+                    above0 += keys[c] > T0
+                ties0 = P0 - above0
             n = 0
             for c in range(nlist):
                 kc = keys[c]
                 if kc > T:
-                    probes[q0 + r, n] = c
-                    n += 1
+                    pass
                 elif kc == T and ties > 0:
-                    probes[q0 + r, n] = c
-                    n += 1
                     ties -= 1
+                else:
+                    continue
+                f = 0
+                if P0 > 0:
+                    if kc > T0:
+                        f = 1
+                    elif kc == T0 and ties0 > 0:
+                        f = 1
+                        ties0 -= 1
+                probes[q0 + r, n] = c
+                first[q0 + r, n] = f
+                n += 1
 
 
 # Inverted probe lists of one query chunk: for list l, the chunk-local queries that probe it, in
@@ -787,7 +823,11 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
     can only add to it). Each trial then also records ``table_bound``; the info records
     ``table_recall_bound`` at the chosen nprobe and ``nprobe_target = "table"`` (else
     ``"search"``). Extra cost per trial: a search of the sample's neighbours (about ``k`` times
-    the sample) and one refinement step of the sample. ``searched`` (optional dict) receives
+    the sample) and one refinement step of the sample. With the table target and
+    ``params.reprobe_max > 0``, only the base nprobe is tried: the weakest rows of the table are
+    then searched again with more lists until its measured sampled recall reaches the target
+    (:func:`reprobe_table`), which costs less than doubling nprobe for every row (bench/RESULTS.md
+    section 11). ``searched`` (optional dict) receives
     ``"rows"``: the :class:`SearchedRows` of the last trial (the sample, and with ``table`` its
     neighbours), for :func:`neighbor_table`."""
     v = knn._as_matrix(vectors)
@@ -806,6 +846,7 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
             if not np.array_equal(ref_sample, sample) or np.shape(exact) != (sample.size, k):
                 raise ValueError("reference: not recall_reference's result for these vectors, k and params")
     table = bool(table) and params.refine_rounds > 0
+    reprobe = table and params.reprobe_max > 0   # the table is brought to the target by reprobe_table
     trials = []
     P = default_nprobe(nlist)
     cap = _probe_cap(nlist, params)
@@ -828,7 +869,7 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
         if progress is not None:
             progress(f"nprobe {P}/{nlist}: sampled recall@{k} {r:.4f} over {sample.size} rows"
                      + (f", refined table at least {b:.4f}" if table else "") + f" (target {target})")
-        if m >= target or P >= cap:
+        if m >= target or P >= cap or reprobe:
             break
         P = min(2 * P, cap)
     info = dict(index.info, nprobe=int(P), nprobe_source="auto", nprobe_trials=trials, sampled_recall=r,
@@ -845,7 +886,9 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
         progress(f"nprobe {P} chosen (auto): sampled recall@{k} {r:.4f}"
                  + (f", refined table at least {b:.4f}" if table else "") + f", target {target}"
                  + (" (refined table)" if table else "")
-                 + ("" if m >= target else f" NOT reached within {params.max_probe_fraction:g} of the lists "
+                 + ("" if m >= target else
+                    "; the weakest rows of the table are searched again until it is reached (--ivf-reprobe-max)"
+                    if reprobe else f" NOT reached within {params.max_probe_fraction:g} of the lists "
                     "(--ivf-max-probe-fraction)"))
     return index._replace(info=info)
 
@@ -967,7 +1010,7 @@ def pack_lists(index: IVFIndex, vectors, inv_norms, *, n_threads=None) -> Packed
 def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | None = None,
            exclude_self=None, chunk: int = DEFAULTS.chunk, q_block: int = DEFAULTS.q_block,
            n_threads=None, progress=None, stats: dict | None = None,
-           packed: PackedLists | None = None) -> tuple[np.ndarray, np.ndarray]:
+           packed: PackedLists | None = None, probe_from: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Approximate cosine top-k of many queries: ``(scores float32[Q, k], rows int64[Q, k])``.
 
     The same contract as :func:`w2v.knn.topk_batch` (same scores, order, ``exclude_self`` and
@@ -981,6 +1024,10 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     chunk. ``stats`` (optional dict) receives ``queries_widened`` and ``pairs_scored``.
     ``packed``: :func:`pack_lists` of the same index and matrix (made here when None; pass it to
     share the packing between searches).
+    ``probe_from`` (0 <= probe_from <= nprobe): scan only the lists ranked ``probe_from + 1`` to
+    ``nprobe`` of each query (the continuation of a search at ``nprobe = probe_from``); a query
+    that search scanned every list for (zero, or fewer than k rows in its lists) gets nothing.
+    The top-k of the two results together (:func:`merge_rows`) is then the search at ``nprobe``.
     """
     v = knn._as_matrix(vectors)
     V, D = v.shape
@@ -992,6 +1039,9 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     if int(chunk) < 1 or int(q_block) < 1:
         raise ValueError(f"chunk/q_block: must be >= 1 (got {chunk}/{q_block})")
     P = min(nprobe, nlist)
+    if isinstance(probe_from, bool) or not isinstance(probe_from, (int, np.integer)) or not 0 <= probe_from <= nprobe:
+        raise ValueError(f"probe_from: must be an integer in [0, nprobe = {nprobe}], got {probe_from!r}")
+    P0 = min(int(probe_from), P)
     qs, skip, K = knn.batch_queries(queries, D, V, k, exclude_self)
     Q = qs.shape[0]
     out_s = np.full((Q, k), -np.inf, np.float32)
@@ -1026,8 +1076,13 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
 
     def scan(lo, hi):
         probes = np.empty((hi - lo, P), np.int64)
-        _probe_kernel(qs[lo:hi], q_scale[lo:hi], c_panels, nlist, P, probes)
-        full = (q_scale[lo:hi] == 0) | (sizes[np.maximum(probes, 0)].sum(axis=1) < need)
+        first = np.zeros((hi - lo, P), np.uint8)
+        _probe_kernel(qs[lo:hi], q_scale[lo:hi], c_panels, nlist, P0, P, probes, first)
+        full = (q_scale[lo:hi] == 0) | (sizes[probes].sum(axis=1) < need)
+        if P0:  # the search at P0 scanned the flagged lists, and every list for queries it widened
+            done = (q_scale[lo:hi] == 0) | ((sizes[probes] * first).sum(axis=1) < need)
+            probes[(first == 1) | done[:, None]] = -1
+            full[:] = False
         l_off, l_q = _invert_probes(knn._readonly(probes), full, nlist)
         hs = np.full((hi - lo, K), -np.inf, np.float32)
         hid = np.full((hi - lo, K), -1, np.int64)
@@ -1042,6 +1097,64 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     if stats is not None:
         stats.update(info)
     return out_s, out_i
+
+
+# Row-wise merge of two top-k lists, in place: for t in 0..n-1, row r = rows[t] of (nb, sc)
+# (int32 / float32 [V, k], best first, -1 / -inf padding) becomes the best k of its own list and
+# (s2[t], i2[t]) (float32 / int64 [n, k2], the same order and padding) under the total order
+# (score descending, row ascending). A row in both lists is the same pair with the same score
+# bits, so both lists reach it at the same step (everything before it in either list ranks
+# above it): it is taken once. Slots past the rows found hold -1 / -inf. Degenerate: n = 0.
+@njit(cache=True, nogil=True)
+def _merge_rows_kernel(nb, sc, rows, s2, i2):
+    k = nb.shape[1]
+    k2 = i2.shape[1]
+    out_i = np.empty(k, np.int32)
+    out_s = np.empty(k, np.float32)
+    for t in range(rows.shape[0]):
+        r = rows[t]
+        a = 0
+        b = 0
+        n = 0
+        while n < k:
+            ia = nb[r, a] if a < k else -1
+            ib = i2[t, b] if b < k2 else -1
+            if ia < 0 and ib < 0:
+                break
+            if ib < 0 or (ia >= 0 and (sc[r, a] > s2[t, b] or (sc[r, a] == s2[t, b] and ia <= ib))):
+                out_i[n] = ia
+                out_s[n] = sc[r, a]
+                if ia == ib:
+                    b += 1
+                a += 1
+            else:
+                out_i[n] = ib
+                out_s[n] = s2[t, b]
+                b += 1
+            n += 1
+        for j in range(n):
+            nb[r, j] = out_i[j]
+            sc[r, j] = out_s[j]
+        for j in range(n, k):
+            nb[r, j] = -1
+            sc[r, j] = -np.inf
+
+
+def merge_rows(neighbors, scores, rows, s2, i2) -> None:
+    """In place: row ``rows[t]`` of the table ``(neighbors int32[V, k], scores float32[V, k])``
+    becomes the top-k of its list and ``(s2[t], i2[t])`` (a search result of that row: the same
+    pairs have the same scores), under the total order, each row once (``_merge_rows_kernel``)."""
+    rows = np.ascontiguousarray(rows, np.int64)
+    s2 = np.ascontiguousarray(s2, np.float32)
+    i2 = np.ascontiguousarray(i2, np.int64)
+    if neighbors.dtype != np.int32 or scores.dtype != np.float32 or neighbors.shape != scores.shape \
+            or not (neighbors.flags.c_contiguous and scores.flags.c_contiguous and neighbors.flags.writeable):
+        raise ValueError("neighbors/scores: expected writable C-contiguous int32/float32 arrays of one shape")
+    if s2.shape != i2.shape or s2.ndim != 2 or s2.shape[0] != rows.shape[0]:
+        raise ValueError(f"s2/i2: shapes {s2.shape}/{i2.shape} do not match [{rows.shape[0]}, k]")
+    if rows.size and (rows.min() < 0 or rows.max() >= neighbors.shape[0]):
+        raise ValueError("rows: out of range")
+    _merge_rows_kernel(neighbors, scores, rows, s2, i2)
 
 
 def _reverse(nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1122,6 +1235,66 @@ def refine_table(vectors, inv_norms, neighbors, scores, *, rounds: int = DEFAULT
             t = RefineInput(knn._readonly(nb), knn._readonly(sc), knn._readonly(old), *_reverse(nb), t.rev_off,
                             t.rev_idx, int(reverse))
         del old
+    if stats is not None:
+        stats.update(info)
+    return nb, sc
+
+
+def reprobe_table(vectors, inv_norms, index: IVFIndex, neighbors, scores, reference, *, nprobe: int,
+                  params: IVFParams = DEFAULTS, packed: PackedLists | None = None, n_threads=None,
+                  progress=None, stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The weakest rows of a table searched again with more lists, until its sampled recall
+    reaches ``params.target_recall``: new ``(neighbors int32[V, k], scores float32[V, k])``.
+
+    ``neighbors``/``scores``: a table searched at ``nprobe`` (:func:`neighbor_table`, refined or
+    not). ``reference``: :func:`recall_reference`'s ``(sample, exact)``. While the table's
+    :func:`sampled_recall` is below the target and at most ``params.reprobe_max`` of the rows have
+    been searched again, the next ``params.reprobe_step`` of the rows (rows by their k-th score
+    in the table, lowest first, then row ascending; the ranking is made once, before the first
+    step) get the lists ranked ``nprobe + 1`` to ``reprobe_factor * nprobe`` scanned
+    (:func:`search` with ``probe_from``) and merged into their lists (:func:`merge_rows`); then the
+    recall is measured again. A row's k-th score is what its search and refinement found: it is
+    low where the neighbourhood is sparse, and that is where they miss most (bench/RESULTS.md
+    section 11). Rows are chosen by their scores only, never by whether they are in the sample,
+    so the sample's recall stays an estimate of the whole table's. ``stats`` receives
+    ``reprobe_rows``, ``reprobe_nprobe``, ``reprobe_pairs`` and ``reprobe_trials`` (``[{rows,
+    recall}]`` after each step). ``progress(message)`` after each step. Degenerate: nothing to do
+    when the recall is reached, ``reprobe_max = 0`` or ``nprobe >= nlist`` (the search was
+    exact)."""
+    v = knn._as_matrix(vectors)
+    V = v.shape[0]
+    inv = knn._check_inv(inv_norms, V)
+    nb = np.array(neighbors, np.int32, order="C")
+    sc = np.array(scores, np.float32, order="C")
+    sample, exact = reference
+    nlist = index.centroids.shape[0]
+    P = min(int(nprobe), nlist)
+    P2 = min(nlist, int(params.reprobe_factor) * P)
+    target = float(params.target_recall)
+    r = sampled_recall(exact, nb[sample].astype(np.int64)) if len(sample) else 1.0
+    limit = int(math.floor(float(params.reprobe_max) * V))
+    step = max(1, int(math.ceil(float(params.reprobe_step) * V)))
+    info = {"reprobe_rows": 0, "reprobe_nprobe": int(P2), "reprobe_pairs": 0, "reprobe_trials": []}
+    if r < target and limit > 0 and P < nlist and nb.shape[1]:
+        if packed is None:
+            packed = pack_lists(index, v, inv, n_threads=n_threads)
+        weakest = np.lexsort((np.arange(V), sc[:, -1]))
+        done = 0
+        while r < target and done < limit:
+            rows = np.sort(weakest[done:min(done + step, limit)])
+            got = {}
+            s2, i2 = search(index, v, inv, v[rows], nb.shape[1], nprobe=P2, probe_from=P, exclude_self=rows,
+                            chunk=params.chunk, q_block=params.q_block, n_threads=n_threads, packed=packed,
+                            stats=got)
+            merge_rows(nb, sc, rows, s2, i2)
+            done += rows.size
+            info["reprobe_pairs"] += int(got["pairs_scored"])
+            r = sampled_recall(exact, nb[sample].astype(np.int64))
+            info["reprobe_trials"].append({"rows": int(done), "recall": r})
+            if progress is not None:
+                progress(f"reprobe: {done:,} weakest rows ({done / V:.1%}) searched again at nprobe {P2}: "
+                         f"sampled recall@{nb.shape[1]} {r:.4f} (target {target})")
+        info["reprobe_rows"] = int(done)
     if stats is not None:
         stats.update(info)
     return nb, sc
