@@ -567,10 +567,11 @@ class Connection:
         # a response that says "Connection: close" (a problem that distrusts the stream) closes
         if not keep or data.find(b"\r\nConnection: close\r\n", 0, data.find(b"\r\n\r\n") + 2) >= 0:
             self.close_after = True
-        self.write(data)
+        # counted before it is sent, so a client that has its answer finds it in /metrics
         elapsed = time.perf_counter() - t0
-        self.last_active = time.monotonic()
         server.metrics.observe(route, req.method, status, elapsed)
+        self.write(data)
+        self.last_active = time.monotonic()
         if server.config.access_log:
             self.log_access(req, status, len(data), elapsed)
 
