@@ -502,8 +502,10 @@ def test_index_command_auto_nprobe_is_reported_and_recorded(tmp_path, capsys):
     assert f"nprobe {meta['nprobe']} (auto: sampled recall@5 {meta['sampled_recall']:.4f} over 100 rows" in err
     # the table's nprobe targets the refined table; otto-eval's searches re-measure it for the search
     assert meta["nprobe_target"] == side["nprobe_target"] == "table"
-    assert meta["table_recall"] >= meta["table_recall_bound"]  # the bound, measured on the same sample
+    assert meta["table_recall_refined"] >= meta["table_recall_bound"]  # the bound, measured on the same sample
     assert f"refined table at least {meta['table_recall_bound']:.4f}, target 0.999" in err
+    if meta["table_recall_refined"] >= 0.999:   # no reprobe step was needed
+        assert meta["reprobe_rows"] == 0 and meta["table_recall"] == meta["table_recall_refined"]
     m = load_model(tmp_path / "m")
     p5 = replace(ivf.DEFAULTS, nlist=30, recall_sample=100, target_recall=0.999)
     bulk = ivf.BulkTopK(m.vectors, "ivf", p5, model_dir=tmp_path / "m", k=5)
@@ -516,6 +518,29 @@ def test_index_command_auto_nprobe_is_reported_and_recorded(tmp_path, capsys):
     args = _parse(["index", str(tmp_path / "m"), "--method", "ivf", "--ivf-target-recall", "1.5"])
     with pytest.raises(UsageError, match="--ivf-target-recall: must be a number in"):
         args.func(args)
+
+
+def test_index_command_reprobes_the_weakest_rows_and_records_each_step(tmp_path, capsys):
+    v = clustered(5000, 16, 400, 1.0, seed=5)
+    save_model(tmp_path / "m", v, v.copy(), np.arange(5000, dtype=np.int64), np.ones(5000, np.int64), {"source": "t"})
+    args = _parse(["index", str(tmp_path / "m"), "--method", "ivf", "--k", "10", "--ivf-nlist", "200",
+                   "--ivf-recall-sample", "500", "--ivf-target-recall", "0.995", "--ivf-refine-rounds", "1",
+                   "--ivf-reprobe-step", "0.1"])
+    assert args.func(args) == 0
+    meta = load_model(tmp_path / "m").index_meta["ivf"]
+    err = capsys.readouterr().err
+    trials = meta["reprobe_trials"]
+    assert [t["nprobe"] for t in meta["nprobe_trials"]] == [ivf.default_nprobe(200)] == [meta["nprobe"]]  # base only
+    assert meta["table_recall_refined"] < 0.995 and trials and meta["reprobe_rows"] == trials[-1]["rows"] > 0
+    assert [t["rows"] for t in trials] == [500 * (i + 1) for i in range(len(trials))]
+    assert meta["table_recall"] == trials[-1]["recall"] > meta["table_recall_refined"]
+    assert meta["table_target_reached"] == (meta["table_recall"] >= 0.995)
+    assert meta["reprobe_nprobe"] == min(200, 8 * meta["nprobe"]) and meta["reprobe_pairs"] > 0
+    assert f"weakest rows again at nprobe {meta['reprobe_nprobe']}" in err and "index: reprobe: " in err
+    # the table on file is the one the recall was measured on
+    m = load_model(tmp_path / "m")
+    sample, exact = ivf.recall_reference(v, knn.inverse_norms(v), 10, ivf.IVFParams(recall_sample=500))
+    assert ivf.sampled_recall(exact, np.asarray(m.neighbors)[sample].astype(np.int64)) == meta["table_recall"]
 
 
 def test_index_command_starts_each_progress_line_with_its_phase(tmp_path, monkeypatch):
