@@ -152,7 +152,7 @@ class IVFParams:
         for name in ("nlist", "nprobe", "iterations", "train_per_list", "chunk", "q_block", "recall_sample",
                      "refine_rounds", "refine_reverse", "reprobe_factor"):
             v = getattr(self, name)
-            lo = 0 if name in ("iterations", "refine_rounds", "refine_reverse") else 2 if name == "reprobe_factor" else 1
+            lo = {"iterations": 0, "refine_rounds": 0, "refine_reverse": 0, "reprobe_factor": 2}.get(name, 1)
             if v is None and name in ("nlist", "nprobe"):
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -229,11 +229,10 @@ def _centroid_sums(x, labels, sums, counts):
 
 # The P-th largest of keys[:n] (uint32; 1 <= P <= n; kmin: a key at most the answer, such as
 # their minimum; kmax: their maximum): the largest t with count(keys >= t) >= P, by bisection
-# over [kmin, kmax]. Each step is a
-# branch-free count of the keys >= mid; when at least P but at most half of them are >= mid,
-# the answer is one of those, so only they are kept (copied to cand, uint32 [n], in order) and
-# later steps count fewer keys. At most 32 steps; the first few read all n keys, the rest
-# about 2P or fewer. Degenerate: all keys equal gives that key at once.
+# over [kmin, kmax]. Each step is a branch-free count of the keys >= mid; when at least P but
+# at most half of them are >= mid, the answer is one of those, so only they are kept (copied to
+# cand, uint32 [n], in order) and later steps count fewer keys. At most 32 steps; the first few
+# read all n keys, the rest about 2P or fewer. Degenerate: all keys equal gives that key at once.
 @njit(cache=True, nogil=True)
 def _kth_largest_key(keys, n, P, kmin, kmax, cand):
     lo = np.int64(kmin)             # count(keys >= lo) >= P
@@ -1078,9 +1077,10 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
         probes = np.empty((hi - lo, P), np.int64)
         first = np.zeros((hi - lo, P), np.uint8)
         _probe_kernel(qs[lo:hi], q_scale[lo:hi], c_panels, nlist, P0, P, probes, first)
-        full = (q_scale[lo:hi] == 0) | (sizes[probes].sum(axis=1) < need)
+        held = sizes[probes]   # rows in each probed list
+        full = (q_scale[lo:hi] == 0) | (held.sum(axis=1) < need)
         if P0:  # the search at P0 scanned the flagged lists, and every list for queries it widened
-            done = (q_scale[lo:hi] == 0) | ((sizes[probes] * first).sum(axis=1) < need)
+            done = (q_scale[lo:hi] == 0) | ((held * first).sum(axis=1) < need)
             probes[(first == 1) | done[:, None]] = -1
             full[:] = False
         l_off, l_q = _invert_probes(knn._readonly(probes), full, nlist)
