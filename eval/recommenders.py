@@ -285,10 +285,18 @@ class SessionAnswers:
     model directory when they match) built once, and the answers to the last ``keep`` (sessions,
     n, rule) asked for. ``w2v-session`` and ``blend`` ask for the same rule on the same sessions, so
     ``otto-eval run`` computes each answer once (``hits`` counts the answers served again).
-    Sessions are recognised by identity (the same ``Dataset`` object), never by content."""
+    Sessions are recognised by identity (the same ``Dataset`` object), never by content.
 
-    def __init__(self, knn_method: str = "auto", ivf_params=None, keep: int = 2, progress: bool = False):
+    The model's neighbour table, when it has one, is given to the bulk top-k (its IVF searches are
+    expanded through it, ``--ivf-expand-rounds``). An approximate answer is checked: for
+    ``recall_sample`` sessions drawn with ``default_rng(seed)`` the exact answer (the service's,
+    ``bulk=None``) is computed too, and the share of its aids the answer has is recorded in the
+    answer (``SessionRecs.sampled_recall``, reported by ``w2v-session`` and ``blend``)."""
+
+    def __init__(self, knn_method: str = "auto", ivf_params=None, keep: int = 2, progress: bool = False,
+                 recall_sample: int = 2000, seed: int = 0):
         self.knn_method, self.ivf_params, self.keep, self.progress = knn_method, ivf_params, keep, progress
+        self.recall_sample, self.seed = int(recall_sample), int(seed)
         self.model = self.kv = self._bulk = None
         self._memo: list = []
         self.hits = 0
@@ -303,7 +311,8 @@ class SessionAnswers:
         if self._bulk is None:
             from w2v.ivf import DEFAULTS, BulkTopK
             self._bulk = BulkTopK(self.kv.vectors, self.knn_method, self.ivf_params or DEFAULTS,
-                                  model_dir=getattr(self.model, "path", None))
+                                  model_dir=getattr(self.model, "path", None),
+                                  table=getattr(self.model, "neighbors", None))
         return self._bulk
 
     def recommend(self, sessions: Dataset, n: int, rule: SessionRule, q_block: int = 65536):
@@ -316,8 +325,28 @@ class SessionAnswers:
         res = session_recommend(self.kv, sessions.offsets, sessions.aid, sessions.type, n, rule,
                                 q_block=q_block, bulk=self.bulk(), progress=bar.report)
         bar.close()
+        if self.bulk().method != "exact" and self.recall_sample > 0:
+            res.sampled_recall, res.recall_sample = self._recall(sessions, n, rule, res)
         self._memo = (self._memo + [(sessions, n, rule, res)])[-self.keep:]
         return res
+
+    def _recall(self, sessions: Dataset, n: int, rule: SessionRule, res) -> tuple[float, int]:
+        """Recall of the approximate answers ``res`` against the exact rule (the service's answer)
+        on up to ``recall_sample`` of the sessions with a query, drawn with ``default_rng(seed)``:
+        the share of the exact answers' aids that ``res`` has for the same sessions."""
+        cand = np.flatnonzero(res.has)
+        if cand.size == 0:
+            return 1.0, 0
+        pick = np.sort(np.random.default_rng(self.seed).choice(cand, min(self.recall_sample, cand.size),
+                                                               replace=False))
+        sub = sessions.take(pick)
+        exact = session_recommend(self.kv, sub.offsets, sub.aid, sub.type, n, rule)
+        hit = total = 0
+        for a, b in zip(res.aids[pick], exact.aids):
+            want = b[b >= 0]
+            total += want.size
+            hit += np.isin(want, a[a >= 0]).sum()
+        return (float(hit / total) if total else 1.0), int(pick.size)
 
 
 class Recommender:
@@ -584,7 +613,8 @@ class W2VSessionRec(Recommender):
             res[t], _ = score_sessions(test, k, fill=self.popular[t], hist_coef=0.0, max_hist=1,
                                        per_session=PerSession(r.aids, _rank_weights(r.aids), 1.0))
         self.stats = {"sessions_without_vocab_event": int((~r.has).sum()), "unknown_events": r.unknown_events,
-                      "exact_rescans": r.exact_rescans, "shared_answers": r.shared, **self.answers.bulk().info()}
+                      "exact_rescans": r.exact_rescans, "shared_answers": r.shared, **r.recall_info(),
+                      **self.answers.bulk().info()}
         self.limits = {"events_beyond_max_events": int(np.maximum(test.lengths() - self.rule.max_events, 0).sum())
                        if self.rule.max_events else 0}
         return res
@@ -621,7 +651,7 @@ class BlendRec(CovisitRec):
     def predict(self, test, k=20):
         r = self.answers.recommend(test, self.n_neighbors, self.rule)
         self.w2v_stats = {"sessions_without_vocab_event": int((~r.has).sum()), "exact_rescans": r.exact_rescans,
-                          "shared_answers": r.shared, **self.answers.bulk().info()}
+                          "shared_answers": r.shared, **r.recall_info(), **self.answers.bulk().info()}
         return self._predict(test, k, per_session=PerSession(r.aids, r.scores, self.w2v_coef))
 
     def info(self):

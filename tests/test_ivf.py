@@ -842,7 +842,9 @@ def test_reused_rows_can_be_every_row():
 def test_property_a_continued_search_merged_is_the_search_at_the_larger_nprobe(V, D, k, nlist, seed, data):
     """search(nprobe=P2, probe_from=P) scans only the lists ranked P+1..P2 (nothing for queries the
     search at P widened to every list); merged into the search at P it gives the search at P2, ids
-    and score bits, ties and zero rows included. Merging into a refined table keeps each row once."""
+    and score bits, ties and zero rows included -- except for the queries the search at P widened:
+    those keep its exact result (the search at P2 may not widen them, so it can be worse). Merging
+    into a refined table keeps each row once."""
     _, v, k, idx = _random_case(V, max(D, 1), k, nlist, seed)
     if D == 0:
         v = np.zeros((V, 0), np.float32)
@@ -858,7 +860,13 @@ def test_property_a_continued_search_merged_is_the_search_at_the_larger_nprobe(V
     s2, i2 = ivf.search(idx, v, inv, v, k, nprobe=P2, exclude_self=rows)
     nb, sc = i1.astype(np.int32), s1.copy()
     ivf.merge_rows(nb, sc, rows, s_c, i_c)
-    assert np.array_equal(nb, i2) and np.array_equal(sc.view(np.uint32), s2.view(np.uint32))
+    # the queries the search at P widened: zero, or their P best lists hold fewer than k + 1 rows
+    cent = np.ascontiguousarray(idx.centroids)
+    probes = knn.topk_batch(cent, knn.inverse_norms(cent), v, P)[1]
+    widened = (inv == 0) | (np.diff(idx.offsets)[probes].sum(axis=1) < min(k + 1, V))
+    s_x, i_x = ivf.search(idx, v, inv, v, k, nprobe=nl, exclude_self=rows)
+    want_i, want_s = np.where(widened[:, None], i_x, i2), np.where(widened[:, None], s_x, s2)
+    assert np.array_equal(nb, want_i) and np.array_equal(sc.view(np.uint32), want_s.view(np.uint32))
     if P2 == P:
         assert st2["pairs_scored"] == 0 and (i_c == -1).all()
     # merging a search into a table that already holds some of its rows takes them once
@@ -936,3 +944,170 @@ def test_reprobe_does_nothing_when_reached_disabled_or_exact():
     for bad in ({"reprobe_max": 1.5}, {"reprobe_step": 0.0}, {"reprobe_factor": 1}, {"reprobe_max": True}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ivf.IVFParams(**bad)
+
+
+def _expand_reference(v, inv, table, queries, rows, width, K):
+    """The K best of each query's rows and the table rows of its first ``width`` ones, by the
+    exact full ranking (topk_batch over every row, the same arithmetic and total order)."""
+    fs, fr = knn.topk_batch(v, inv, queries, v.shape[0])
+    out_s = np.full((queries.shape[0], K), -np.inf, np.float32)
+    out_r = np.full((queries.shape[0], K), -1, np.int64)
+    for i in range(queries.shape[0]):
+        cand = {int(y) for y in rows[i] if y >= 0}
+        for y in rows[i][:width]:
+            if y >= 0:
+                cand |= {int(z) for z in table[y] if z >= 0}
+        keep = [j for j in range(fr.shape[1]) if fr[i, j] in cand][:K]
+        out_r[i, :len(keep)] = fr[i, keep]
+        out_s[i, :len(keep)] = fs[i, keep]
+    return out_s, out_r
+
+
+@settings(max_examples=30, deadline=None)
+@given(V=st.integers(2, 80), D=st.integers(1, 6), K=st.integers(1, 10), kt=st.integers(0, 6),
+       width=st.integers(0, 12), nlist=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
+def test_property_expansion_is_the_best_of_the_candidates_and_the_table_rows(V, D, K, kt, width, nlist, seed):
+    """expand() = the K best of a query's rows and the table rows of its first `width` ones, ids and
+    score bits (ties, duplicate and zero rows, padding in both inputs), whatever the threads and
+    chunks; no slot gets worse; a table with padding rows is allowed."""
+    rng, v, _, idx = _random_case(V, D, 1, nlist, seed)
+    v[rng.random(V) < 0.1] = 0
+    inv = knn.inverse_norms(v)
+    queries = np.concatenate([v[rng.integers(0, V, 5)], rng.standard_normal((4, D)).astype(np.float32),
+                              np.zeros((1, D), np.float32)])
+    s, r = ivf.search(idx, v, inv, queries, min(K, V), nprobe=1)
+    table = rng.integers(-1, V, (V, kt)).astype(np.int32)
+    want_s, want_r = _expand_reference(v, inv, table, queries, r, width, r.shape[1])
+    st1 = {}
+    got_s, got_r = ivf.expand(v, inv, table, queries, s, r, width=width, rounds=1, stats=st1, n_threads=2, chunk=3)
+    assert np.array_equal(got_r, want_r) and np.array_equal(got_s.view(np.uint32), want_s.view(np.uint32))
+    assert (got_s >= s).all()
+    one_s, one_r = ivf.expand(v, inv, table, queries, s, r, width=width, rounds=1, n_threads=1)
+    assert np.array_equal(one_r, got_r) and np.array_equal(one_s.view(np.uint32), got_s.view(np.uint32))
+    # a second round expands the first round's result
+    two_s, two_r = ivf.expand(v, inv, table, queries, s, r, width=width, rounds=2)
+    ref2 = _expand_reference(v, inv, table, queries, got_r, width, r.shape[1])
+    assert np.array_equal(two_r, ref2[1]) and np.array_equal(two_s.view(np.uint32), ref2[0].view(np.uint32))
+    # a row already among the candidates is not scored again
+    assert st1["expand_scored"] <= queries.shape[0] * min(width, r.shape[1]) * kt
+
+
+def test_expansion_degenerate_cases_and_arguments():
+    v = clustered(200, 6, 5, 0.4, 3)
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=10, nprobe=1))
+    s, r = ivf.search(idx, v, inv, v[:20], 5)
+    table = knn.build_neighbor_table(v, 4)[0]
+    for kw in ({"rounds": 0}, {"width": 0}):
+        st0 = {}
+        s0, r0 = ivf.expand(v, inv, table, v[:20], s, r, stats=st0, **kw)
+        assert np.array_equal(s0, s) and np.array_equal(r0, r) and st0["expand_scored"] == 0
+    s0, r0 = ivf.expand(v, inv, table[:, :0], v[:20], s, r)  # a table with no columns
+    assert np.array_equal(r0, r)
+    s0, r0 = ivf.expand(v, inv, table, v[:0], s[:0], r[:0])
+    assert s0.shape == (0, 5)
+    with pytest.raises(ValueError, match="table"):
+        ivf.expand(v, inv, table[:10], v[:20], s, r)
+    with pytest.raises(ValueError, match="queries/scores/rows"):
+        ivf.expand(v, inv, table, v[:19], s, r)
+    with pytest.raises(ValueError, match="width"):
+        ivf.expand(v, inv, table, v[:20], s, r, width=-1)
+    with pytest.raises(ValueError, match="rounds"):
+        ivf.expand(v, inv, table, v[:20], s, r, rounds=True)
+
+
+def test_expansion_through_the_exact_table_raises_the_recall_of_a_poor_search():
+    # 1 list of 40 probed: the exact table's rows of the rows found bring most of the rest
+    v = clustered(4000, 16, 40, 0.6, seed=4)
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=40, nprobe=1, seed=1))
+    rng = np.random.default_rng(1)
+    q = v[rng.integers(0, 4000, 300)] + 0.3 * rng.standard_normal((300, 16)).astype(np.float32)
+    exact = knn.topk_batch(v, inv, q, 20)[1]
+    s, r = ivf.search(idx, v, inv, q, 20)
+    table = knn.build_neighbor_table(v, 20)[0]
+    s1, r1 = ivf.expand(v, inv, table, q, s, r)
+    before, after = recall(exact, r), recall(exact, r1)
+    assert before < 0.9 and after > before + 0.05 and after >= 0.95
+
+
+def test_bulk_topk_with_a_table_expands_at_the_base_nprobe(tmp_path):
+    v = _model(tmp_path / "m", V=3000, D=8)
+    args = _parse(["index", str(tmp_path / "m"), "--method", "ivf", "--k", "10", "--ivf-nlist", "60", "--quiet"])
+    assert args.func(args) == 0
+    m = load_model(tmp_path / "m")
+    p = replace(ivf.DEFAULTS, nlist=60)
+    inv = knn.inverse_norms(v)
+    q = v[:50] + 0.1
+    with_table = ivf.BulkTopK(m.vectors, "ivf", p, model_dir=tmp_path / "m", table=m.neighbors)
+    info = with_table.info()
+    assert info["nprobe"] == ivf.default_nprobe(60) and info["nprobe_source"] == "base (table expansion)"
+    assert info["ivf_source"] == "loaded from the model directory, the base nprobe (table expansion)"
+    assert info["expand_rounds"] == 1 and info["expand_width"] == 20 and info["table_k"] == 10
+    st1 = {}
+    s, r = with_table.topk(q, 15, stats=st1)
+    base_s, base_r = ivf.search(with_table.index, v, inv, q, 15, nprobe=ivf.default_nprobe(60))
+    want = ivf.expand(v, inv, np.asarray(m.neighbors), q, base_s, base_r)
+    assert np.array_equal(r, want[1]) and np.array_equal(s, want[0]) and st1["expand_scored"] > 0
+    with pytest.raises(ValueError, match="exclude_self"):
+        with_table.topk(v[:5], 5, exclude_self=np.arange(5))
+    # built in memory (no files match): the same base nprobe, and the same lists
+    mem = ivf.BulkTopK(m.vectors, "ivf", p, table=m.neighbors)
+    assert mem.info()["ivf_source"] == "built in memory, the base nprobe (table expansion)"
+    assert np.array_equal(mem.topk(q, 15)[1], r)
+    # no expansion: rounds 0, no table, or the exact method
+    off = ivf.BulkTopK(m.vectors, "ivf", replace(p, expand_rounds=0), model_dir=tmp_path / "m", table=m.neighbors)
+    assert off.table is None and "expand_rounds" not in off.info()
+    assert ivf.BulkTopK(m.vectors, "exact", p, table=m.neighbors).table is None
+    with pytest.raises(ValueError, match="table: expected int32"):
+        ivf.BulkTopK(m.vectors, "ivf", p, table=np.asarray(m.neighbors)[:10])
+    with pytest.raises(ValueError, match="expand_width: must be an integer >= 0"):
+        replace(p, expand_width=-1)
+
+
+def test_session_answers_expand_through_the_model_table_and_report_their_recall(tmp_path):
+    """otto-eval's session answers with the IVF method and the model's table: searched at the base
+    nprobe, expanded, and checked against the exact rule (the service's answer) on a sample."""
+    from data_prep.dataset import Dataset
+    from eval import recommenders as R
+    V = 3000
+    v = clustered(V, 16, 30, 0.6, seed=8)
+    aids = np.arange(V, dtype=np.int64) * 7 + 1
+    save_model(tmp_path / "m", v, v, aids, np.ones(V, np.int64), {})
+    args = _parse(["index", str(tmp_path / "m"), "--method", "ivf", "--k", "20", "--ivf-nlist", "40", "--quiet"])
+    assert args.func(args) == 0
+    model = load_model(tmp_path / "m")
+    rng = np.random.default_rng(0)
+    lens = rng.integers(1, 6, 400)
+    off = np.concatenate([[0], np.cumsum(lens)])
+    ev = aids[rng.integers(0, V, off[-1])]
+    test = Dataset(np.arange(400, dtype=np.int64), off, ev.astype(np.int32), np.arange(off[-1], dtype=np.int64),
+                   rng.integers(0, 3, off[-1]).astype(np.uint8))
+    train = Dataset(np.arange(1, dtype=np.int64), np.array([0, 3]), aids[:3].astype(np.int32),
+                    np.arange(3, dtype=np.int64), np.zeros(3, np.uint8))
+    exact = R.make("w2v-session", answers=R.SessionAnswers("exact")).fit(train, model).predict(test, 20)
+    assert "sampled_recall" not in R.make("w2v-session", answers=R.SessionAnswers("exact")).fit(
+        train, model).answers.recommend(test, 20, R.DEFAULT_RULE).recall_info()
+
+    def run(p, sample):
+        rec = R.make("w2v-session", answers=R.SessionAnswers("ivf", p, recall_sample=sample)).fit(train, model)
+        return rec, rec.predict(test, 20)
+
+    auto, _ = run(replace(ivf.DEFAULTS, nlist=40), 10)
+    assert auto.info()["nprobe_source"] == "base (table expansion)" and auto.info()["table_k"] == 20
+    assert auto.info()["recall_sample"] == 10
+    # 2 of 40 lists: the expansion recovers most of what the search misses
+    plain, got_plain = run(replace(ivf.DEFAULTS, nlist=40, nprobe=2, expand_rounds=0), 400)
+    expanded, got = run(replace(ivf.DEFAULTS, nlist=40, nprobe=2), 400)
+    info = expanded.info()
+    assert info["nprobe_source"] == "given" and info["expand_rounds"] == 1
+    assert info["recall_sample"] == 400 == plain.info()["recall_sample"]
+    # the sample is every session here, so the recorded recall is the share of the exact lists' aids
+    # kept (before the popular fill, which both share)
+    assert info["sampled_recall"] == pytest.approx(recall(exact[0], got[0]), abs=0.02)
+    assert plain.info()["sampled_recall"] == pytest.approx(recall(exact[0], got_plain[0]), abs=0.02)
+    assert plain.info()["sampled_recall"] < 0.9 and info["sampled_recall"] >= plain.info()["sampled_recall"] + 0.03
+    # all lists probed: the answers are exact, and the check says so
+    full, got_full = run(replace(ivf.DEFAULTS, nlist=40, nprobe=40), 50)
+    assert all(np.array_equal(exact[t], got_full[t]) for t in range(3))
+    assert full.info()["sampled_recall"] == 1.0 and full.info()["recall_sample"] == 50

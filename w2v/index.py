@@ -59,19 +59,21 @@ def register(subparsers) -> None:
 
 # IVFParams fields that only the neighbour table uses
 TABLE_ONLY = ("refine_rounds", "refine_reverse", "reprobe_max", "reprobe_step", "reprobe_factor")
+# and those only a bulk search given a table uses (otto-eval's session answers)
+SEARCH_ONLY = ("expand_rounds", "expand_width")
 
 
 def add_method_flags(p, *, table: bool = True) -> None:
     """--method and the --ivf-* flags (w2v.ivf.IVFParams): the bulk top-k choice, also used by
     otto-eval's w2v-session. ``table=False`` (otto-eval, which builds no neighbour table) leaves
-    out the table's refinement flags."""
+    out the table's refinement flags; ``table=True`` (otto-train index) the search's expansion flags."""
     from data_prep.flags import add_config_flags
     p.add_argument("--method", choices=ivf.METHODS, default="auto",
                    help=f"exact: scan every row; ivf: inverted-file index, every candidate scored exactly "
                         f"(recall@20 against exact in bench/RESULTS.md); auto: ivf from {ivf.AUTO_IVF_MIN_ROWS:,} "
                         "rows, else exact (default: auto)")
     add_config_flags(p.add_argument_group("IVF index (--method ivf)"), ivf.IVFParams, prefix="ivf-",
-                     exclude=("chunk", "q_block") + (() if table else TABLE_ONLY))
+                     exclude=("chunk", "q_block") + (SEARCH_ONLY if table else TABLE_ONLY))
 
 
 def method_params(args) -> ivf.IVFParams:

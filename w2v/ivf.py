@@ -81,7 +81,7 @@ from . import knn
 from .knn import (_copy_scaled, _inv_norms_kernel, _outer4x16, _outer4x16_hits, _pack_panels, _trim_kernel,
                   heap_replace_root, heap_sort)
 
-__all__ = ["IVFIndex", "IVFParams", "IVFError", "default_nlist", "default_nprobe", "assign_lists", "build_ivf",
+__all__ = ["IVFIndex", "IVFParams", "IVFError", "default_nlist", "default_nprobe", "assign_lists", "build_ivf", "expand",
            "tune_nprobe", "sampled_recall",
            "search", "neighbor_table", "refine_table", "reprobe_table", "merge_rows", "SearchedRows", "recall_reference", "pack_lists", "PackedLists", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
            "save_ivf", "load_ivf", "IVF_FORMAT_NAME", "IVF_FORMAT_VERSION"]
@@ -130,6 +130,11 @@ class IVFParams:
     reprobe_step    share of the rows searched again per step; the recall is measured after each
     reprobe_factor  those rows' second search scans the lists ranked nprobe + 1 up to this many
                     times nprobe
+    expand_rounds   bulk searches given a neighbour table (otto-eval's session answers, when the
+                    model has one): rounds that add the table rows of each query's first
+                    --ivf-expand-width results, scored exactly, and keep the best (0: none); the
+                    automatic nprobe is then the base one, about 2% of the lists, not measured
+    expand_width    expansion: the results (best first) whose table rows are added
     """
 
     nlist: int | None = None
@@ -147,12 +152,15 @@ class IVFParams:
     reprobe_max: float = 0.5
     reprobe_step: float = 0.025
     reprobe_factor: int = 8
+    expand_rounds: int = 1
+    expand_width: int = 20
 
     def __post_init__(self) -> None:
         for name in ("nlist", "nprobe", "iterations", "train_per_list", "chunk", "q_block", "recall_sample",
-                     "refine_rounds", "refine_reverse", "reprobe_factor"):
+                     "refine_rounds", "refine_reverse", "reprobe_factor", "expand_rounds", "expand_width"):
             v = getattr(self, name)
-            lo = {"iterations": 0, "refine_rounds": 0, "refine_reverse": 0, "reprobe_factor": 2}.get(name, 1)
+            lo = {"iterations": 0, "refine_rounds": 0, "refine_reverse": 0, "reprobe_factor": 2,
+                  "expand_rounds": 0, "expand_width": 0}.get(name, 1)
             if v is None and name in ("nlist", "nprobe"):
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -1099,6 +1107,144 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     return out_s, out_i
 
 
+# Expansion of bulk search candidates through a neighbour table (one round; Dong, Moses and Li's
+# local join seen from an outside query): for query i in [lo, hi) the candidates are its current
+# K rows (rows_in[i], best first, -1 padding last) and the table rows of its first min(width, K)
+# ones (table[y, :], -1 padding skipped), each row once. A true neighbour of the query that its
+# probed lists missed is usually a table neighbour of a row it found. The current rows keep their
+# scores; every new row is scored with the exact arithmetic (the row scaled by its inverse norm,
+# vectors[z, d] * inv_norms[z], copied 16 at a time into a panel and dotted with the scaled query
+# queries[i, d] * q_scale[i] by _outer4x16), so each score is bit-identical to the exact
+# top-k's score of the pair; the K best under the total order (score descending, row
+# ascending) are written to rows_out/sc_out (never the inputs' rows: other threads read them).
+# vectors: float32 [V, D]; inv_norms: float32 [V]; table: int32 [V, kt] (rows, -1 padding);
+# queries: float32 [Q, D]; q_scale: float32 [Q]; rows_in: int64 [Q, K]; sc_in: float32 [Q, K];
+# mark: int64 [V] scratch of this thread, filled with -1 before the first call of an expansion
+# (the query index is its stamp, so it is never reset). Returns the new rows scored.
+# Degenerate: width = 0, kt = 0 or a query with no rows changes nothing.
+@njit(cache=True, nogil=True)
+def _expand_kernel(vectors, inv_norms, table, queries, q_scale, rows_in, sc_in, width, lo, hi, mark,
+                   rows_out, sc_out):
+    V, D = vectors.shape
+    K = rows_in.shape[1]
+    kt = table.shape[1]
+    W = min(width, K)
+    vp = np.zeros((1, D, 16), np.float32)
+    rows16 = np.zeros((16, D), np.float32)
+    qt = np.zeros((4, D), np.float32)
+    acc = np.zeros((4, 16), np.float32)
+    cand = np.empty(max(1, W * kt), np.int64)
+    hs = np.empty(K, np.float32)
+    hid = np.empty(K, np.int64)
+    scored = 0
+    for i in range(lo, hi):
+        for s in range(K):
+            hs[s] = -np.inf
+            hid[s] = -1
+        for s in range(K):
+            y = rows_in[i, s]
+            if y >= 0:
+                mark[y] = i
+                sv = sc_in[i, s]
+                if sv > hs[0] or (sv == hs[0] and y < hid[0]):
+                    heap_replace_root(hs, hid, sv, y)
+        n = 0
+        for s in range(W):
+            y = rows_in[i, s]
+            if y < 0:
+                continue
+            for u in range(kt):
+                z = table[y, u]
+                if z >= 0 and mark[z] != i:
+                    mark[z] = i
+                    cand[n] = z
+                    n += 1
+        scored += n
+        c = q_scale[i]
+        for d in range(D):
+            qt[0, d] = queries[i, d] * c
+        for r0 in range(0, n, 16):
+            lanes = min(16, n - r0)
+            for j in range(lanes):
+                z = cand[r0 + j]
+                f = inv_norms[z]
+                for d in range(D):
+                    rows16[j, d] = vectors[z, d] * f
+            for j in range(lanes, 16):
+                for d in range(D):
+                    rows16[j, d] = 0.0
+            for d in range(D):
+                for j in range(16):
+                    vp[0, d, j] = rows16[j, d]
+            _outer4x16(qt, 0, vp, 0, acc)
+            t0 = hs[0]
+            ti = hid[0]
+            for j in range(lanes):
+                sv = acc[0, j]
+                z = cand[r0 + j]
+                if sv > t0 or (sv == t0 and z < ti):
+                    heap_replace_root(hs, hid, sv, z)
+                    t0 = hs[0]
+                    ti = hid[0]
+        heap_sort(hs, hid, K)
+        for s in range(K):
+            rows_out[i, s] = hid[s]
+            sc_out[i, s] = hs[s]
+    return scored
+
+
+def expand(vectors, inv_norms, table, queries, scores, rows, *, width: int = 20, rounds: int = 1,
+           chunk: int = DEFAULTS.chunk, n_threads=None, stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bulk top-k candidates improved through a neighbour table: new ``(scores float32[Q, K],
+    rows int64[Q, K])``.
+
+    ``scores``/``rows``: a top-K result of ``queries`` over ``vectors`` (:func:`search`'s, best
+    first, exact scores). Each round adds, for every query, the rows that ``table`` (int32
+    ``[V, kt]``, e.g. the model's ``neighbors.npy``) lists for its first ``width`` rows, scored
+    exactly, and keeps the K best under the total order (``_expand_kernel``); a round never makes
+    a slot worse. ``stats`` receives ``expand_scored`` (rows scored over all rounds). The result
+    does not depend on chunk or threads. Degenerate: ``rounds = 0``, ``width = 0`` or an empty
+    table return copies of the inputs."""
+    v = knn._as_matrix(vectors)
+    V, D = v.shape
+    inv = knn._check_inv(inv_norms, V)
+    tb = np.ascontiguousarray(table, np.int32)
+    if tb.ndim != 2 or tb.shape[0] != V:
+        raise ValueError(f"table: expected [V = {V}, kt] rows, got shape {tb.shape}")
+    qs = knn._as_matrix(queries, "queries")
+    sc = np.array(scores, np.float32, order="C")
+    rw = np.array(rows, np.int64, order="C")
+    if qs.shape[1] != D or sc.shape != rw.shape or sc.ndim != 2 or sc.shape[0] != qs.shape[0]:
+        raise ValueError(f"queries/scores/rows: shapes {qs.shape}/{sc.shape}/{rw.shape} do not match [Q, {D}]/[Q, K]")
+    for name, val, lo in (("width", width, 0), ("rounds", rounds, 0), ("chunk", chunk, 1)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
+            raise ValueError(f"{name}: must be an integer >= {lo}, got {val!r}")
+    Q = qs.shape[0]
+    scored = 0
+    if Q and V and sc.shape[1] and int(width) and tb.shape[1]:
+        q_scale = knn.inverse_norms(qs)
+        n = knn._threads(n_threads)
+        per = max(1, min(int(chunk), -(-Q // n)))
+        chunks = [(lo, min(lo + per, Q)) for lo in range(0, Q, per)]
+        tb = knn._readonly(tb)
+        for _ in range(int(rounds)):
+            marks = [np.full(V, -1, np.int64) for _ in range(min(n, len(chunks)))]
+            out_s, out_r = np.empty_like(sc), np.empty_like(rw)
+
+            def one(lo, hi):
+                mark = marks.pop()
+                try:
+                    return _expand_kernel(v, inv, tb, qs, q_scale, rw, sc, int(width), lo, hi, mark, out_r, out_s)
+                finally:
+                    marks.append(mark)
+
+            scored += int(sum(run_chunks(chunks, n, one)))
+            sc, rw = out_s, out_r
+    if stats is not None:
+        stats["expand_scored"] = stats.get("expand_scored", 0) + scored
+    return sc, rw
+
+
 # Row-wise merge of two top-k lists, in place: for t in 0..n-1, row r = rows[t] of (nb, sc)
 # (int32 / float32 [V, k], best first, -1 / -inf padding) becomes the best k of its own list and
 # (s2[t], i2[t]) (float32 / int64 [n, k2], the same order and padding) under the total order
@@ -1474,10 +1620,14 @@ class BulkTopK:
     the same nlist/seed/iterations/train_per_list; otherwise the index is built in memory.
     ``k``: the recall@k an automatic nprobe is measured for (a loaded index whose auto nprobe was
     measured otherwise is re-measured, unless it was measured for the neighbour table and its
-    trials decide the search's choice, :func:`_search_choice`). ``log(message)`` receives one line per build step (optional)."""
+    trials decide the search's choice, :func:`_search_choice`). ``log(message)`` receives one line per build step (optional).
+    ``table``: a neighbour table of the same rows (int32 ``[V, kt]``, e.g. the model's
+    ``neighbors.npy``); with the IVF method and ``params.expand_rounds > 0`` every search is
+    followed by :func:`expand` through it, and an automatic nprobe is the base one,
+    ``default_nprobe(nlist)``, without a measurement (ignored with the exact method)."""
 
     def __init__(self, vectors, method: str = "auto", params: IVFParams = DEFAULTS, *, model_dir=None,
-                 n_threads=None, log=None, k: int = 20):
+                 n_threads=None, log=None, k: int = 20, table=None):
         self.vectors = knn._as_matrix(vectors)
         V = self.vectors.shape[0]
         self.method = resolve_method(method, V)
@@ -1487,13 +1637,22 @@ class BulkTopK:
         self.index = None
         self.source = None
         self._packed = None   # pack_lists, made at the first IVF search and kept (about V * D * 4 bytes)
+        self.table = None
+        if self.method == "ivf" and table is not None and params.expand_rounds and params.expand_width:
+            tb = np.asarray(table)
+            if tb.ndim != 2 or tb.shape[0] != V or tb.dtype != np.int32:
+                raise ValueError(f"table: expected int32 [V = {V}, kt] neighbour rows, got {tb.dtype} {tb.shape}")
+            self.table = tb
         if self.method == "ivf":
             want = _build_key(params, V)
             if model_dir is not None and (Path(model_dir) / "ivf.json").exists():
                 idx = load_ivf(model_dir, self.vectors)
                 if _build_key(replace(DEFAULTS, **{f: idx.info.get(f) for f in _KEY_FIELDS}), V) == want:
                     self.index, self.source = idx, "loaded from the model directory"
-                    if params.nprobe is None and not _auto_matches(idx.info, params, V, k):
+                    if params.nprobe is None and self.table is not None:
+                        self.index = idx._replace(info=_base_choice(idx.info))
+                        self.source += ", the base nprobe (table expansion)"
+                    elif params.nprobe is None and not _auto_matches(idx.info, params, V, k):
                         derived = _search_choice(idx.info, params, V, k)
                         if derived is not None:  # the table's trials decide the search's nprobe
                             self.index = idx._replace(info=derived)
@@ -1503,8 +1662,14 @@ class BulkTopK:
                                                      n_threads=n_threads, progress=log)
                             self.source += ", nprobe re-measured"
             if self.index is None:
-                self.index = build_ivf(self.vectors, params, k=k, n_threads=n_threads, progress=log)
-                self.source = "built in memory"
+                if params.nprobe is None and self.table is not None:
+                    base = default_nprobe(want[0])
+                    idx = build_ivf(self.vectors, replace(params, nprobe=base), k=k, n_threads=n_threads, progress=log)
+                    self.index = idx._replace(info=_base_choice(idx.info))
+                    self.source = "built in memory, the base nprobe (table expansion)"
+                else:
+                    self.index = build_ivf(self.vectors, params, k=k, n_threads=n_threads, progress=log)
+                    self.source = "built in memory"
 
     def topk(self, queries, k, *, exclude_self=None, progress=None, stats=None):
         """``(scores float32[Q, k], rows int64[Q, k])`` as :func:`w2v.knn.topk_batch`."""
@@ -1513,9 +1678,16 @@ class BulkTopK:
                                   n_threads=self.n_threads, progress=progress)
         if self._packed is None:
             self._packed = pack_lists(self.index, self.vectors, self.inv, n_threads=self.n_threads)
-        return search(self.index, self.vectors, self.inv, queries, k, nprobe=self.params.nprobe,
+        s, r = search(self.index, self.vectors, self.inv, queries, k, nprobe=self.params.nprobe,
                       exclude_self=exclude_self, chunk=self.params.chunk, q_block=self.params.q_block,
                       n_threads=self.n_threads, progress=progress, stats=stats, packed=self._packed)
+        if self.table is None:
+            return s, r
+        if exclude_self is not None:  # the table lists no row itself, but an expansion could re-add it
+            raise ValueError("exclude_self: not supported with a table expansion")
+        return expand(self.vectors, self.inv, self.table, queries, s, r, width=self.params.expand_width,
+                      rounds=self.params.expand_rounds, chunk=self.params.chunk, n_threads=self.n_threads,
+                      stats=stats)
 
     def info(self) -> dict:
         d = {"method": self.method}
@@ -1526,7 +1698,15 @@ class BulkTopK:
                      seed=self.params.seed,
                      iterations=self.params.iterations, train_per_list=self.params.train_per_list,
                      ivf_source=self.source)
+            if self.table is not None:
+                d.update(expand_rounds=int(self.params.expand_rounds), expand_width=int(self.params.expand_width),
+                         table_k=int(self.table.shape[1]))
         return d
+
+
+def _base_choice(info: dict) -> dict:
+    """``info`` with the base nprobe (``default_nprobe(nlist)``) as the search's choice."""
+    return dict(info, nprobe=default_nprobe(int(info["nlist"])), nprobe_source="base (table expansion)")
 
 
 _KEY_FIELDS = ("nlist", "seed", "iterations", "train_per_list")

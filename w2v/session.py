@@ -201,7 +201,8 @@ class SessionRecs:
     with ``has = False``), ``has`` bool[S], ``unknown_events`` int (events whose aid is not in the
     vocabulary), ``exact_rescans`` int (sessions whose candidates could not be certified) and
     ``shared`` int (sessions of one aid that copied the answer of an earlier session of the same
-    aid instead of being computed)."""
+    aid instead of being computed). ``sampled_recall``/``recall_sample``: set by a caller that
+    checked approximate answers against the exact rule on a sample (``otto-eval``), else None/0."""
 
     aids: np.ndarray
     scores: np.ndarray
@@ -209,6 +210,13 @@ class SessionRecs:
     unknown_events: int
     exact_rescans: int
     shared: int = 0
+    sampled_recall: float | None = None
+    recall_sample: int = 0
+
+    def recall_info(self) -> dict:
+        """``{"sampled_recall", "recall_sample"}`` when the answers were checked, else ``{}``."""
+        return ({} if self.sampled_recall is None else
+                {"sampled_recall": self.sampled_recall, "recall_sample": self.recall_sample})
 
 
 # Certify batched candidates (see the module docstring). For session i (rows lo..hi-1 of the
