@@ -67,6 +67,7 @@ def markdown(report: dict) -> str:
                   f"Split: {_int(sp.get('train_sessions'))} train sessions, {_int(sp.get('test_sessions'))} test "
                   f"sessions; next click over {_int(ncs.get('positions'))} positions of {_int(ncs.get('sessions'))} "
                   "full test sessions.", ""]
+        lines += _session_method(otto["results"])
         if "recall_at_k.png" in plots:
             lines += ["![recall at k](recall_at_k.png)", "", PLOT_CAPTIONS["recall_at_k.png"] + " "
                       "A recall@k curve can fall as k grows: the denominator min(k, |truth|) grows with k for "
@@ -107,6 +108,22 @@ def markdown(report: dict) -> str:
             lines.append(f"| other (loading, logging, writing) | {other:.1f} |")
         lines += [f"| **total** | **{total:.1f}** |", ""]
     return "\n".join(lines)
+
+
+def _session_method(results: dict) -> list[str]:
+    """A line on how the Word2Vec session answers were computed when they are approximate (the
+    IVF method): nprobe, the table expansion and the recall checked against the exact rule."""
+    for name in ("w2v-session", "blend"):
+        info = (results.get(name) or {}).get("info") or {}
+        info = info.get("w2v", info)
+        if info.get("method") == "ivf" and "sampled_recall" in info:
+            how = f"IVF, {_int(info.get('nprobe'))} of {_int(info.get('nlist'))} lists probed"
+            if info.get("expand_rounds"):
+                how += (f", then {info['expand_rounds']} expansion round(s) through the model's {info.get('table_k')}-"
+                        f"neighbour table (the first {info.get('expand_width')} results' rows)")
+            return [f"Word2Vec session answers ({name}): {how}; sampled recall {_fmt(info['sampled_recall'])} "
+                    f"against the exact answers (the service's) of {_int(info.get('recall_sample'))} sessions.", ""]
+    return []
 
 
 def _int(v) -> str:

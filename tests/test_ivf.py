@@ -530,12 +530,14 @@ def test_index_command_reprobes_the_weakest_rows_and_records_each_step(tmp_path,
     meta = load_model(tmp_path / "m").index_meta["ivf"]
     err = capsys.readouterr().err
     trials = meta["reprobe_trials"]
-    assert [t["nprobe"] for t in meta["nprobe_trials"]] == [ivf.default_nprobe(200)] == [meta["nprobe"]]  # base only
+    # one trial, at half the base nprobe (--ivf-reprobe-base 0.5)
+    assert [t["nprobe"] for t in meta["nprobe_trials"]] == [ivf.table_base(200)] == [meta["nprobe"]] == [12]
+    assert meta["reprobe_base"] == 0.5 and ivf.default_nprobe(200) == 24
     assert meta["table_recall_refined"] < 0.995 and trials and meta["reprobe_rows"] == trials[-1]["rows"] > 0
     assert [t["rows"] for t in trials] == [500 * (i + 1) for i in range(len(trials))]
     assert meta["table_recall"] == trials[-1]["recall"] > meta["table_recall_refined"]
     assert meta["table_target_reached"] == (meta["table_recall"] >= 0.995)
-    assert meta["reprobe_nprobe"] == min(200, 8 * meta["nprobe"]) and meta["reprobe_pairs"] > 0
+    assert meta["reprobe_nprobe"] == min(200, 16 * meta["nprobe"]) and meta["reprobe_pairs"] > 0
     assert f"weakest rows again at nprobe {meta['reprobe_nprobe']}" in err and "index: reprobe: " in err
     # the table on file is the one the recall was measured on
     m = load_model(tmp_path / "m")
@@ -721,10 +723,15 @@ def test_table_target_picks_the_nprobe_whose_refined_table_reaches_it():
     assert ivf.sampled_recall(nb_exact, nb) >= 0.985  # 1000 sampled rows: 0.005 of sampling error
     # deterministic, and independent of the threads
     assert ivf.build_ivf(v, params, k=20, table=True, n_threads=1).info == ti
-    # with reprobing the table's search stays at the base nprobe (reprobe_table does the rest)
+    # with reprobing the table's search stays at its base, half the search's (reprobe_table does the
+    # rest); the search target cannot take its choice from that trial
     rp = ivf.build_ivf(v, replace(params, reprobe_max=0.5), k=20, table=True).info
-    assert [t["nprobe"] for t in rp["nprobe_trials"]] == [trials[0]["nprobe"]] == [rp["nprobe"]]
+    assert [t["nprobe"] for t in rp["nprobe_trials"]] == [trials[0]["nprobe"] // 2] == [rp["nprobe"]] == [12]
     assert rp["nprobe_target"] == "table" and not rp["target_reached"]
+    assert ivf._search_choice(rp, replace(params, reprobe_max=0.5, target_recall=rp["nprobe_trials"][0]["recall"]),
+                              5000, 20) is None
+    full = ivf.build_ivf(v, replace(params, reprobe_max=0.5, reprobe_base=1.0), k=20, table=True).info
+    assert [t["nprobe"] for t in full["nprobe_trials"]] == [trials[0]["nprobe"]]
     # no refinement: the table is the search, so the search is measured
     plain = ivf.build_ivf(v, replace(params, refine_rounds=0), k=20, table=True).info
     assert plain["nprobe_target"] == "search" and plain["nprobe"] == si["nprobe"]
@@ -941,7 +948,8 @@ def test_reprobe_does_nothing_when_reached_disabled_or_exact():
         stats = {}
         nb2, sc2 = ivf.reprobe_table(v, inv, idx, nb, sc, ref, nprobe=P, params=p, stats=stats)
         assert stats["reprobe_rows"] == 0 and stats["reprobe_trials"] == [] and np.array_equal(nb2, nb)
-    for bad in ({"reprobe_max": 1.5}, {"reprobe_step": 0.0}, {"reprobe_factor": 1}, {"reprobe_max": True}):
+    for bad in ({"reprobe_max": 1.5}, {"reprobe_step": 0.0}, {"reprobe_factor": 1}, {"reprobe_max": True},
+                {"reprobe_base": 0.0}, {"reprobe_base": 1.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ivf.IVFParams(**bad)
 
@@ -1107,6 +1115,13 @@ def test_session_answers_expand_through_the_model_table_and_report_their_recall(
     assert info["sampled_recall"] == pytest.approx(recall(exact[0], got[0]), abs=0.02)
     assert plain.info()["sampled_recall"] == pytest.approx(recall(exact[0], got_plain[0]), abs=0.02)
     assert plain.info()["sampled_recall"] < 0.9 and info["sampled_recall"] >= plain.info()["sampled_recall"] + 0.03
+    # the report says how the answers were computed and what the check found
+    from eval.report import _session_method
+    line = _session_method({"w2v-session": {"info": info}})[0]
+    assert "IVF, 2 of 40 lists probed, then 1 expansion round(s) through the model's 20-neighbour table" in line
+    assert f"sampled recall {info['sampled_recall']:.4f}" in line and "of 400 sessions" in line
+    assert _session_method({"blend": {"info": {"w2v": plain.info()}}})[0].startswith("Word2Vec session answers (blend)")
+    assert _session_method({"w2v-session": {"info": {"method": "exact"}}}) == []
     # all lists probed: the answers are exact, and the check says so
     full, got_full = run(replace(ivf.DEFAULTS, nlist=40, nprobe=40), 50)
     assert all(np.array_equal(exact[t], got_full[t]) for t in range(3))

@@ -58,7 +58,7 @@ def register(subparsers) -> None:
 
 
 # IVFParams fields that only the neighbour table uses
-TABLE_ONLY = ("refine_rounds", "refine_reverse", "reprobe_max", "reprobe_step", "reprobe_factor")
+TABLE_ONLY = ("refine_rounds", "refine_reverse", "reprobe_max", "reprobe_step", "reprobe_factor", "reprobe_base")
 # and those only a bulk search given a table uses (otto-eval's session answers)
 SEARCH_ONLY = ("expand_rounds", "expand_width")
 
@@ -125,7 +125,7 @@ def run(args) -> int:
                   + (f", refined table at least {inf['table_recall_bound']:.4f}" if "table_recall_bound" in inf else "")
                   + f", target {inf['target_recall']}"
                   + ("" if inf.get("target_reached", True) else
-                     ", the base nprobe; the reprobe steps follow" if params.reprobe_max > 0 else
+                     f", {params.reprobe_base:g} of the base nprobe; the reprobe steps follow" if params.reprobe_max > 0 else
                      f" not reached within {inf['max_probe_fraction']:g} of the lists") + ")"
                   if inf["nprobe_source"] == "auto" else f"nprobe {inf['nprobe']} (given)")
         say(f"IVF: {inf['nlist']} lists (largest {inf['max_list']} rows), {chosen} in {build_s:.1f} s")
@@ -167,7 +167,8 @@ def run(args) -> int:
                            refine_candidates=int(stats.get("refine_candidates", 0)),
                            reverse_left_out=int(stats.get("reverse_left_out", 0)),
                            reprobe_max=float(params.reprobe_max), reprobe_step=float(params.reprobe_step),
-                           reprobe_factor=int(params.reprobe_factor), reprobe_rows=int(stats["reprobe_rows"]),
+                           reprobe_factor=int(params.reprobe_factor), reprobe_base=float(params.reprobe_base),
+                           reprobe_rows=int(stats["reprobe_rows"]),
                            reprobe_nprobe=int(stats["reprobe_nprobe"]), reprobe_pairs=int(stats["reprobe_pairs"]),
                            reprobe_trials=stats["reprobe_trials"],
                            table_recall_searched=recall_searched, table_recall_refined=recall_refined,

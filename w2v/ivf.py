@@ -82,7 +82,7 @@ from .knn import (_copy_scaled, _inv_norms_kernel, _outer4x16, _outer4x16_hits, 
                   heap_replace_root, heap_sort)
 
 __all__ = ["IVFIndex", "IVFParams", "IVFError", "default_nlist", "default_nprobe", "assign_lists", "build_ivf", "expand",
-           "tune_nprobe", "sampled_recall",
+           "tune_nprobe", "sampled_recall", "table_base",
            "search", "neighbor_table", "refine_table", "reprobe_table", "merge_rows", "SearchedRows", "recall_reference", "pack_lists", "PackedLists", "BulkTopK", "resolve_method", "METHODS", "AUTO_IVF_MIN_ROWS",
            "save_ivf", "load_ivf", "IVF_FORMAT_NAME", "IVF_FORMAT_VERSION"]
 
@@ -130,6 +130,8 @@ class IVFParams:
     reprobe_step    share of the rows searched again per step; the recall is measured after each
     reprobe_factor  those rows' second search scans the lists ranked nprobe + 1 up to this many
                     times nprobe
+    reprobe_base    with reprobing, the table's search probes this share of the base nprobe
+                    (default_nprobe, about 2% of the lists; at least 1 list), in (0, 1]
     expand_rounds   bulk searches given a neighbour table (otto-eval's session answers, when the
                     model has one): rounds that add the table rows of each query's first
                     --ivf-expand-width results, scored exactly, and keep the best (0: none); the
@@ -151,7 +153,8 @@ class IVFParams:
     refine_reverse: int = 20
     reprobe_max: float = 0.5
     reprobe_step: float = 0.025
-    reprobe_factor: int = 8
+    reprobe_factor: int = 16
+    reprobe_base: float = 0.5
     expand_rounds: int = 1
     expand_width: int = 20
 
@@ -173,7 +176,7 @@ class IVFParams:
         f = self.max_probe_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
             raise ValueError(f"max_probe_fraction: must be a number in (0, 1], got {f!r}")
-        for name, low_open in (("reprobe_max", False), ("reprobe_step", True)):
+        for name, low_open in (("reprobe_max", False), ("reprobe_step", True), ("reprobe_base", True)):
             f = getattr(self, name)
             if isinstance(f, bool) or not isinstance(f, (int, float)) or not (0.0 < f if low_open else 0.0 <= f) \
                     or not f <= 1.0:
@@ -831,10 +834,10 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
     ``table_recall_bound`` at the chosen nprobe and ``nprobe_target = "table"`` (else
     ``"search"``). Extra cost per trial: a search of the sample's neighbours (about ``k`` times
     the sample) and one refinement step of the sample. With the table target and
-    ``params.reprobe_max > 0``, only the base nprobe is tried: the weakest rows of the table are
-    then searched again with more lists until its measured sampled recall reaches the target
-    (:func:`reprobe_table`), which costs less than doubling nprobe for every row (bench/RESULTS.md
-    section 11). ``searched`` (optional dict) receives
+    ``params.reprobe_max > 0``, only one nprobe is tried, :func:`table_base` (half the base by
+    default): the weakest rows of the table are then searched again with more lists until its
+    measured sampled recall reaches the target (:func:`reprobe_table`), which costs less than
+    doubling nprobe for every row (bench/RESULTS.md section 11). ``searched`` (optional dict) receives
     ``"rows"``: the :class:`SearchedRows` of the last trial (the sample, and with ``table`` its
     neighbours), for :func:`neighbor_table`."""
     v = knn._as_matrix(vectors)
@@ -855,7 +858,7 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
     table = bool(table) and params.refine_rounds > 0
     reprobe = table and params.reprobe_max > 0   # the table is brought to the target by reprobe_table
     trials = []
-    P = default_nprobe(nlist)
+    P = table_base(nlist, params) if reprobe else default_nprobe(nlist)
     cap = _probe_cap(nlist, params)
     packed = pack_lists(index, v, inv, n_threads=n_threads) if exact is not None else None
     last = None
@@ -898,6 +901,12 @@ def tune_nprobe(index: IVFIndex, vectors, inv_norms, k: int, params: IVFParams =
                     if reprobe else f" NOT reached within {params.max_probe_fraction:g} of the lists "
                     "(--ivf-max-probe-fraction)"))
     return index._replace(info=info)
+
+
+def table_base(nlist: int, params: IVFParams = DEFAULTS) -> int:
+    """The nprobe of the neighbour table's search when its weakest rows are searched again
+    (``reprobe_max > 0``): ``ceil(reprobe_base * default_nprobe(nlist))``, from 1 to nlist."""
+    return int(max(1, min(nlist, math.ceil(float(params.reprobe_base) * default_nprobe(nlist)))))
 
 
 def _probe_cap(nlist: int, params: IVFParams) -> int:
@@ -966,6 +975,8 @@ def _search_choice(info: dict, params: IVFParams, V: int, k: int) -> dict | None
     nprobe values the table did not try."""
     if not _auto_matches(info, params, V, k, "table") or not info.get("nprobe_trials"):
         return None
+    if info["nprobe_trials"][0]["nprobe"] != default_nprobe(int(info["nlist"])):
+        return None  # the table's search started below the search's base (reprobing): not the same sequence
     cap = _probe_cap(int(info["nlist"]), params)
     target = float(params.target_recall)
     last = info["nprobe_trials"][-1]
