@@ -11,7 +11,9 @@ query's own row excluded when given, and every list probed when the query is zer
 hold fewer than k (+1 with an exclusion) rows; (3) the neighbour-of-neighbour refinement of a
 k-neighbour table (``refine_table``): from a given table, after 1 and 2 rounds with a reverse
 cap, every row's k best of its list, the lists of its neighbours and of the first ``reverse``
-rows (ascending) that list it, and those rows themselves. Every expected value is checked here
+rows (ascending) that list it, and those rows themselves; (4) the expansion of search results
+through a table (``expand``): the k best of a query's results and the table rows of its first
+``width`` results. Every expected value is checked here
 against a float64 NumPy reference before the file is written; ``--check`` compares instead of
 writing.
 """
@@ -44,7 +46,11 @@ REFINE_K, REFINE_REVERSE, REFINE_ROUNDS = 3, 2, (1, 2)
 REFINE_START = [[(x + d) % len(MATRIX) for d in (1, 2, 3)] for x in range(len(MATRIX))]
 CASES = [  # (query, k, nprobe, exclude_self)
     (0, 3, 1, 0), (1, 4, 2, -1), (2, 3, 1, -1), (3, 20, 1, -1), (4, 5, 4, -1), (4, 3, 1, 10), (3, 4, 2, 5),
+    (1, 2, 1, -1), (4, 2, 1, -1), (0, 6, 1, -1),
 ]
+# expansion: (index into CASES of a search without exclusion, width); the table is the refinement's
+# ordered start table
+EXPAND = [(7, 2), (7, 0), (8, 1), (8, 5), (9, 3), (2, 3), (4, 1)]
 
 
 def _reference(m, q, rows, k, skip):
@@ -142,6 +148,26 @@ def build() -> dict:
         assert np.all(np.abs(sc.astype(np.float64) - np.array([[cos[x, z] for z in r] for x, r in enumerate(want)])) <= 1e-6)
         refined.append({"rounds": rounds, "neighbors": nb.tolist(),
                         "scores": [[round(float(v), 7) for v in r] for r in sc]})
+    # (4) expansion of search results through the start table
+    expanded = []
+    table = np.array(start, np.int32)
+    for ci, width in EXPAND:
+        qi, k, _, skip = CASES[ci]
+        assert skip < 0
+        q64 = qs[qi].astype(np.float64)
+        base = [int(x) for x in cases[ci]["ids"] if x >= 0]
+        cand = set(base) | {int(z) for y in base[:width] for z in start[y]}
+        order, ref_scores, all_sc = _reference(m.astype(np.float64), q64, sorted(cand), k, -1)
+        if q64.any():
+            vals = sorted({round(v, 12) for v in all_sc.values()}, reverse=True)
+            assert all(a - b > 1e-4 for a, b in zip(vals, vals[1:])), f"near-tie in expansion {(ci, width)}"
+        ss = np.array([[np.float32(-np.inf) if v is None else v for v in cases[ci]["scores"]]], np.float32)
+        s2, r2 = ivf.expand(m, inv, table, qs[qi][None, :], ss, np.array([cases[ci]["ids"]], np.int64), width=width)
+        got = [int(x) for x in r2[0] if x >= 0]
+        assert got == order, f"expansion {(ci, width)}: ids {got} != reference {order}"
+        assert np.all(np.abs(s2[0][:len(order)] - np.array(ref_scores)) <= 1e-6)
+        expanded.append({"case": ci, "width": width, "ids": [int(x) for x in r2[0]],
+                         "scores": [None if not np.isfinite(x) else round(float(x), 7) for x in s2[0]]})
     return {
         "name": "ivf",
         "description": "IVF top-k search over fixed centroids (w2v/ivf.py): inverted lists, probing, widening, "
@@ -151,15 +177,20 @@ def build() -> dict:
         "inputs": {"matrix": MATRIX, "centroids": CENTROIDS, "queries": QUERIES,
                    "cases": [{"query": a, "k": b, "nprobe": c_, "exclude_self": d} for a, b, c_, d in CASES],
                    "refine": {"k": REFINE_K, "reverse": REFINE_REVERSE, "rounds": list(REFINE_ROUNDS),
-                              "start": start}},
+                              "start": start},
+                   "expand": [{"case": ci, "width": w} for ci, w in EXPAND]},
         "expected": {"offsets": [int(x) for x in offsets], "rows": [int(x) for x in rows], "cases": cases,
-                     "refine": refined},
+                     "refine": refined, "expand": expanded},
         "notes": {"reference": "float64 numpy cosine over the candidate rows, sorted by (-score, row)",
                   "refine": "inputs.refine.start is a k-neighbour table (rows of each row, best first, "
                             "own row excluded); each round builds a new table from the previous one: row x "
                             "keeps its k best (score descending, row ascending) of its own list, the first "
                             "`reverse` rows (ascending) whose lists hold x, and every row in the list of one "
                             "of those or of x's own neighbours, never x itself",
+                  "expand": "inputs.expand[j] takes the search result of inputs.cases[case] (expected.cases[case]: "
+                            "ids and scores) and the table inputs.refine.start; expected.expand[j] is the k best "
+                            "(score descending, row ascending) of those ids and the table rows of the first `width` "
+                            "of them, each row once, scored by cosine; -1 / null pad as in the cases",
                   "training": "k-means training (seeded NumPy sampling) is not part of the portable contract"},
     }
 

@@ -1126,3 +1126,20 @@ def test_session_answers_expand_through_the_model_table_and_report_their_recall(
     full, got_full = run(replace(ivf.DEFAULTS, nlist=40, nprobe=40), 50)
     assert all(np.array_equal(exact[t], got_full[t]) for t in range(3))
     assert full.info()["sampled_recall"] == 1.0 and full.info()["recall_sample"] == 50
+
+
+def test_a_query_that_excludes_no_row_widens_as_without_exclusions():
+    # the batch has exclusions, but query 1 excludes nothing (-1): its lists need k rows, not k + 1
+    v = clustered(400, 6, 8, 0.4, 2)
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=20, nprobe=1, seed=1))
+    sizes = np.diff(idx.offsets)
+    lst = int(np.argmin(np.where(sizes > 1, sizes, 10**9)))
+    k = int(sizes[lst])                       # the query's one probed list holds exactly k rows
+    q = idx.centroids[lst][None, :].repeat(2, axis=0)
+    st_a, st_b = {}, {}
+    a = ivf.search(idx, v, inv, q, k, nprobe=1, exclude_self=np.array([0, -1]), stats=st_a)
+    b = ivf.search(idx, v, inv, q[1:], k, nprobe=1, stats=st_b)
+    assert st_b["queries_widened"] == 0
+    assert np.array_equal(a[1][1], b[1][0]) and np.array_equal(a[0][1], b[0][0])
+    assert set(a[1][1].tolist()) == set(idx.rows[idx.offsets[lst]:idx.offsets[lst + 1]].tolist())

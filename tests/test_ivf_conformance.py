@@ -61,12 +61,26 @@ def problems(doc) -> list[str]:
         for got, want in zip(sc.ravel().tolist(), np.ravel(exp["scores"]).tolist()):
             if abs(got - want) > tol["abs"] + tol["rel"] * abs(want):
                 out.append(f"refine {rounds} rounds: score {got} vs {want}")
+    # the expansion of a case's search result through the start table
+    for e, exp in zip(doc["inputs"]["expand"], doc["expected"]["expand"]):
+        case, res = doc["inputs"]["cases"][e["case"]], doc["expected"]["cases"][e["case"]]
+        s0 = np.array([[-np.inf if v is None else v for v in res["scores"]]], np.float32)
+        s, ids = ivf.expand(m, inv, start, qs[case["query"]][None, :], s0, np.array([res["ids"]]), width=e["width"])
+        if ids[0].tolist() != exp["ids"]:
+            out.append(f"expand {e}: ids {ids[0].tolist()}")
+        for got, want in zip(s[0].tolist(), exp["scores"]):
+            if (want is None) != (got == -np.inf) or want is not None and abs(got - want) > tol["abs"] + tol["rel"] * abs(want):
+                out.append(f"expand {e}: score {got} vs {want}")
     return out
 
 
 def test_ours_matches_the_committed_case():
     assert problems(DOC) == []
     assert any(c["widened"] for c in DOC["expected"]["cases"]) and not all(c["widened"] for c in DOC["expected"]["cases"])
+    # an expansion that changes its search result, and one with width 0 that cannot
+    ex = DOC["expected"]["expand"]
+    assert any(e["ids"] != DOC["expected"]["cases"][i["case"]]["ids"] for e, i in zip(ex, DOC["inputs"]["expand"]))
+    assert any(i["width"] == 0 for i in DOC["inputs"]["expand"])
 
 
 @pytest.mark.parametrize("path, change", [
@@ -78,6 +92,8 @@ def test_ours_matches_the_committed_case():
     (("refine", 0, "neighbors", 3, 0), lambda v: (v + 1) % 16),
     (("refine", 1, "neighbors", 0, 2), lambda v: (v + 1) % 16),
     (("refine", 1, "scores", 5, 1), lambda v: v + 2e-6),
+    (("expand", 4, "ids", 5), lambda v: 9),
+    (("expand", 4, "scores", 0), lambda v: v + 5e-6),
 ])
 def test_checker_catches_a_changed_expectation(path, change):
     doc = copy.deepcopy(DOC)

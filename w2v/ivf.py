@@ -1086,7 +1086,8 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
             or packed.panels.shape[0] != packed.panel_off[-1] \
             or not np.array_equal(packed.panel_off[1:] - packed.panel_off[:-1], (sizes + 15) // 16):
         raise ValueError("packed: not the packed lists of this index")
-    need = np.minimum(K, V)  # rows a query's lists must hold, else it probes every list
+    # rows a query's lists must hold, else it probes every list: k, or k + 1 when it excludes a row
+    need = np.minimum(k + (skip >= 0), V)
 
     n = knn._threads(n_threads)
     per = max(1, min(int(chunk), -(-Q // n)))
@@ -1097,9 +1098,9 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
         first = np.zeros((hi - lo, P), np.uint8)
         _probe_kernel(qs[lo:hi], q_scale[lo:hi], c_panels, nlist, P0, P, probes, first)
         held = sizes[probes]   # rows in each probed list
-        full = (q_scale[lo:hi] == 0) | (held.sum(axis=1) < need)
+        full = (q_scale[lo:hi] == 0) | (held.sum(axis=1) < need[lo:hi])
         if P0:  # the search at P0 scanned the flagged lists, and every list for queries it widened
-            done = (q_scale[lo:hi] == 0) | ((held * first).sum(axis=1) < need)
+            done = (q_scale[lo:hi] == 0) | ((held * first).sum(axis=1) < need[lo:hi])
             probes[(first == 1) | done[:, None]] = -1
             full[:] = False
         l_off, l_q = _invert_probes(knn._readonly(probes), full, nlist)
