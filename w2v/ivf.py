@@ -1243,7 +1243,7 @@ def expand(vectors, inv_norms, table, queries, scores, rows, *, width: int = 20,
             marks = [np.full(V, -1, np.int64) for _ in range(min(n, len(chunks)))]
             out_s, out_r = np.empty_like(sc), np.empty_like(rw)
 
-            def one(lo, hi):
+            def one(lo, hi, marks=marks, rw=rw, sc=sc, out_r=out_r, out_s=out_s):  # this round's arrays
                 mark = marks.pop()
                 try:
                     return _expand_kernel(v, inv, tb, qs, q_scale, rw, sc, int(width), lo, hi, mark, out_r, out_s)
