@@ -261,7 +261,7 @@ def test_property_refined_bound_is_one_forward_round_and_bounds_the_table_row_by
     rng, v, k, idx = _random_case(V, D, k, nlist, seed)
     P = min(P, idx.info["nlist"])
     inv = knn.inverse_norms(v)
-    nb0, sc0 = ivf.neighbor_table(v, k, idx, nprobe=P, refine_rounds=0)
+    nb0, sc0 = ivf.neighbor_table(v, k, idx, nprobe=P, refine_rounds=0, symmetric=False)  # the bound's search
     sample = np.sort(rng.choice(V, 1 + seed % V, replace=False)).astype(np.int64)
     found = ivf.search(idx, v, inv, v[sample], k, nprobe=P, exclude_self=sample)
     assert np.array_equal(found[1], nb0[sample])  # a row's search result does not depend on its batch
@@ -289,7 +289,7 @@ def test_refinement_finds_what_the_probes_missed_and_counts_what_it_leaves_out()
     inv = knn.inverse_norms(v)
     idx = ivf.build_ivf(v, ivf.IVFParams(nlist=200, seed=2))
     exact, _ = knn.build_neighbor_table(v, 10)
-    nb0, sc0 = ivf.neighbor_table(v, 10, idx, nprobe=2, refine_rounds=0)
+    nb0, sc0 = ivf.neighbor_table(v, 10, idx, nprobe=2, refine_rounds=0, symmetric=False)  # a weak start on purpose
     st1, st2 = {}, {}
     nb1, sc1 = ivf.refine_table(v, inv, nb0, sc0, rounds=1, reverse=0, stats=st1)
     nb2, sc2 = ivf.refine_table(v, inv, nb0, sc0, rounds=2, reverse=20, n_threads=2, stats=st2)
@@ -300,9 +300,15 @@ def test_refinement_finds_what_the_probes_missed_and_counts_what_it_leaves_out()
     deg = np.bincount(nb0[nb0 >= 0].ravel(), minlength=4000)
     assert st2["reverse_left_out"] >= int(np.maximum(deg - 20, 0).sum())
     assert st1["refine_candidates"] > 0
-    # the default table is the search then the refinement, the same for any thread count
-    a = ivf.neighbor_table(v, 10, idx, nprobe=2, refine_rounds=2, refine_reverse=20, n_threads=1)
+    # the table is the search then the refinement, the same for any thread count
+    a = ivf.neighbor_table(v, 10, idx, nprobe=2, refine_rounds=2, refine_reverse=20, n_threads=1, symmetric=False)
     assert np.array_equal(a[0], nb2) and np.array_equal(a[1], sc2)
+    # and the default (symmetric) search then the refinement: a better table than the one-way one
+    ns, ss = ivf.neighbor_table(v, 10, idx, nprobe=2, refine_rounds=0, n_threads=2)
+    b = ivf.neighbor_table(v, 10, idx, nprobe=2, refine_rounds=2, refine_reverse=20, n_threads=1)
+    c = ivf.refine_table(v, inv, ns, ss, rounds=2, reverse=20)
+    assert np.array_equal(b[0], c[0]) and np.array_equal(b[1], c[1])
+    assert ivf.sampled_recall(exact, ns) > r0 and ivf.sampled_recall(exact, b[0]) > r2
     with pytest.raises(ValueError, match="rounds: must be an integer >= 0"):
         ivf.refine_table(v, inv, nb0, sc0, rounds=-1)
     with pytest.raises(ValueError, match="do not match"):
@@ -818,17 +824,31 @@ def test_the_table_reuses_the_rows_its_automatic_nprobe_searched():
     assert got.nprobe == idx.info["nprobe"] and 200 < got.rows.size < 3000
     assert np.array_equal(got.rows, np.unique(got.rows)) and got.ids.shape == (got.rows.size, 10)
     full_stats, part_stats = {}, {}
-    a = ivf.neighbor_table(v, 10, idx, stats=full_stats)
-    b = ivf.neighbor_table(v, 10, idx, stats=part_stats, searched=got, n_threads=2)
+    a = ivf.neighbor_table(v, 10, idx, stats=full_stats, symmetric=False)
+    b = ivf.neighbor_table(v, 10, idx, stats=part_stats, searched=got, n_threads=2, symmetric=False)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1].view(np.int32), b[1].view(np.int32))
     assert part_stats["pairs_scored"] == full_stats["pairs_scored"]
     assert part_stats["queries_widened"] == full_stats["queries_widened"]
     # rows searched at another nprobe, or for another k, are not used
-    c = ivf.neighbor_table(v, 10, idx, nprobe=got.nprobe + 1, refine_rounds=0, searched=got)
-    d = ivf.neighbor_table(v, 10, idx, nprobe=got.nprobe + 1, refine_rounds=0)
+    c = ivf.neighbor_table(v, 10, idx, nprobe=got.nprobe + 1, refine_rounds=0, searched=got, symmetric=False)
+    d = ivf.neighbor_table(v, 10, idx, nprobe=got.nprobe + 1, refine_rounds=0, symmetric=False)
     assert np.array_equal(c[0], d[0])
-    e = ivf.neighbor_table(v, 5, idx, refine_rounds=0, searched=got)
-    assert np.array_equal(e[0], ivf.neighbor_table(v, 5, idx, refine_rounds=0)[0])
+    e = ivf.neighbor_table(v, 5, idx, refine_rounds=0, searched=got, symmetric=False)
+    assert np.array_equal(e[0], ivf.neighbor_table(v, 5, idx, refine_rounds=0, symmetric=False)[0])
+    # a symmetric table searches every row again (a reused row offered nothing back) and is the
+    # same table with or without the reused rows
+    st_s = {}
+    f = ivf.neighbor_table(v, 10, idx, searched=got, stats=st_s)
+    g = ivf.neighbor_table(v, 10, idx)
+    assert np.array_equal(f[0], g[0]) and np.array_equal(f[1].view(np.int32), g[1].view(np.int32))
+    assert st_s["pairs_scored"] == full_stats["pairs_scored"]
+    # at a low nprobe the other direction adds entries, and the table is better for it
+    st_s, st_o = {}, {}
+    f = ivf.neighbor_table(v, 10, idx, nprobe=2, refine_rounds=0, stats=st_s)
+    o = ivf.neighbor_table(v, 10, idx, nprobe=2, refine_rounds=0, stats=st_o, symmetric=False)
+    assert st_s["symmetric_entries"] > 0 and st_s["pairs_scored"] == st_o["pairs_scored"]
+    exact = knn.build_neighbor_table(v, 10)[0]
+    assert recall(exact, f[0]) > recall(exact, o[0]) and (f[1] >= o[1]).all()
 
 
 def test_reused_rows_can_be_every_row():
@@ -841,6 +861,83 @@ def test_reused_rows_can_be_every_row():
     a = ivf.neighbor_table(v, 5, idx, stats=st_a)
     b = ivf.neighbor_table(v, 5, idx, stats=st_b, searched=kept["rows"])
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and st_a == st_b
+    st_a, st_b = {}, {}
+    a = ivf.neighbor_table(v, 5, idx, stats=st_a, symmetric=False)
+    b = ivf.neighbor_table(v, 5, idx, stats=st_b, searched=kept["rows"], symmetric=False)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and st_a == st_b
+
+
+@settings(max_examples=40, deadline=None)
+@given(V=st.integers(2, 120), D=st.integers(0, 6), k=st.integers(1, 12), nlist=st.integers(1, 12),
+       seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_property_a_symmetric_search_is_the_best_of_both_directions(V, D, k, nlist, seed, data):
+    """search(symmetric=True) of every row: row q's result is the first k, in the exact order
+    (score descending, row ascending), of the rows of q's probed lists and of the rows x whose
+    probed lists include q's list (every list for a row the search widened: zero, or its lists
+    hold fewer than k + 1 rows), q itself left out; ids and score bits, ties, duplicates and zero
+    rows included. Threads and chunks change nothing, and no row is worse than its one-way search."""
+    _, v, k, idx = _random_case(V, max(D, 1), k, nlist, seed)
+    if D == 0:
+        v = np.zeros((V, 0), np.float32)
+        idx = ivf.build_ivf(v, ivf.IVFParams(nlist=nlist, nprobe=1))
+    else:
+        v[data.draw(st.lists(st.integers(0, V - 1), max_size=3))] = 0.0
+    inv = knn.inverse_norms(v)
+    nl = idx.centroids.shape[0]
+    P = data.draw(st.integers(1, nl))
+    rows = np.arange(V, dtype=np.int64)
+    st1 = {}
+    s1, i1 = ivf.search(idx, v, inv, v, k, nprobe=P, exclude_self=rows, symmetric=True, stats=st1)
+    s0, i0 = ivf.search(idx, v, inv, v, k, nprobe=P, exclude_self=rows)
+    cent = np.ascontiguousarray(idx.centroids)
+    probes = knn.topk_batch(cent, knn.inverse_norms(cent), v, P)[1].reshape(V, P)
+    sizes = np.diff(idx.offsets)
+    widened = (inv == 0) | (sizes[probes].sum(axis=1) < min(k + 1, V))
+    lists = np.zeros((V, nl), bool)
+    lists[np.repeat(rows, P), probes.ravel()] = True
+    lists[widened] = True
+    own = np.empty(V, np.int64)
+    for lst in range(nl):
+        own[idx.rows[idx.offsets[lst]:idx.offsets[lst + 1]]] = lst
+    s_x, i_x = ivf.search(idx, v, inv, v, V - 1, nprobe=nl, exclude_self=rows)
+    for q in range(V):
+        cand = lists[q, own] | lists[:, own[q]]   # q scans x's list, or x scans q's list
+        keep = [j for j in range(V - 1) if i_x[q, j] >= 0 and cand[i_x[q, j]]][:k]
+        want_i = np.full(k, -1, np.int64)
+        want_s = np.full(k, -np.inf, np.float32)
+        want_i[:len(keep)], want_s[:len(keep)] = i_x[q, keep], s_x[q, keep]
+        assert np.array_equal(i1[q], want_i), (q, i1[q], want_i)
+        assert np.array_equal(s1[q].view(np.uint32), want_s.view(np.uint32))
+        assert (s1[q] >= s0[q]).all()
+    assert st1["symmetric_entries"] == sum(len(set(a[a >= 0]) - set(b[b >= 0])) for a, b in zip(i1, i0))
+    st0 = {}
+    ivf.search(idx, v, inv, v, k, nprobe=P, exclude_self=rows, stats=st0)
+    assert st1["pairs_scored"] == st0["pairs_scored"]   # the same pairs, offered both ways
+    s2, i2 = ivf.search(idx, v, inv, v, k, nprobe=P, exclude_self=rows, symmetric=True, n_threads=2,
+                        chunk=data.draw(st.integers(1, V)), q_block=data.draw(st.integers(1, 9)))
+    assert np.array_equal(i1, i2) and np.array_equal(s1.view(np.uint32), s2.view(np.uint32))
+    # a subset of the rows as queries: only the query rows offer and receive
+    sub = np.unique(np.array(data.draw(st.lists(st.integers(0, V - 1), min_size=1, max_size=V)), np.int64))
+    s3, i3 = ivf.search(idx, v, inv, v[sub], k, nprobe=P, exclude_self=sub, symmetric=True)
+    pos = {int(r): t for t, r in enumerate(sub)}
+    for t, q in enumerate(sub):
+        cand = lists[q, own] | (lists[:, own[q]] & np.isin(rows, sub))
+        keep = [j for j in range(V - 1) if i_x[q, j] >= 0 and cand[i_x[q, j]]][:k]
+        assert i3[t][i3[t] >= 0].tolist() == i_x[q, keep].tolist() and pos[int(q)] == t
+
+
+def test_symmetric_search_argument_errors():
+    v = clustered(300, 8, 6, 0.4, 5)
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=8, nprobe=2))
+    rows = np.arange(300)
+    for kw, msg in ((dict(queries=v, exclude_self=None), "distinct row"),
+                    (dict(queries=v[:2], exclude_self=np.array([0, 0])), "distinct row"),
+                    (dict(queries=v[:2], exclude_self=np.array([0, -1])), "distinct row"),
+                    (dict(queries=v[:2] + 1, exclude_self=np.array([0, 1])), "distinct row"),
+                    (dict(queries=v, exclude_self=rows, probe_from=1), "probe_from")):
+        with pytest.raises(ValueError, match=msg):
+            ivf.search(idx, v, inv, k=5, nprobe=3, symmetric=True, **kw)
 
 
 @settings(max_examples=30, deadline=None)
@@ -906,7 +1003,7 @@ def _weak_table(V=6000, nlist=120, P=2, seed=3):
     v = clustered(V, 16, 30, 0.45, seed)
     inv = knn.inverse_norms(v)
     idx = ivf.build_ivf(v, ivf.IVFParams(nlist=nlist, nprobe=P, seed=1))
-    nb, sc = ivf.neighbor_table(v, 10, idx, refine_rounds=1)
+    nb, sc = ivf.neighbor_table(v, 10, idx, refine_rounds=1, symmetric=False)  # a weak start on purpose
     return v, inv, idx, nb, sc
 
 

@@ -58,7 +58,7 @@ def register(subparsers) -> None:
 
 
 # IVFParams fields that only the neighbour table uses
-TABLE_ONLY = ("refine_rounds", "refine_reverse", "reprobe_max", "reprobe_step", "reprobe_factor", "reprobe_base")
+TABLE_ONLY = ("symmetric", "refine_rounds", "refine_reverse", "reprobe_max", "reprobe_step", "reprobe_factor", "reprobe_base")
 # and those only a bulk search given a table uses (otto-eval's session answers)
 SEARCH_ONLY = ("expand_rounds", "expand_width")
 
@@ -133,7 +133,7 @@ def run(args) -> int:
         reused = trial_rows.pop("rows", None)
         neighbors, scores = ivf.neighbor_table(model.vectors, args.k, index, nprobe=params.nprobe, refine_rounds=0,
                                                n_threads=threads, progress=progress_of("index", V), stats=stats,
-                                               searched=reused)
+                                               searched=reused, symmetric=params.symmetric)
         searched = time.perf_counter()
         recall_searched = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
         if params.refine_rounds:
@@ -144,6 +144,8 @@ def run(args) -> int:
                                                                       "rounds)", V * params.refine_rounds))
         recall_refined = ivf.sampled_recall(exact, neighbors[sample].astype(np.int64))
         say(f"table: sampled recall@{args.k} {recall_searched:.4f} after the search"
+            + (f" ({stats['symmetric_entries']:,} entries offered back by the rows that scored them)"
+               if params.symmetric else "")
             + (f", {recall_refined:.4f} after {params.refine_rounds} refinement rounds "
                f"({stats['refine_candidates'] / max(V, 1):.0f} candidates per row, "
                f"{time.perf_counter() - searched:.1f} s; reverse edges beyond {params.refine_reverse} "
@@ -163,6 +165,8 @@ def run(args) -> int:
                    "(--ivf-reprobe-max)"))
         info["ivf"] = dict(index.info, nprobe=stats["nprobe"], kmeans_seconds=round(build_s, 3),
                            queries_widened=stats["queries_widened"], pairs_scored=stats["pairs_scored"],
+                           symmetric=bool(params.symmetric),
+                           symmetric_entries=int(stats.get("symmetric_entries", 0)),
                            refine_rounds=int(params.refine_rounds), refine_reverse=int(params.refine_reverse),
                            refine_candidates=int(stats.get("refine_candidates", 0)),
                            reverse_left_out=int(stats.get("reverse_left_out", 0)),

@@ -65,6 +65,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -118,6 +119,10 @@ class IVFParams:
     train_per_list  k-means training sample: this many rows per list (at most V)
     chunk           queries per work unit shared by the threads; memory and speed only
     q_block         queries per tile inside a list; speed only
+    symmetric       neighbour table only: every pair the table's search scores is offered to both
+                    of its rows, so a row's list is the best of its own probed lists' rows and of
+                    the rows whose probed lists include its list (no extra scoring; memory: one
+                    k-heap per row per thread); off: each row keeps its own search's best only
     refine_rounds   neighbour table only: rounds of neighbour-of-neighbour refinement after the
                     search (0: none); each scores, for every row, the rows in its neighbours'
                     lists and in the lists of the rows that list it, and keeps the best
@@ -149,6 +154,7 @@ class IVFParams:
     recall_sample: int = 2000
     target_recall: float = 0.99
     max_probe_fraction: float = 0.08
+    symmetric: bool = True
     refine_rounds: int = 2
     refine_reverse: int = 20
     reprobe_max: float = 0.5
@@ -173,6 +179,8 @@ class IVFParams:
         t = self.target_recall
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t <= 1.0:
             raise ValueError(f"target_recall: must be a number in (0, 1], got {t!r}")
+        if not isinstance(self.symmetric, bool):
+            raise ValueError(f"symmetric: must be True or False, got {self.symmetric!r}")
         f = self.max_probe_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
             raise ValueError(f"max_probe_fraction: must be a number in (0, 1], got {f!r}")
@@ -428,6 +436,45 @@ def _gather_scaled(queries, q_scale, qids, lo, hi, dst):
             dst[r, d] = 0.0
 
 
+# Symmetric offers of one 4 x 16 tile (_scan_lists_kernel): lane ln (row rows[j0 + ln]) is
+# offered each of the tile's nr queries, as row q_row[l_q[q0 + r]] with score acc[r, ln], under the
+# total order (score descending, row ascending), its own row skipped. First one pass over the 16
+# lanes flags those whose best score of the tile reaches their heap root (rev_root holds 16
+# padding entries past the last row, so the pass never reads out of bounds); padding query rows
+# (r >= nr) and lanes (ln >= lanes) may raise a flag, never an offer.
+@njit(cache=True, nogil=True, inline="always")
+def _offer_back(acc, nr, lanes, j0, rows, q_row, l_q, q0, rev_root, rev_s, rev_i):
+    flags = 0
+    for ln in range(16):
+        mx = max(max(acc[0, ln], acc[1, ln]), max(acc[2, ln], acc[3, ln]))
+        flags |= np.int64(mx >= rev_root[j0 + ln]) << ln
+    while flags:
+        ln = _lowest_bit(flags)
+        flags &= flags - 1
+        if ln >= lanes:
+            break
+        pos = j0 + ln
+        y = rows[pos]
+        for r in range(nr):
+            s = acc[r, ln]
+            x = q_row[l_q[q0 + r]]
+            if x == y:
+                continue
+            t = rev_root[pos]
+            if s > t or (s == t and x < rev_i[pos, 0]):
+                heap_replace_root(rev_s[pos], rev_i[pos], s, x)
+                rev_root[pos] = rev_s[pos, 0]
+
+
+# Index of the lowest set bit of m > 0 (at most 63).
+@njit(cache=True, nogil=True, inline="always")
+def _lowest_bit(m):
+    b = 0
+    while (m >> b) & 1 == 0:
+        b += 1
+    return b
+
+
 # The list scan of one query chunk. For every list l with rows and probing queries, for each
 # block of q_block probing queries: copy them scaled (_gather_scaled) and, per panel of 16 rows
 # of the packed list (_pack_lists, done once per search) and group of 4 queries, compute 64
@@ -437,12 +484,24 @@ def _gather_scaled(queries, q_scale, qids, lo, hi, dst):
 # panels/panel_off: _pack_lists output for all lists; rows/offsets: the lists;
 # queries: float32 [Q, D] (chunk); q_scale: float32 [Q]; l_off/l_q: _invert_probes output;
 # hs/hid: float32/int64 [Q, K] pre-filled with (-inf, -1). Returns the pairs scored.
+# Symmetric offers (a neighbour table's search, where the queries are rows of the matrix): with
+# rev_s non-empty, every pair scored is also offered to the row's own heap, so row y (at position
+# pos of `rows`) keeps the best k of the queries whose probed lists include y's list. q_row:
+# int64 [Q], the matrix row of each query (that row itself is never offered to its own heap);
+# rev_s/rev_i: float32/int64 [len(rows), k] heaps by position, pre-filled with (-inf, -1), and
+# rev_root: float32 [len(rows) + 16], always equal to rev_s[:, 0] (one contiguous load per panel;
+# the 16 entries past the end are never offered a pair).
+# The pair's score is the same number both ways (the product of two scaled rows, summed in the
+# same order), so a row's final list is the top-k of a superset of its own search's candidates.
+# With rev_s empty ([0, k]) nothing is offered back and q_row/rev_root are not read.
 # Degenerate: empty lists or lists nobody probes are skipped; D = 0 scores every pair 0.
 @njit(cache=True, nogil=True)
-def _scan_lists_kernel(panels, panel_off, rows, offsets, queries, q_scale, l_off, l_q, q_block, hs, hid):
+def _scan_lists_kernel(panels, panel_off, rows, offsets, queries, q_scale, l_off, l_q, q_block, hs, hid,
+                       q_row, rev_root, rev_s, rev_i):
     D = queries.shape[1]
     nlist = offsets.shape[0] - 1
     Q, K = hs.shape
+    sym = rev_s.shape[0] > 0
     qt = np.zeros(((q_block + 3) // 4 * 4, D), np.float32)
     acc = np.zeros((4, 16), np.float32)
     thr = np.empty(4, np.float32)
@@ -467,6 +526,8 @@ def _scan_lists_kernel(panels, panel_off, rows, offsets, queries, q_scale, l_off
                     for r in range(4):
                         thr[r] = hs[l_q[qb0 + ii + r], 0] if r < nr else np.inf
                     m = _outer4x16_hits(qt, ii, panels, p0 + p, acc, thr)
+                    if sym:
+                        _offer_back(acc, nr, lanes, j0, rows, q_row, l_q, qb0 + ii, rev_root, rev_s, rev_i)
                     if m == 0:
                         continue
                     for r in range(nr):
@@ -1028,7 +1089,8 @@ def pack_lists(index: IVFIndex, vectors, inv_norms, *, n_threads=None) -> Packed
 def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | None = None,
            exclude_self=None, chunk: int = DEFAULTS.chunk, q_block: int = DEFAULTS.q_block,
            n_threads=None, progress=None, stats: dict | None = None,
-           packed: PackedLists | None = None, probe_from: int = 0) -> tuple[np.ndarray, np.ndarray]:
+           packed: PackedLists | None = None, probe_from: int = 0,
+           symmetric: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Approximate cosine top-k of many queries: ``(scores float32[Q, k], rows int64[Q, k])``.
 
     The same contract as :func:`w2v.knn.topk_batch` (same scores, order, ``exclude_self`` and
@@ -1046,6 +1108,13 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     ``nprobe`` of each query (the continuation of a search at ``nprobe = probe_from``); a query
     that search scanned every list for (zero, or fewer than k rows in its lists) gets nothing.
     The top-k of the two results together (:func:`merge_rows`) is then the search at ``nprobe``.
+    ``symmetric`` (a neighbour table's search; needs ``exclude_self`` naming a distinct row of
+    ``vectors`` for every query, whose vector the query is, and ``probe_from = 0``): every pair
+    scored is offered to both of its rows, so query i's result is the top-k over the rows of its
+    probed lists and the query rows whose probed lists include the list of i's row (the same
+    exact scores; each result at least as good as without). The extra memory is one k-heap per
+    row of the matrix per thread (12 * V * k bytes each); ``stats`` then also receives
+    ``symmetric_entries``, the result entries that came from the other direction only.
     """
     v = knn._as_matrix(vectors)
     V, D = v.shape
@@ -1062,6 +1131,13 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     P0 = min(int(probe_from), P)
     qs, skip, K = knn.batch_queries(queries, D, V, k, exclude_self)
     Q = qs.shape[0]
+    sym = bool(symmetric)
+    if sym:
+        if P0:
+            raise ValueError("symmetric: a continuation search (probe_from > 0) cannot offer pairs back")
+        if exclude_self is None or (Q and (skip.min() < 0 or np.unique(skip).size != Q)) \
+                or not np.array_equal(qs, v[skip]):
+            raise ValueError("symmetric: every query must be a distinct row of vectors, named by exclude_self")
     out_s = np.full((Q, k), -np.inf, np.float32)
     out_i = np.full((Q, k), -1, np.int64)
     info = {"queries_widened": 0, "pairs_scored": 0, "nprobe": P, "nlist": int(nlist)}
@@ -1093,7 +1169,18 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     per = max(1, min(int(chunk), -(-Q // n)))
     chunks = [(lo, min(lo + per, Q)) for lo in range(0, Q, per)]
 
+    heaps = []  # symmetric: (rev_root, rev_s, rev_i) of each thread, by position in index.rows
+    local = threading.local()
+    lock = threading.Lock()
+    none_s, none_i, none_r = np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), np.zeros(0, np.float32)
+
     def scan(lo, hi):
+        if sym and not hasattr(local, "heap"):
+            local.heap = (np.full(V + 16, -np.inf, np.float32), np.full((V, k), -np.inf, np.float32),
+                          np.full((V, k), -1, np.int64))
+            with lock:
+                heaps.append(local.heap)
+        rev_root, rev_s, rev_i = local.heap if sym else (none_r, none_s, none_i)
         probes = np.empty((hi - lo, P), np.int64)
         first = np.zeros((hi - lo, P), np.uint8)
         _probe_kernel(qs[lo:hi], q_scale[lo:hi], c_panels, nlist, P0, P, probes, first)
@@ -1107,16 +1194,63 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
         hs = np.full((hi - lo, K), -np.inf, np.float32)
         hid = np.full((hi - lo, K), -1, np.int64)
         pairs = _scan_lists_kernel(packed.panels, packed.panel_off, rows, offsets, qs[lo:hi], q_scale[lo:hi], l_off, l_q,
-                                   int(q_block), hs, hid)
+                                   int(q_block), hs, hid, skip[lo:hi], rev_root, rev_s, rev_i)
         _trim_kernel(hs, hid, skip[lo:hi], out_s[lo:hi], out_i[lo:hi])
         return int(full.sum()), int(pairs)
 
     for widened, pairs in run_chunks(chunks, n, scan, progress):
         info["queries_widened"] += widened
         info["pairs_scored"] += pairs
+    if sym:
+        info["symmetric_entries"] = _merge_back(out_s, out_i, skip, rows, heaps)
     if stats is not None:
         stats.update(info)
     return out_s, out_i
+
+
+def _merge_back(out_s, out_i, skip, rows, heaps) -> int:
+    """Merge the threads' symmetric heaps (``_scan_lists_kernel``: by position in ``rows``) into
+    the results of the queries whose row they are (query q is row ``skip[q]``), in place; returns
+    the result entries that came from the heaps only."""
+    V = heaps[0][1].shape[0] if heaps else 0
+    qpos = np.full(V, -1, np.int64)
+    qpos[skip] = np.arange(skip.shape[0], dtype=np.int64)
+    q_of = qpos[rows]  # query of each position (-1: the row is not a query)
+    keep = np.flatnonzero(q_of >= 0)
+    before = out_i.copy()
+    for _root, rev_s, rev_i in heaps:
+        _sort_heaps(rev_s, rev_i)
+        if keep.size == V:  # every row is a query (a whole table): no copies
+            _merge_rows_kernel(out_i, out_s, q_of, rev_s, rev_i)
+        else:
+            _merge_rows_kernel(out_i, out_s, q_of[keep], rev_s[keep], rev_i[keep])
+    return int(_new_entries(before, out_i))
+
+
+# Each row of (hs, hid) is a heap (root: the worst entry); sorted in place, best first.
+@njit(cache=True, nogil=True)
+def _sort_heaps(hs, hid):
+    for r in range(hs.shape[0]):
+        heap_sort(hs[r], hid[r], hs.shape[1])
+
+
+# Entries of after[q] (ids >= 0) not in before[q], summed over the rows.
+@njit(cache=True, nogil=True)
+def _new_entries(before, after):
+    n = 0
+    for q in range(after.shape[0]):
+        for a in range(after.shape[1]):
+            z = after[q, a]
+            if z < 0:
+                continue
+            found = False
+            for b in range(before.shape[1]):
+                if before[q, b] == z:
+                    found = True
+                    break
+            if not found:
+                n += 1
+    return n
 
 
 # Expansion of bulk search candidates through a neighbour table (one round; Dong, Moses and Li's
@@ -1461,23 +1595,28 @@ def reprobe_table(vectors, inv_norms, index: IVFIndex, neighbors, scores, refere
 def neighbor_table(vectors, k, index: IVFIndex, *, nprobe: int | None = None,
                    refine_rounds: int = DEFAULTS.refine_rounds, refine_reverse: int = DEFAULTS.refine_reverse,
                    n_threads=None, progress=None, stats: dict | None = None,
-                   searched: SearchedRows | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   searched: SearchedRows | None = None,
+                   symmetric: bool = DEFAULTS.symmetric) -> tuple[np.ndarray, np.ndarray]:
     """Each row's approximate top-k rows by cosine, excluding itself:
     ``(neighbors int32[V, k], scores float32[V, k])``, as :func:`w2v.knn.build_neighbor_table`:
     the IVF search of every row, then :func:`refine_table` (``refine_rounds`` rounds; 0: the
     search's result as it is). ``progress(done, total)`` counts the search's rows, then the
     refinement's (a new total). ``searched``: rows already searched (``build_ivf(...,
     searched=d)``'s ``d["rows"]``), used when their nprobe and k are this search's (the result is
-    the same; ``stats`` counts their pairs too) and ignored otherwise."""
+    the same; ``stats`` counts their pairs too) and ignored otherwise. ``symmetric``: the search
+    offers every pair it scores to both rows (:func:`search`); every row is then searched, as a
+    row searched before offered nothing back (``searched`` lends only its packed lists)."""
     v = knn._as_matrix(vectors)
     V = v.shape[0]
     if V >= 2**31:
         raise ValueError(f"vectors: {V} rows do not fit the int32 neighbour table")
     inv = knn.inverse_norms(v)
     P = min(_nprobe(nprobe, index.centroids.shape[0], index.info), index.centroids.shape[0])
-    if searched is None or searched.nprobe != P or searched.ids.shape[1:] != (knn._check_k(k),) or not V:
+    if symmetric or searched is None or searched.nprobe != P or searched.ids.shape[1:] != (knn._check_k(k),) \
+            or not V:
         s, i = search(index, v, inv, v, k, nprobe=nprobe, exclude_self=np.arange(V, dtype=np.int64),
-                      n_threads=n_threads, progress=progress, stats=stats)
+                      n_threads=n_threads, progress=progress, stats=stats, symmetric=bool(symmetric),
+                      packed=None if searched is None else searched.packed)
     else:
         todo = np.setdiff1d(np.arange(V, dtype=np.int64), searched.rows, assume_unique=True)
         done = searched.rows.size
