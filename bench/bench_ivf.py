@@ -10,8 +10,10 @@ For each matrix (generated clustered matrices of the given sizes, and the ``vect
   full exact table is O(V^2 D): about an hour at 1.86M x 64), and those rows are the recall
   reference;
 - by ours: k-means (``build_ivf``, the automatic nprobe measured for the refined table as
-  ``otto-train index`` does) + the table over all rows, at several nprobe: the search alone, and
-  the search plus the default neighbour-of-neighbour refinement (``refine_table``);
+  ``otto-train index`` does) + the table over all rows, at several nprobe: the one-way search
+  and the default symmetric search (every scored pair offered to both rows), each alone and
+  plus the default neighbour-of-neighbour refinement (``refine_table``), and at the chosen
+  nprobe plus the reprobe steps (the last such row is the default table);
 - by FAISS ``IndexIVFFlat`` (inner product on unit rows, the same nlist, training sample size
   and k-means rounds) at the same nprobe values, searching all rows with k = 21;
 - by hnswlib (HNSW, M = 16, ef_construction = 100, ef = 64) when V <= --hnsw-max-rows.
@@ -110,37 +112,46 @@ def bench(name, v, args, rows_out):
                        + (f" (refined at least {t_['table_bound']:.4f})" if "table_bound" in t_ else "")
                        for t_ in index.info.get("nprobe_trials", []))
     for npb in nprobes:
-        t = Clock()
-        nb, sc = ivf.neighbor_table(v, k, index, nprobe=npb, refine_rounds=0, n_threads=args.threads,
-                                    searched=kept.get("rows"))
-        searched = t.lap()
-        note = ("default nprobe (auto; sampled recall at each nprobe tried: " + trials + ")" if npb == auto
-                else "base of the auto search" if npb == base else "")
-        row("ours IVF, search only", nlist, npb, build, searched, recall(ref, nb[sample]), note)
-        t = Clock()
-        st = {}
-        nb, sc = ivf.refine_table(v, knn.inverse_norms(v), nb, sc, rounds=params.refine_rounds,
-                                  reverse=params.refine_reverse, order=index.rows, n_threads=args.threads,
-                                  stats=st)
-        refined = t.lap()
-        row(f"ours IVF + {params.refine_rounds} refinement rounds", nlist, npb, build,
-            (searched[0] + refined[0], searched[1] + refined[1]), recall(ref, nb[sample]),
-            f"refinement {refined[0]:.1f} s wall / {refined[1]:.1f} s CPU, "
-            f"{st['refine_candidates'] / V:.0f} candidates per row")
-        if npb == auto and params.reprobe_max > 0:
-            # the default table: the weakest rows searched again until the index's own sample
-            # reaches the target; the recall here is measured on this script's other sample
+        # the one-way search (each row keeps its own probed lists' best) and the default symmetric
+        # one (every scored pair offered to both rows), each refined, and at the chosen nprobe
+        # with the reprobe steps: the default table is the last row
+        for sym in (False, True):
+            kind = "symmetric search (the default)" if sym else "one-way search"
             t = Clock()
-            nb, sc = ivf.reprobe_table(v, inv, index, nb, sc, reference, nprobe=npb, params=params,
-                                       n_threads=args.threads, stats=st,
-                                       packed=kept["rows"].packed if "rows" in kept else None)
-            rep = t.lap()
-            row(f"ours IVF + {params.refine_rounds} refinement rounds + reprobe (the default table)", nlist, npb,
-                build, (searched[0] + refined[0] + rep[0], searched[1] + refined[1] + rep[1]),
-                recall(ref, nb[sample]),
-                f"reprobe {rep[0]:.1f} s wall / {rep[1]:.1f} s CPU: {st['reprobe_rows']:,} rows at nprobe "
-                f"{st['reprobe_nprobe']}, the index's own sample's recall after each step "
-                + (" -> ".join(f"{x['recall']:.4f}" for x in st["reprobe_trials"]) or "(none: reached before)"))
+            st = {}
+            nb, sc = ivf.neighbor_table(v, k, index, nprobe=npb, refine_rounds=0, n_threads=args.threads,
+                                        searched=kept.get("rows"), symmetric=sym, stats=st)
+            searched = t.lap()
+            note = ("default nprobe (auto; sampled recall at each nprobe tried: " + trials + ")" if npb == auto
+                    else "base of the auto search" if npb == base else "")
+            if sym:
+                note = (note + "; " if note else "") + f"{st['symmetric_entries']:,} entries from the other direction"
+            row(f"ours IVF, {kind}", nlist, npb, build, searched, recall(ref, nb[sample]), note)
+            t = Clock()
+            st = {}
+            nb, sc = ivf.refine_table(v, knn.inverse_norms(v), nb, sc, rounds=params.refine_rounds,
+                                      reverse=params.refine_reverse, order=index.rows, n_threads=args.threads,
+                                      stats=st)
+            refined = t.lap()
+            row(f"ours IVF, {kind} + {params.refine_rounds} refinement rounds", nlist, npb, build,
+                (searched[0] + refined[0], searched[1] + refined[1]), recall(ref, nb[sample]),
+                f"refinement {refined[0]:.1f} s wall / {refined[1]:.1f} s CPU, "
+                f"{st['refine_candidates'] / V:.0f} candidates per row")
+            if npb == auto and params.reprobe_max > 0:
+                # the weakest rows searched again until the index's own sample reaches the target;
+                # the recall here is measured on this script's other sample
+                t = Clock()
+                nb, sc = ivf.reprobe_table(v, inv, index, nb, sc, reference, nprobe=npb, params=params,
+                                           n_threads=args.threads, stats=st,
+                                           packed=kept["rows"].packed if "rows" in kept else None)
+                rep = t.lap()
+                row(f"ours IVF, {kind} + {params.refine_rounds} refinement rounds + reprobe"
+                    + (" (the default table)" if sym == params.symmetric else ""), nlist, npb,
+                    build, (searched[0] + refined[0] + rep[0], searched[1] + refined[1] + rep[1]),
+                    recall(ref, nb[sample]),
+                    f"reprobe {rep[0]:.1f} s wall / {rep[1]:.1f} s CPU: {st['reprobe_rows']:,} rows at nprobe "
+                    f"{st['reprobe_nprobe']}, the index's own sample's recall after each step "
+                    + (" -> ".join(f"{x['recall']:.4f}" for x in st["reprobe_trials"]) or "(none: reached before)"))
         del nb, sc
     del index, kept
     unit = knn.normalize_rows(v)

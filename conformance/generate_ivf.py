@@ -13,7 +13,10 @@ k-neighbour table (``refine_table``): from a given table, after 1 and 2 rounds w
 cap, every row's k best of its list, the lists of its neighbours and of the first ``reverse``
 rows (ascending) that list it, and those rows themselves; (4) the expansion of search results
 through a table (``expand``): the k best of a query's results and the table rows of its first
-``width`` results. Every expected value is checked here
+``width`` results; (5) the symmetric search of a neighbour table (``search(symmetric=True)``
+with every row as a query, its own row excluded): row x's k best of the rows of its probed
+lists and of the rows whose probed lists (every list for a widened row) include x's list.
+Every expected value is checked here
 against a float64 NumPy reference before the file is written; ``--check`` compares instead of
 writing.
 """
@@ -51,6 +54,8 @@ CASES = [  # (query, k, nprobe, exclude_self)
 # expansion: (index into CASES of a search without exclusion, width); the table is the refinement's
 # ordered start table
 EXPAND = [(7, 2), (7, 0), (8, 1), (8, 5), (9, 3), (2, 3), (4, 1)]
+# symmetric table search: (k, nprobe)
+SYMMETRIC = [(3, 2), (4, 1), (2, 3), (6, 2)]
 
 
 def _reference(m, q, rows, k, skip):
@@ -168,6 +173,29 @@ def build() -> dict:
         assert np.all(np.abs(s2[0][:len(order)] - np.array(ref_scores)) <= 1e-6)
         expanded.append({"case": ci, "width": width, "ids": [int(x) for x in r2[0]],
                          "scores": [None if not np.isfinite(x) else round(float(x), 7) for x in s2[0]]})
+    # (5) the symmetric search of every row (a neighbour table's search)
+    symmetric = []
+    V = m.shape[0]
+    m64 = m.astype(np.float64)
+    for k, nprobe in SYMMETRIC:
+        scanned = []   # the lists each row scans
+        for x in range(V):
+            ccos = (c.astype(np.float64) @ m64[x]) / (np.linalg.norm(m64[x]) or 1.0)
+            probes = sorted(range(4), key=lambda j: (-ccos[j], j))[:nprobe]
+            held = sum(int(offsets[j + 1] - offsets[j]) for j in probes)
+            scanned.append(set(range(4)) if not m64[x].any() or held < min(k + 1, V) else set(probes))
+        own = {int(r): j for j in range(4) for r in rows[offsets[j]:offsets[j + 1]]}
+        want = []
+        for x in range(V):
+            cand = [z for z in range(V) if z != x and (own[z] in scanned[x] or own[x] in scanned[z])]
+            want.append(_reference(m64, m64[x], cand, k, x)[0])
+        s_t, i_t = ivf.search(index, m, inv, m, k, nprobe=nprobe, exclude_self=np.arange(V), symmetric=True)
+        got = [[int(z) for z in r if z >= 0] for r in i_t]
+        assert got == want, f"symmetric {(k, nprobe)}: {got} != reference {want}"
+        assert np.all(np.abs(s_t.astype(np.float64)[i_t >= 0]
+                             - np.array([cos[x, z] for x, r in enumerate(want) for z in r])) <= 1e-6)
+        symmetric.append({"k": k, "nprobe": nprobe, "neighbors": [[int(z) for z in r] for r in i_t],
+                          "scores": [[None if not np.isfinite(v) else round(float(v), 7) for v in r] for r in s_t]})
     return {
         "name": "ivf",
         "description": "IVF top-k search over fixed centroids (w2v/ivf.py): inverted lists, probing, widening, "
@@ -178,9 +206,10 @@ def build() -> dict:
                    "cases": [{"query": a, "k": b, "nprobe": c_, "exclude_self": d} for a, b, c_, d in CASES],
                    "refine": {"k": REFINE_K, "reverse": REFINE_REVERSE, "rounds": list(REFINE_ROUNDS),
                               "start": start},
-                   "expand": [{"case": ci, "width": w} for ci, w in EXPAND]},
+                   "expand": [{"case": ci, "width": w} for ci, w in EXPAND],
+                   "symmetric": [{"k": k, "nprobe": p_} for k, p_ in SYMMETRIC]},
         "expected": {"offsets": [int(x) for x in offsets], "rows": [int(x) for x in rows], "cases": cases,
-                     "refine": refined, "expand": expanded},
+                     "refine": refined, "expand": expanded, "symmetric": symmetric},
         "notes": {"reference": "float64 numpy cosine over the candidate rows, sorted by (-score, row)",
                   "refine": "inputs.refine.start is a k-neighbour table (rows of each row, best first, "
                             "own row excluded); each round builds a new table from the previous one: row x "
@@ -191,6 +220,11 @@ def build() -> dict:
                             "ids and scores) and the table inputs.refine.start; expected.expand[j] is the k best "
                             "(score descending, row ascending) of those ids and the table rows of the first `width` "
                             "of them, each row once, scored by cosine; -1 / null pad as in the cases",
+                  "symmetric": "inputs.symmetric[j] searches every row of the matrix as a query, its own row "
+                               "excluded, with k and nprobe; row x's list (expected.symmetric[j].neighbors[x]) is the "
+                               "k best of the rows of the lists x scans and of the rows that scan x's list, where a "
+                               "row scans its nprobe best lists, or every list when it is zero or those lists hold "
+                               "fewer than k + 1 rows; -1 / null pad",
                   "training": "k-means training (seeded NumPy sampling) is not part of the portable contract"},
     }
 

@@ -71,6 +71,15 @@ def problems(doc) -> list[str]:
         for got, want in zip(s[0].tolist(), exp["scores"]):
             if (want is None) != (got == -np.inf) or want is not None and abs(got - want) > tol["abs"] + tol["rel"] * abs(want):
                 out.append(f"expand {e}: score {got} vs {want}")
+    # the symmetric search of every row
+    for sy, exp in zip(doc["inputs"]["symmetric"], doc["expected"]["symmetric"]):
+        s, ids = ivf.search(index, m, inv, m, sy["k"], nprobe=sy["nprobe"], exclude_self=np.arange(V),
+                            symmetric=True)
+        if ids.tolist() != exp["neighbors"]:
+            out.append(f"symmetric {sy}: neighbors {ids.tolist()}")
+        for got, want in zip(s.ravel().tolist(), [v for r in exp["scores"] for v in r]):
+            if (want is None) != (got == -np.inf) or want is not None and abs(got - want) > tol["abs"] + tol["rel"] * abs(want):
+                out.append(f"symmetric {sy}: score {got} vs {want}")
     return out
 
 
@@ -81,6 +90,14 @@ def test_ours_matches_the_committed_case():
     ex = DOC["expected"]["expand"]
     assert any(e["ids"] != DOC["expected"]["cases"][i["case"]]["ids"] for e, i in zip(ex, DOC["inputs"]["expand"]))
     assert any(i["width"] == 0 for i in DOC["inputs"]["expand"])
+    # a symmetric search whose table is not the one-way search's (offers back decide a row)
+    m = np.array(DOC["inputs"]["matrix"], np.float32)
+    c = np.array(DOC["inputs"]["centroids"], np.float32)
+    index = ivf.IVFIndex(c, *ivf.assign_lists(c, m), {})
+    V = m.shape[0]
+    one_way = [ivf.search(index, m, knn.inverse_norms(m), m, sy["k"], nprobe=sy["nprobe"],
+                          exclude_self=np.arange(V))[1].tolist() for sy in DOC["inputs"]["symmetric"]]
+    assert any(a != e["neighbors"] for a, e in zip(one_way, DOC["expected"]["symmetric"]))
 
 
 @pytest.mark.parametrize("path, change", [
@@ -94,6 +111,8 @@ def test_ours_matches_the_committed_case():
     (("refine", 1, "scores", 5, 1), lambda v: v + 2e-6),
     (("expand", 4, "ids", 5), lambda v: 9),
     (("expand", 4, "scores", 0), lambda v: v + 5e-6),
+    (("symmetric", 0, "neighbors", 3, 0), lambda v: (v + 1) % 16),
+    (("symmetric", 3, "scores", 2, 5), lambda v: 0.5 if v is None else v + 2e-6),
 ])
 def test_checker_catches_a_changed_expectation(path, change):
     doc = copy.deepcopy(DOC)
