@@ -926,6 +926,29 @@ def test_property_a_symmetric_search_is_the_best_of_both_directions(V, D, k, nli
         assert i3[t][i3[t] >= 0].tolist() == i_x[q, keep].tolist() and pos[int(q)] == t
 
 
+def test_symmetric_search_refuses_lists_that_are_not_the_assignment():
+    # the own-list floors assume each row's list is its best centroid's (what build_ivf and
+    # assign_lists make): a row moved to another list fails loudly instead of losing neighbours
+    v = clustered(400, 8, 6, 0.4, 7)
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=8, nprobe=2))
+    rows = np.arange(400)
+    a = ivf.search(idx, v, inv, v, 5, nprobe=2, exclude_self=rows, symmetric=True)
+    assert (a[1] >= 0).all()
+    moved = idx.rows.copy()
+    o = idx.offsets
+    l_big = int(np.argmax(np.diff(o)))
+    l_far = int(np.argmin(idx.centroids @ idx.centroids[l_big]))   # the list least like it
+    i, j = o[l_big], o[l_far]   # swap one row of each (lists stay ascending only by luck: sort them)
+    moved[i], moved[j] = moved[j], moved[i]
+    for lst in (l_big, l_far):
+        moved[o[lst]:o[lst + 1]] = np.sort(moved[o[lst]:o[lst + 1]])
+    bad = ivf.IVFIndex(idx.centroids, idx.offsets, moved, idx.info)
+    with pytest.raises(ValueError, match="do not probe their own row's list"):
+        ivf.search(bad, v, inv, v, 5, nprobe=1, exclude_self=rows, symmetric=True)
+    ivf.search(bad, v, inv, v, 5, nprobe=1, exclude_self=rows)   # the one-way search has no floors
+
+
 def test_symmetric_search_argument_errors():
     v = clustered(300, 8, 6, 0.4, 5)
     inv = knn.inverse_norms(v)

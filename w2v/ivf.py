@@ -436,14 +436,55 @@ def _gather_scaled(queries, q_scale, qids, lo, hi, dst):
             dst[r, d] = 0.0
 
 
+# The floor of each row of lists l_lo..l_hi-1: the k-th best score, under the total order, of the
+# other rows of its own list (-inf when the list holds fewer than k other rows), with the search's
+# arithmetic (the row scaled by its inverse norm against the list's packed panels, _outer4x16).
+# A row's own list is its best centroid's (assign_lists), so it is among its probes, and its
+# search result holds k rows scoring at least this floor: rows below it can be dropped unseen.
+# vectors: float32 [V, D]; inv_norms: float32 [V]; panels/panel_off/rows/offsets: as in
+# _scan_lists_kernel; floor: float32 [V] by row, written for these lists' rows.
+@njit(cache=True, nogil=True)
+def _own_floor_kernel(vectors, inv_norms, panels, panel_off, rows, offsets, l_lo, l_hi, k, floor):
+    D = vectors.shape[1]
+    qt = np.zeros((4, D), np.float32)
+    acc = np.zeros((4, 16), np.float32)
+    hs = np.empty((4, max(k, 1)), np.float32)
+    hid = np.empty((4, max(k, 1)), np.int64)
+    for l in range(l_lo, l_hi):
+        a = offsets[l]
+        b = offsets[l + 1]
+        for q0 in range(a, b, 4):
+            nr = min(4, b - q0)
+            _gather_scaled(vectors, inv_norms, rows, q0, q0 + nr, qt)
+            for r in range(4):
+                for t in range(hs.shape[1]):
+                    hs[r, t] = -np.inf
+                    hid[r, t] = -1
+            for p in range((b - a + 15) // 16):
+                j0 = a + 16 * p
+                lanes = min(16, b - j0)
+                _outer4x16(qt, 0, panels, panel_off[l] + p, acc)
+                for r in range(nr):
+                    x = rows[q0 + r]
+                    for ln in range(lanes):
+                        j = rows[j0 + ln]
+                        sv = acc[r, ln]
+                        if j != x and (sv > hs[r, 0] or (sv == hs[r, 0] and j < hid[r, 0])):
+                            heap_replace_root(hs[r], hid[r], sv, j)
+            for r in range(nr):
+                floor[rows[q0 + r]] = hs[r, 0] if k > 0 and hid[r, 0] >= 0 else -np.inf
+
+
 # Symmetric offers of one 4 x 16 tile (_scan_lists_kernel): lane ln (row rows[j0 + ln]) is
 # offered each of the tile's nr queries, as row q_row[l_q[q0 + r]] with score acc[r, ln], under the
-# total order (score descending, row ascending), its own row skipped. First one pass over the 16
-# lanes flags those whose best score of the tile reaches their heap root (rev_root holds 16
+# total order (score descending, row ascending), its own row skipped, and only when the score
+# is at least the row's floor (rev_floor, by position; -inf: none). First one pass over the 16
+# lanes flags those whose best score of the tile reaches their threshold, rev_root = max(heap
+# root, floor) (rev_root holds 16
 # padding entries past the last row, so the pass never reads out of bounds); padding query rows
 # (r >= nr) and lanes (ln >= lanes) may raise a flag, never an offer.
 @njit(cache=True, nogil=True, inline="always")
-def _offer_back(acc, nr, lanes, j0, rows, q_row, l_q, q0, rev_root, rev_s, rev_i):
+def _offer_back(acc, nr, lanes, j0, rows, q_row, l_q, q0, rev_root, rev_floor, rev_s, rev_i):
     flags = 0
     for ln in range(16):
         mx = max(max(acc[0, ln], acc[1, ln]), max(acc[2, ln], acc[3, ln]))
@@ -460,10 +501,10 @@ def _offer_back(acc, nr, lanes, j0, rows, q_row, l_q, q0, rev_root, rev_s, rev_i
             x = q_row[l_q[q0 + r]]
             if x == y:
                 continue
-            t = rev_root[pos]
-            if s > t or (s == t and x < rev_i[pos, 0]):
+            t = rev_s[pos, 0]
+            if s >= rev_floor[pos] and (s > t or (s == t and x < rev_i[pos, 0])):
                 heap_replace_root(rev_s[pos], rev_i[pos], s, x)
-                rev_root[pos] = rev_s[pos, 0]
+                rev_root[pos] = max(rev_s[pos, 0], rev_floor[pos])
 
 
 # Index of the lowest set bit of m > 0 (at most 63).
@@ -483,21 +524,24 @@ def _lowest_bit(m):
 # full total order (lists arrive in centroid order, not row order). Heaps sorted at the end.
 # panels/panel_off: _pack_lists output for all lists; rows/offsets: the lists;
 # queries: float32 [Q, D] (chunk); q_scale: float32 [Q]; l_off/l_q: _invert_probes output;
-# hs/hid: float32/int64 [Q, K] pre-filled with (-inf, -1). Returns the pairs scored.
+# hs/hid: float32/int64 [Q, K] pre-filled with (-inf, -1); q_floor: float32 [Q], a row scoring
+# below its query's floor is not kept (-inf: no floor; the symmetric search passes each query's
+# own-list floor, _own_floor_kernel, which never changes a result). Returns the pairs scored.
 # Symmetric offers (a neighbour table's search, where the queries are rows of the matrix): with
 # rev_s non-empty, every pair scored is also offered to the row's own heap, so row y (at position
 # pos of `rows`) keeps the best k of the queries whose probed lists include y's list. q_row:
 # int64 [Q], the matrix row of each query (that row itself is never offered to its own heap);
 # rev_s/rev_i: float32/int64 [len(rows), k] heaps by position, pre-filled with (-inf, -1), and
-# rev_root: float32 [len(rows) + 16], always equal to rev_s[:, 0] (one contiguous load per panel;
-# the 16 entries past the end are never offered a pair).
+# rev_floor: float32 [len(rows)], each row's floor (_own_floor_kernel) by position: a pair below it
+# is not offered; rev_root: float32 [len(rows) + 16], always max(rev_s[:, 0], rev_floor) (one
+# contiguous load per panel; the 16 entries past the end are never offered a pair).
 # The pair's score is the same number both ways (the product of two scaled rows, summed in the
 # same order), so a row's final list is the top-k of a superset of its own search's candidates.
 # With rev_s empty ([0, k]) nothing is offered back and q_row/rev_root are not read.
 # Degenerate: empty lists or lists nobody probes are skipped; D = 0 scores every pair 0.
 @njit(cache=True, nogil=True)
 def _scan_lists_kernel(panels, panel_off, rows, offsets, queries, q_scale, l_off, l_q, q_block, hs, hid,
-                       q_row, rev_root, rev_s, rev_i):
+                       q_floor, q_row, rev_root, rev_floor, rev_s, rev_i):
     D = queries.shape[1]
     nlist = offsets.shape[0] - 1
     Q, K = hs.shape
@@ -524,10 +568,11 @@ def _scan_lists_kernel(panels, panel_off, rows, offsets, queries, q_scale, l_off
                 for ii in range(0, nq, 4):
                     nr = min(4, nq - ii)
                     for r in range(4):
-                        thr[r] = hs[l_q[qb0 + ii + r], 0] if r < nr else np.inf
+                        thr[r] = max(hs[l_q[qb0 + ii + r], 0], q_floor[l_q[qb0 + ii + r]]) if r < nr else np.inf
                     m = _outer4x16_hits(qt, ii, panels, p0 + p, acc, thr)
                     if sym:
-                        _offer_back(acc, nr, lanes, j0, rows, q_row, l_q, qb0 + ii, rev_root, rev_s, rev_i)
+                        _offer_back(acc, nr, lanes, j0, rows, q_row, l_q, qb0 + ii, rev_root, rev_floor, rev_s,
+                                    rev_i)
                     if m == 0:
                         continue
                     for r in range(nr):
@@ -536,10 +581,11 @@ def _scan_lists_kernel(panels, panel_off, rows, offsets, queries, q_scale, l_off
                         qi = l_q[qb0 + ii + r]
                         t = hs[qi, 0]
                         ti = hid[qi, 0]
+                        fq = q_floor[qi]
                         for ln in range(lanes):
                             s = acc[r, ln]
                             j = rows[j0 + ln]
-                            if s > t or (s == t and j < ti):
+                            if s >= fq and (s > t or (s == t and j < ti)):
                                 heap_replace_root(hs[qi], hid[qi], s, j)
                                 t = hs[qi, 0]
                                 ti = hid[qi, 0]
@@ -1173,11 +1219,26 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     local = threading.local()
     lock = threading.Lock()
     none_s, none_i, none_r = np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), np.zeros(0, np.float32)
+    q_floor = np.full(Q, -np.inf, np.float32)
+    rev_floor = none_r
+    if sym:
+        # each row's own-list floor: its result holds k rows at least that good, so lower scores are
+        # dropped before any heap test, in both directions (the result is unchanged)
+        floor = np.full(V, -np.inf, np.float32)
+        per_l = max(1, -(-nlist // (4 * n)))
+        run_chunks([(a, min(a + per_l, nlist)) for a in range(0, nlist, per_l)], n,
+                   lambda a, b: _own_floor_kernel(v, inv, packed.panels, packed.panel_off, rows, offsets, a, b, k,
+                                                  floor))
+        q_floor = floor[skip]
+        rev_floor = knn._readonly(floor[rows])
+        own = np.empty(V, np.int64)
+        own[rows] = np.repeat(np.arange(nlist, dtype=np.int64), sizes)
+        unprobed = [0]
 
     def scan(lo, hi):
         if sym and not hasattr(local, "heap"):
-            local.heap = (np.full(V + 16, -np.inf, np.float32), np.full((V, k), -np.inf, np.float32),
-                          np.full((V, k), -1, np.int64))
+            local.heap = (np.concatenate([rev_floor, np.full(16, -np.inf, np.float32)]),
+                          np.full((V, k), -np.inf, np.float32), np.full((V, k), -1, np.int64))
             with lock:
                 heaps.append(local.heap)
         rev_root, rev_s, rev_i = local.heap if sym else (none_r, none_s, none_i)
@@ -1190,11 +1251,17 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
             done = (q_scale[lo:hi] == 0) | ((held * first).sum(axis=1) < need[lo:hi])
             probes[(first == 1) | done[:, None]] = -1
             full[:] = False
+        if sym:  # the floors hold only for a query that scans its own row's list
+            missing = int((~(full | (probes == own[skip[lo:hi], None]).any(axis=1))).sum())
+            if missing:
+                with lock:
+                    unprobed[0] += missing
         l_off, l_q = _invert_probes(knn._readonly(probes), full, nlist)
         hs = np.full((hi - lo, K), -np.inf, np.float32)
         hid = np.full((hi - lo, K), -1, np.int64)
         pairs = _scan_lists_kernel(packed.panels, packed.panel_off, rows, offsets, qs[lo:hi], q_scale[lo:hi], l_off, l_q,
-                                   int(q_block), hs, hid, skip[lo:hi], rev_root, rev_s, rev_i)
+                                   int(q_block), hs, hid, q_floor[lo:hi], skip[lo:hi], rev_root, rev_floor, rev_s,
+                                   rev_i)
         _trim_kernel(hs, hid, skip[lo:hi], out_s[lo:hi], out_i[lo:hi])
         return int(full.sum()), int(pairs)
 
@@ -1202,6 +1269,9 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
         info["queries_widened"] += widened
         info["pairs_scored"] += pairs
     if sym:
+        if unprobed[0]:
+            raise ValueError(f"symmetric: {unprobed[0]} queries do not probe their own row's list, so the lists "
+                           "are not these vectors' assignment to the centroids (rebuild the index)")
         info["symmetric_entries"] = _merge_back(out_s, out_i, skip, rows, heaps)
     if stats is not None:
         stats.update(info)
