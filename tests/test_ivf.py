@@ -926,6 +926,25 @@ def test_property_a_symmetric_search_is_the_best_of_both_directions(V, D, k, nli
         assert i3[t][i3[t] >= 0].tolist() == i_x[q, keep].tolist() and pos[int(q)] == t
 
 
+def test_own_list_floors_are_the_kth_best_of_the_other_rows_of_the_list():
+    v = clustered(500, 8, 6, 0.4, 9)
+    v[3] = 0.0
+    v[10] = v[11]
+    inv = knn.inverse_norms(v)
+    idx = ivf.build_ivf(v, ivf.IVFParams(nlist=12, nprobe=2))
+    rows, off = np.ascontiguousarray(idx.rows, np.int64), np.ascontiguousarray(idx.offsets, np.int64)
+    packed = ivf.pack_lists(idx, v, inv)
+    k = 7
+    got = ivf._own_floors(packed, v, inv, rows, off, k, 2)
+    s_x, i_x = knn.topk_batch(v, inv, v, 499, exclude_self=np.arange(500))
+    for lst in range(12):
+        members = set(rows[off[lst]:off[lst + 1]].tolist())
+        for x in members:
+            mine = [sv for sv, z in zip(s_x[x], i_x[x]) if z in members]   # exact order, self excluded
+            want = mine[k - 1] if len(mine) >= k else -np.inf
+            assert np.float32(want).view(np.uint32) == got[x].view(np.uint32), (x, want, got[x])
+
+
 def test_symmetric_search_refuses_lists_that_are_not_the_assignment():
     # the own-list floors assume each row's list is its best centroid's (what build_ivf and
     # assign_lists make): a row moved to another list fails loudly instead of losing neighbours

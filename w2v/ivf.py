@@ -436,45 +436,6 @@ def _gather_scaled(queries, q_scale, qids, lo, hi, dst):
             dst[r, d] = 0.0
 
 
-# The floor of each row of lists l_lo..l_hi-1: the k-th best score, under the total order, of the
-# other rows of its own list (-inf when the list holds fewer than k other rows), with the search's
-# arithmetic (the row scaled by its inverse norm against the list's packed panels, _outer4x16).
-# A row's own list is its best centroid's (assign_lists), so it is among its probes, and its
-# search result holds k rows scoring at least this floor: rows below it can be dropped unseen.
-# vectors: float32 [V, D]; inv_norms: float32 [V]; panels/panel_off/rows/offsets: as in
-# _scan_lists_kernel; floor: float32 [V] by row, written for these lists' rows.
-@njit(cache=True, nogil=True)
-def _own_floor_kernel(vectors, inv_norms, panels, panel_off, rows, offsets, l_lo, l_hi, k, floor):
-    D = vectors.shape[1]
-    qt = np.zeros((4, D), np.float32)
-    acc = np.zeros((4, 16), np.float32)
-    hs = np.empty((4, max(k, 1)), np.float32)
-    hid = np.empty((4, max(k, 1)), np.int64)
-    for l in range(l_lo, l_hi):
-        a = offsets[l]
-        b = offsets[l + 1]
-        for q0 in range(a, b, 4):
-            nr = min(4, b - q0)
-            _gather_scaled(vectors, inv_norms, rows, q0, q0 + nr, qt)
-            for r in range(4):
-                for t in range(hs.shape[1]):
-                    hs[r, t] = -np.inf
-                    hid[r, t] = -1
-            for p in range((b - a + 15) // 16):
-                j0 = a + 16 * p
-                lanes = min(16, b - j0)
-                _outer4x16(qt, 0, panels, panel_off[l] + p, acc)
-                for r in range(nr):
-                    x = rows[q0 + r]
-                    for ln in range(lanes):
-                        j = rows[j0 + ln]
-                        sv = acc[r, ln]
-                        if j != x and (sv > hs[r, 0] or (sv == hs[r, 0] and j < hid[r, 0])):
-                            heap_replace_root(hs[r], hid[r], sv, j)
-            for r in range(nr):
-                floor[rows[q0 + r]] = hs[r, 0] if k > 0 and hid[r, 0] >= 0 else -np.inf
-
-
 # Symmetric offers of one 4 x 16 tile (_scan_lists_kernel): lane ln (row rows[j0 + ln]) is
 # offered each of the tile's nr queries, as row q_row[l_q[q0 + r]] with score acc[r, ln], under the
 # total order (score descending, row ascending), its own row skipped, and only when the score
@@ -526,13 +487,13 @@ def _lowest_bit(m):
 # queries: float32 [Q, D] (chunk); q_scale: float32 [Q]; l_off/l_q: _invert_probes output;
 # hs/hid: float32/int64 [Q, K] pre-filled with (-inf, -1); q_floor: float32 [Q], a row scoring
 # below its query's floor is not kept (-inf: no floor; the symmetric search passes each query's
-# own-list floor, _own_floor_kernel, which never changes a result). Returns the pairs scored.
+# own-list floor, _own_floors, which never changes a result). Returns the pairs scored.
 # Symmetric offers (a neighbour table's search, where the queries are rows of the matrix): with
 # rev_s non-empty, every pair scored is also offered to the row's own heap, so row y (at position
 # pos of `rows`) keeps the best k of the queries whose probed lists include y's list. q_row:
 # int64 [Q], the matrix row of each query (that row itself is never offered to its own heap);
 # rev_s/rev_i: float32/int64 [len(rows), k] heaps by position, pre-filled with (-inf, -1), and
-# rev_floor: float32 [len(rows)], each row's floor (_own_floor_kernel) by position: a pair below it
+# rev_floor: float32 [len(rows)], each row's floor (_own_floors) by position: a pair below it
 # is not offered; rev_root: float32 [len(rows) + 16], always max(rev_s[:, 0], rev_floor) (one
 # contiguous load per panel; the 16 entries past the end are never offered a pair).
 # The pair's score is the same number both ways (the product of two scaled rows, summed in the
@@ -1181,8 +1142,9 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     if sym:
         if P0:
             raise ValueError("symmetric: a continuation search (probe_from > 0) cannot offer pairs back")
+        whole = Q == V and np.array_equal(skip, np.arange(V))   # a whole table: no gathered copy to compare
         if exclude_self is None or (Q and (skip.min() < 0 or np.unique(skip).size != Q)) \
-                or not np.array_equal(qs, v[skip]):
+                or not np.array_equal(qs, v if whole else v[skip]):
             raise ValueError("symmetric: every query must be a distinct row of vectors, named by exclude_self")
     out_s = np.full((Q, k), -np.inf, np.float32)
     out_i = np.full((Q, k), -1, np.int64)
@@ -1224,11 +1186,7 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     if sym:
         # each row's own-list floor: its result holds k rows at least that good, so lower scores are
         # dropped before any heap test, in both directions (the result is unchanged)
-        floor = np.full(V, -np.inf, np.float32)
-        per_l = max(1, -(-nlist // (4 * n)))
-        run_chunks([(a, min(a + per_l, nlist)) for a in range(0, nlist, per_l)], n,
-                   lambda a, b: _own_floor_kernel(v, inv, packed.panels, packed.panel_off, rows, offsets, a, b, k,
-                                                  floor))
+        floor = _own_floors(packed, v, inv, rows, offsets, k, n)
         q_floor = floor[skip]
         rev_floor = knn._readonly(floor[rows])
         own = np.empty(V, np.int64)
@@ -1276,6 +1234,36 @@ def search(index: IVFIndex, vectors, inv_norms, queries, k, *, nprobe: int | Non
     if stats is not None:
         stats.update(info)
     return out_s, out_i
+
+
+def _own_floors(packed: PackedLists, v, inv, rows, offsets, k: int, n_threads: int) -> np.ndarray:
+    """float32 [V]: each row's floor, the k-th best score (total order) of the other rows of its own
+    list, -inf when the list holds fewer than k others: the list scan (``_scan_lists_kernel``)
+    with every list probed by its own rows only, self excluded (``_trim_kernel``). A row's own list
+    is its best centroid's, so it is among its probes and its search result holds k rows at least
+    that good: lower scores can be dropped unseen."""
+    V = v.shape[0]
+    nlist = offsets.shape[0] - 1
+    floor = np.full(V, -np.inf, np.float32)
+    none_s, none_i, none_r = np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), np.zeros(0, np.float32)
+
+    def lists(a, b):
+        lo, hi = int(offsets[a]), int(offsets[b])
+        who = rows[lo:hi]   # the queries: these lists' rows, list by list
+        l_off = np.clip(offsets - lo, 0, hi - lo)   # list l probed by its own rows only
+        q_scale = inv[who]
+        hs = np.full((hi - lo, k + 1), -np.inf, np.float32)
+        hid = np.full((hi - lo, k + 1), -1, np.int64)
+        _scan_lists_kernel(packed.panels, packed.panel_off, rows, offsets, v[who], q_scale, l_off,
+                           np.arange(hi - lo, dtype=np.int64), DEFAULTS.q_block, hs, hid,
+                           np.full(hi - lo, -np.inf, np.float32), who, none_r, none_r, none_s, none_i)
+        out_s = np.empty((hi - lo, k), np.float32)
+        _trim_kernel(hs, hid, who, out_s, np.empty((hi - lo, k), np.int64))
+        floor[who] = out_s[:, k - 1]
+
+    per = max(1, -(-nlist // (4 * n_threads)))
+    run_chunks([(a, min(a + per, nlist)) for a in range(0, nlist, per)], n_threads, lists)
+    return floor
 
 
 def _merge_back(out_s, out_i, skip, rows, heaps) -> int:
