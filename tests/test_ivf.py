@@ -543,7 +543,7 @@ def test_index_command_reprobes_the_weakest_rows_and_records_each_step(tmp_path,
     assert [t["rows"] for t in trials] == [500 * (i + 1) for i in range(len(trials))]
     assert meta["table_recall"] == trials[-1]["recall"] > meta["table_recall_refined"]
     assert meta["table_target_reached"] == (meta["table_recall"] >= 0.995)
-    assert meta["reprobe_nprobe"] == min(200, 16 * meta["nprobe"]) and meta["reprobe_pairs"] > 0
+    assert meta["reprobe_nprobe"] == min(200, ivf.DEFAULTS.reprobe_factor * meta["nprobe"]) and meta["reprobe_pairs"] > 0
     assert f"weakest rows again at nprobe {meta['reprobe_nprobe']}" in err and "index: reprobe: " in err
     # the table on file is the one the recall was measured on
     m = load_model(tmp_path / "m")

@@ -134,7 +134,8 @@ class IVFParams:
                     of the table's search is the base one
     reprobe_step    share of the rows searched again per step; the recall is measured after each
     reprobe_factor  those rows' second search scans the lists ranked nprobe + 1 up to this many
-                    times nprobe
+                    times nprobe (8: on the full-size trained model it reaches the target with 38%
+                    fewer pairs than 16, by searching more rows less far; bench/RESULTS.md 11)
     reprobe_base    with reprobing, the table's search probes this share of the base nprobe
                     (default_nprobe, about 2% of the lists; at least 1 list), in (0, 1]
     expand_rounds   bulk searches given a neighbour table (otto-eval's session answers, when the
@@ -159,7 +160,7 @@ class IVFParams:
     refine_reverse: int = 20
     reprobe_max: float = 0.5
     reprobe_step: float = 0.025
-    reprobe_factor: int = 16
+    reprobe_factor: int = 8
     reprobe_base: float = 0.5
     expand_rounds: int = 1
     expand_width: int = 20
