@@ -382,6 +382,33 @@ def probe_sdot_model(n: int = 300, seed: int = 0) -> bool | None:
     return None
 
 
+def saxpy_unfused_lanes(d: int, n: int = 200, seed: int = 0) -> list[int]:
+    """The positions ``i < d`` where this machine's BLAS ``saxpy`` (the one gensim's update calls,
+    through scipy) does not round ``a * x[i] + y[i]`` once, as a fused multiply-add does, on ``n``
+    random length-``d`` vectors; empty when it is fused everywhere. Our parity update rounds once
+    in every lane, so the replay's bit-identity holds only where this is empty (OpenBLAS's AVX2
+    kernel, for example, leaves the lanes past the last multiple of 32 unfused: 96..99 at d 100)."""
+    from scipy.linalg import blas
+
+    rng = np.random.default_rng(seed)
+    bad = np.zeros(d, bool)
+    for _ in range(n):
+        x = rng.standard_normal(d).astype(np.float32)
+        y = rng.standard_normal(d).astype(np.float32)
+        a = np.float32(rng.standard_normal() * 0.01)
+        once = np.empty(d, np.float32)
+        _fused_axpy(a, x, y, once)
+        bad |= blas.saxpy(x, y.copy(), a=a) != once
+    return np.flatnonzero(bad).tolist()
+
+
+@njit(cache=True, nogil=True)
+def _fused_axpy(a, x, y, out):
+    """out[i] = a * x[i] + y[i] rounded once (``_fma32``), float32."""
+    for i in range(x.shape[0]):
+        out[i] = _fma32(a, x[i], y[i])
+
+
 @njit(cache=True, nogil=True, fastmath=kernels._FM)
 def _emulated_job(syn0, syn1neg, eff, bounds, n_sent, reduced, state, alpha, window, negative, cum_table,
                   exp_table, work, acc, avx512):

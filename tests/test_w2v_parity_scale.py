@@ -49,6 +49,10 @@ def replays(corpus):
 
 
 def _replay(replays, corpus, epochs):
+    unfused = gr.saxpy_unfused_lanes(gr.PARAMS["vector_size"])
+    if unfused:  # the oracle's premise: gensim's update rounds like ours (see saxpy_unfused_lanes)
+        pytest.skip(f"this machine's BLAS saxpy does not fuse lanes {unfused} of {gr.PARAMS['vector_size']}, "
+                    "so gensim's updates round differently from the parity mode's there")
     if epochs not in replays:
         replays[epochs] = gr.replay(corpus[0], epochs)
     return replays[epochs]
