@@ -556,6 +556,23 @@ def _gensim_model(sentences_str, params: dict, epochs: int):
     return g
 
 
+def train_both(sentences: list[np.ndarray], epochs: int, params: dict | None = None):
+    """gensim (``str`` tokens, ``workers=1``) and our parity mode, each trained by its own ``train``
+    on the same corpus and settings, with no job-by-job comparison: ``(ours, gensim)``. What the
+    held-out comparison uses where the replay cannot run (see ``saxpy_unfused_lanes``)."""
+    params = dict(PARAMS if params is None else params)
+    sents_str = [[str(w) for w in s.tolist()] for s in sentences]
+    g = _gensim_model(sents_str, params, epochs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g.train(sents_str, total_examples=len(sents_str), epochs=epochs)
+    ours = Word2Vec(W2VConfig(mode="parity", workers=1, epochs=epochs, compute_loss=False, **params))
+    ours.build_vocab_from_sequences(sentences).train(progress=False)
+    if [str(a) for a in ours.aids.tolist()] != g.wv.index_to_key:
+        raise AssertionError("vocabulary order differs from gensim's")
+    return ours, g
+
+
 def _diffs(a: Word2Vec, g) -> dict:
     dv = np.abs(a.vectors - g.wv.vectors)
     du = np.abs(a.output - g.syn1neg)
