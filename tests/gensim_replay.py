@@ -33,6 +33,7 @@ Our side trains each job exactly as the trainer does (``Word2Vec.parity_jobs``, 
 """
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import time
@@ -382,6 +383,7 @@ def probe_sdot_model(n: int = 300, seed: int = 0) -> bool | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def saxpy_unfused_lanes(d: int, n: int = 200, seed: int = 0) -> list[int]:
     """The positions ``i < d`` where this machine's BLAS ``saxpy`` (the one gensim's update calls,
     through scipy) does not round ``a * x[i] + y[i]`` once, as a fused multiply-add does, on ``n``
@@ -546,6 +548,19 @@ class Replay:
     seconds: float = 0.0
 
 
+def _both_models(sentences: list[np.ndarray], params: dict | None, epochs: int):
+    """``(str sentences, ours, gensim)``, both sides with their vocabulary built (gensim on ``str``
+    tokens) and not trained; raises if the vocabulary orders differ."""
+    params = dict(PARAMS if params is None else params)
+    sents_str = [[str(w) for w in s.tolist()] for s in sentences]
+    g = _gensim_model(sents_str, params, epochs)
+    cfg = W2VConfig(mode="parity", workers=1, epochs=epochs, compute_loss=False, **params)
+    ours = Word2Vec(cfg).build_vocab_from_sequences(sentences)
+    if [str(a) for a in ours.aids.tolist()] != g.wv.index_to_key:
+        raise AssertionError("vocabulary order differs from gensim's")
+    return sents_str, ours, g
+
+
 def _gensim_model(sentences_str, params: dict, epochs: int):
     from gensim.models import word2vec
 
@@ -560,16 +575,11 @@ def train_both(sentences: list[np.ndarray], epochs: int, params: dict | None = N
     """gensim (``str`` tokens, ``workers=1``) and our parity mode, each trained by its own ``train``
     on the same corpus and settings, with no job-by-job comparison: ``(ours, gensim)``. What the
     held-out comparison uses where the replay cannot run (see ``saxpy_unfused_lanes``)."""
-    params = dict(PARAMS if params is None else params)
-    sents_str = [[str(w) for w in s.tolist()] for s in sentences]
-    g = _gensim_model(sents_str, params, epochs)
+    sents_str, ours, g = _both_models(sentences, params, epochs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g.train(sents_str, total_examples=len(sents_str), epochs=epochs)
-    ours = Word2Vec(W2VConfig(mode="parity", workers=1, epochs=epochs, compute_loss=False, **params))
-    ours.build_vocab_from_sequences(sentences).train(progress=False)
-    if [str(a) for a in ours.aids.tolist()] != g.wv.index_to_key:
-        raise AssertionError("vocabulary order differs from gensim's")
+    ours.train(progress=False)
     return ours, g
 
 
@@ -596,14 +606,9 @@ def replay(sentences: list[np.ndarray], epochs: int, params: dict | None = None,
         avx512 = probe_sdot_model()
         if avx512 is None:
             raise RuntimeError("the sdot model does not reproduce this machine's BLAS pointer: no emulation")
-    params = dict(PARAMS if params is None else params)
     t_start = time.perf_counter()
-    sents_str = [[str(w) for w in s.tolist()] for s in sentences]
-    g = _gensim_model(sents_str, params, epochs)
-    cfg = W2VConfig(mode="parity", workers=1, epochs=epochs, compute_loss=False, **params)
-    ours = Word2Vec(cfg).build_vocab_from_sequences(sentences)
-    if [str(a) for a in ours.aids.tolist()] != g.wv.index_to_key:
-        raise AssertionError("vocabulary order differs from gensim's")
+    sents_str, ours, g = _both_models(sentences, params, epochs)
+    cfg = ours.config
     tables = ours.tables()
     s_int, c_tab, e_tab = tables
     checks = [("counts", ours.counts, np.array([g.wv.get_vecattr(k, "count") for k in g.wv.index_to_key])),
