@@ -35,7 +35,9 @@ Modes:
 * default: the comparison on the *test* split: every tool at the same settings at ``--epochs``
   (1,3,5; ours-parity at ``--parity-epochs``), each peer at its own defaults (``DEFAULTS``), each
   peer at its best setting from ``--tuned`` files, and every tool at the ``session`` preset
-  (``w2v.config.PRESETS``; a peer gets the preset's values of the knobs it has). The summary
+  (``w2v.config.PRESETS``; a peer gets the preset's values of the knobs it has), and again with
+  each peer reading the sentences the preset trains on (``collapse_repeats``: each run of one aid
+  kept once; group ``preset-corpus``), which is a corpus step of ours, not a knob of theirs. The summary
   compares the preset with each peer's best over *all* its runs, picked on the test split itself
   (in the peer's favour; the preset was chosen on another corpus).
 * ``--tune FILE.jsonl``: coordinate search on the *tune* split (pass ``--sessions``/``--data-seed``
@@ -106,22 +108,32 @@ def make_dataset(sessions: int, data_seed: int, quiet: bool, items: int | None =
         jsonl.unlink()
         if not quiet:
             print(f"dataset {path.name}: generated and converted in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    txt = text_corpus_path(path)
-    if not txt.exists():
-        train, _, _ = splits(path)
-        aid = np.asarray(train.aid).astype(str)
-        off = np.asarray(train.offsets)
-        tmp = txt.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            for i in range(train.n_sessions):
-                fh.write(" ".join(aid[off[i]:off[i + 1]]))
-                fh.write("\n")
-        tmp.replace(txt)
+    for collapse in (False, True):
+        txt = text_corpus_path(path, collapse)
+        if not txt.exists():
+            words, off = train_sentences(splits(path)[0], collapse)
+            aid = words.astype(str)
+            tmp = txt.with_suffix(".tmp")
+            with open(tmp, "w") as fh:
+                for i in range(off.shape[0] - 1):
+                    fh.write(" ".join(aid[off[i]:off[i + 1]]))
+                    fh.write("\n")
+            tmp.replace(txt)
     return path
 
 
-def text_corpus_path(dataset: Path) -> Path:
-    return dataset.parent / f"{dataset.name}_train.txt"
+def text_corpus_path(dataset: Path, collapse: bool = False) -> Path:
+    """The train sessions as text for word2vec.c and fastText (with ``collapse``: the sentences
+    the ``collapse_repeats`` setting trains on)."""
+    return dataset.parent / f"{dataset.name}_train{'_collapsed' if collapse else ''}.txt"
+
+
+def train_sentences(train, collapse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(words, offsets)`` of the train sessions as every tool gets them: as they are, or with
+    ``collapse`` each run of one aid kept once (``w2v.corpus``'s rule, the one ours trains with)."""
+    from w2v.corpus import sentences_from_dataset
+    s = sentences_from_dataset(train, collapse_repeats=collapse)
+    return s.words, s.offsets
 
 
 def splits(dataset):
@@ -218,9 +230,10 @@ def run_ours(train, s: dict, mode: str, threads: int) -> dict:
 
 def run_gensim(train, s: dict, threads: int) -> dict:
     from gensim.models import Word2Vec as GensimW2V
-    words = np.asarray(train.aid).astype(str).tolist()
-    off = np.asarray(train.offsets)
-    sentences = [words[off[i]:off[i + 1]] for i in range(train.n_sessions)]
+    s = dict(s)
+    words, off = train_sentences(train, s.pop("collapse_repeats", False))
+    words = words.astype(str).tolist()
+    sentences = [words[off[i]:off[i + 1]] for i in range(off.shape[0] - 1)]
     t0 = time.perf_counter()
     g = GensimW2V(sg=1, hs=0, workers=threads, seed=1, min_alpha=0.0001, **s)
     g.build_vocab(sentences)
@@ -263,7 +276,7 @@ def run_w2vc(dataset: Path, words_per_epoch: int, s: dict, threads: int) -> dict
     import tempfile
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
         out = Path(tmp) / "vectors.bin"
-        cmd = [word2vec_c_binary(), "-train", str(text_corpus_path(dataset)), "-output", str(out), "-cbow", "0",
+        cmd = [word2vec_c_binary(), "-train", str(text_corpus_path(dataset, s.get("collapse_repeats", False))), "-output", str(out), "-cbow", "0",
                "-hs", "0", "-binary", "1", "-debug", "2", "-threads", str(threads), "-size", str(s["vector_size"]),
                "-window", str(s["window"]), "-negative", str(s["negative"]), "-sample", str(s["sample"]),
                "-min-count", str(s["min_count"]), "-alpha", str(s["alpha"]), "-iter", str(s["epochs"])]
@@ -291,7 +304,7 @@ def run_fasttext(dataset: Path, words_per_epoch: int, s: dict, threads: int) -> 
     try:
         t0 = time.perf_counter()
         m = fasttext.train_unsupervised(
-            str(text_corpus_path(dataset)), model="skipgram", dim=s["vector_size"], ws=s["window"], neg=s["negative"],
+            str(text_corpus_path(dataset, s.get("collapse_repeats", False))), model="skipgram", dim=s["vector_size"], ws=s["window"], neg=s["negative"],
             t=s["sample"], minCount=s["min_count"], lr=s["alpha"], epoch=s["epochs"], minn=0, maxn=0, wordNgrams=1,
             bucket=0, thread=threads, verbose=2)
         wall_s = time.perf_counter() - t0
@@ -310,7 +323,7 @@ def worker(job: dict) -> dict:
     dataset = Path(job["dataset"])
     train, tune, test = splits(dataset)
     s, tool, threads = job["settings"], job["tool"], job["threads"]
-    words = int(train.n_events)
+    words = int(train_sentences(train, s.get("collapse_repeats", False))[0].shape[0])  # the words every tool reads
     if tool == "ours-fast":
         r = run_ours(train, s, "fast", threads)
     elif tool == "ours-shared":
@@ -352,8 +365,8 @@ def run_job(job: dict, quiet: bool) -> dict:
 
 def short(s: dict) -> str:
     names = dict(vector_size="D", window="w", negative="neg", sample="t", min_count="mc", alpha="lr",
-                 ns_exponent="ns", epochs="ep", share_negatives="shared")
-    return " ".join(f"{names[k]}={v:g}" for k, v in s.items() if k != "share_negatives" or v)
+                 ns_exponent="ns", epochs="ep", share_negatives="shared", collapse_repeats="collapsed")
+    return " ".join(f"{names[k]}={v:g}" for k, v in s.items() if k not in ("share_negatives", "collapse_repeats") or v)
 
 
 # ------------------------------------------------------------------------------------ tuning
@@ -460,7 +473,8 @@ def environment() -> dict:
     return env
 
 
-GROUPS = ("same", "defaults", "tuned", "preset")
+GROUPS = ("same", "defaults", "tuned", "preset", "preset-corpus")
+PRESET_OURS = (*OURS_START, "share_negatives", "collapse_repeats")  # what ours takes from the preset
 
 
 def compare_jobs(args) -> list[tuple[str, dict]]:
@@ -482,13 +496,17 @@ def compare_jobs(args) -> list[tuple[str, dict]]:
             best.update(best_tuned(Path(f)))
         jobs += [("best tuned", dict(tool=t, settings=r["settings"])) for t, r in sorted(best.items())
                  if t in tools and t != "ours-fast"]
+    preset = W2VConfig.from_preset("session", workers=1).to_dict()
     if "preset" in groups:  # the peers get the preset's values of the knobs they have
-        preset = W2VConfig.from_preset("session", workers=1).to_dict()
         for tool in tools:
             if tool != "ours-parity":
-                knobs = KNOBS.get(tool, (*OURS_START, "share_negatives"))
-                jobs.append(("session preset", dict(tool=tool, settings={k: preset[k] for k in (*OURS_START, "share_negatives")
+                knobs = KNOBS.get(tool, PRESET_OURS)
+                jobs.append(("session preset", dict(tool=tool, settings={k: preset[k] for k in PRESET_OURS
                                                                          if k in knobs})))
+    if "preset-corpus" in groups:  # ... and also read the sentences the preset trains on
+        jobs += [("preset, its corpus", dict(tool=t, settings=dict({k: preset[k] for k in KNOBS[t]},
+                                                                   collapse_repeats=preset["collapse_repeats"])))
+                 for t in tools if t in KNOBS]
     return jobs
 
 
@@ -523,7 +541,8 @@ def print_table(results: list[dict], dataset: Path) -> None:
     train, _, test = splits(dataset)
     print(f"# corpus: {dataset.name}: train {train.n_sessions:,} sessions / {train.n_events:,} events; test "
           f"{test.n_sessions:,} sessions, {results[0]['test']['positions']:,} held-out positions")
-    order = {g: i for i, g in enumerate(("same settings", "tool defaults", "best tuned", "session preset"))}
+    order = {g: i for i, g in enumerate(("same settings", "tool defaults", "best tuned", "session preset",
+                                          "preset, its corpus"))}
     results = sorted(results, key=lambda r: (order[r["group"]], r["settings"]["epochs"] if r["group"] == "same settings"
                                              else 0, TOOLS.index(r["tool"])))
     ref = {r["settings"]["epochs"]: r for r in results if r["tool"] == "ours-fast" and r["group"] == "same settings"}
@@ -540,11 +559,11 @@ def print_table(results: list[dict], dataset: Path) -> None:
         print(f"| {label} | {r['tool']} | {thr} | {s['epochs']} | {r['words_per_s']:,.0f} | {w} | "
               f"{r['words_per_cpu_s']:,.0f} | {c} | {r['wall_s']:.1f} | {r['test']['recall20']:.4f} ± "
               f"{r['test']['se']:.4f} | {r['test']['mrr20']:.4f} | {r['loadavg_before'][0]:.1f} |")
-    preset = [r for r in results if r["group"] == "session preset" and r["tool"] == "ours-fast"]
+    preset = [r for r in results if r["group"] == "session preset" and r["tool"] in ("ours-fast", "ours-shared")]
     if not preset:
         return
     p = preset[0]["test"]["recall20"]
-    print(f"\nours-fast with the session preset: recall@20 {p:.4f}")
+    print(f"\n{preset[0]['tool']} with the session preset: recall@20 {p:.4f}")
     for tool in TOOLS:
         if tool.startswith("ours"):
             continue
@@ -571,8 +590,9 @@ def main() -> int:
     ap.add_argument("--tuned", metavar="FILE.jsonl", default=None,
                     help="comma-separated --tune files: also run each peer's best setting found in them")
     ap.add_argument("--groups", default=",".join(GROUPS),
-                    help="comparison groups: same settings, each peer's defaults, each peer's best --tuned setting, "
-                         "the session preset")
+                    help="comma-separated comparison groups: same (same settings), defaults (each peer's), tuned "
+                         "(each peer's best --tuned setting), preset (the session preset), preset-corpus (the peers "
+                         f"at the preset reading its collapsed sentences) (default: {','.join(GROUPS)})")
     ap.add_argument("--parity-epochs", default="1", help="epochs of the same-settings runs of ours-parity (one thread)")
     ap.add_argument("--results", metavar="FILE.jsonl", default="bench/out/compare.jsonl",
                     help="comparison runs, one JSON line each; runs already in it are not repeated")

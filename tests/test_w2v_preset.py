@@ -37,7 +37,7 @@ def test_presets_are_plain_data_over_known_fields():
         assert all(isinstance(v, (int, float, str, bool)) for v in values.values()), name
     # the session preset changes the knobs it was tuned on, and nothing else
     assert set(PRESETS["session"]) <= {"alpha", "epochs", "window", "ns_exponent", "sample", "min_count", "share_negatives",
-                                       "vector_size"}
+                                       "vector_size", "collapse_repeats"}
     assert PRESETS["session"] and SESSION != W2VConfig(workers=1)
     for k, v in PRESETS["session"].items():
         assert getattr(SESSION, k) == v
@@ -151,3 +151,21 @@ def test_shared_negatives_train_deterministically_and_differently():
     a, b, c = vectors(True), vectors(True), vectors(False)
     np.testing.assert_array_equal(a, b)
     assert np.isfinite(a).all() and not np.array_equal(a, c)
+
+
+def test_the_session_preset_trains_on_collapsed_repeats_and_a_flag_undoes_it(tmp_path):
+    ds = _dataset(tmp_path)   # 0..11 drawn at random: about one event in twelve repeats the one before
+    from data_prep.dataset import Dataset
+    d = Dataset.open(ds)
+    aid, first = np.asarray(d.aid), np.zeros(d.n_events, bool)
+    first[np.asarray(d.offsets)[:-1]] = True
+    repeats = int(((aid[1:] == aid[:-1]) & ~first[1:]).sum())
+    assert repeats > 0 and SESSION.collapse_repeats and not W2VConfig(workers=1).collapse_repeats
+    common = ["--vector-size", "4", "--epochs", "1", "--workers", "1", "--quiet"]
+    for name, extra, dropped in (("s", [], repeats), ("n", ["--no-collapse-repeats"], 0)):
+        assert cli.main([str(ds), str(tmp_path / name), "--preset", "session", *extra, *common]) == 0
+        meta = load_model(tmp_path / name).meta
+        assert meta["config"]["collapse_repeats"] is (dropped > 0)
+        assert meta["stats"]["corpus"]["dropped_events_by_collapse"] == dropped
+        assert meta["stats"]["corpus_options"]["collapse_repeats"] is (dropped > 0)
+        assert meta["stats"]["corpus"]["words"] == d.n_events - dropped

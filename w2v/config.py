@@ -26,9 +26,10 @@ PRESETS: dict[str, dict] = {
     # and checked against every peer on the test split of another: bench/RESULTS.md, section 3;
     # share_negatives was added later, measured on the tune and test splits of the second corpus
     # (higher recall on both, docs/ALGORITHM.md section 11a); vector_size 64 later, measured on the
-    # tune split and on a 1/16-size split (113,414 aids): bench/RESULTS.md, section 3, "Dimension"
+    # tune split and on a 1/16-size split (113,414 aids): bench/RESULTS.md, section 3, "Dimension";
+    # collapse_repeats later, on the tune split and the peers' test split: bench/RESULTS.md, section 3, "Repeated aids"
     "session": {"alpha": 0.1, "epochs": 10, "window": 10, "min_count": 1, "share_negatives": True,
-                "vector_size": 64},
+                "vector_size": 64, "collapse_repeats": True},
 }
 SIGMOID_EDGES = ("skip", "clip")
 
@@ -65,6 +66,10 @@ class W2VConfig:
     share_negatives  fast mode only: draw the negatives once per centre word and use them for
                  all its context words (Ji et al. 2016), instead of a fresh draw per pair
                  (gensim, word2vec.c); far fewer random memory reads with a large vocabulary.
+    collapse_repeats  train on sessions with each run of one aid repeated in a row kept once (an
+                 event whose aid equals the previous kept event's of the same session is dropped,
+                 after the event-type filter, and counted); the sentences change, not the
+                 algorithm, so parity mode still matches gensim given the same sentences.
     """
 
     vector_size: int = 100
@@ -85,6 +90,7 @@ class W2VConfig:
     parity_job_cap: int = 10000
     compute_loss: bool = True
     share_negatives: bool = False
+    collapse_repeats: bool = False
 
     FLAG_CHOICES: ClassVar[dict] = {"mode": MODES, "sigmoid_edge": SIGMOID_EDGES}  # for data_prep.flags
 
@@ -123,7 +129,7 @@ class W2VConfig:
             raise bad("sigmoid_edge", f"must be one of {', '.join(SIGMOID_EDGES)}")
         if self.max_sentence_len is not None and (not is_int("max_sentence_len") or self.max_sentence_len < 2):
             raise bad("max_sentence_len", "must be None or an integer >= 2")
-        for name in ("compute_loss", "share_negatives"):
+        for name in ("compute_loss", "share_negatives", "collapse_repeats"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be true or false")
         if self.share_negatives and self.mode == "parity":

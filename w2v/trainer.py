@@ -87,21 +87,24 @@ class Word2Vec:
         self._tables: tuple | None = None
 
     # ------------------------------------------------------------------ vocabulary
-    def build_vocab(self, dataset, types=None, min_session_len: int = 1,
-                    collapse_repeats: bool = False) -> "Word2Vec":
+    def build_vocab(self, dataset, types=None, min_session_len: int = 1) -> "Word2Vec":
         """Vocabulary, initial weights and training corpus from a ``data_prep.Dataset``.
 
-        ``types`` selects event types (``data_prep.dataset.parse_types``), ``collapse_repeats``
-        drops an event repeating the previous aid of its session, ``min_session_len`` drops
-        shorter sessions (counted after both). Popularity is computed over the whole dataset.
+        ``types`` selects event types (``data_prep.dataset.parse_types``), the config's
+        ``collapse_repeats`` drops an event repeating the previous aid of its session,
+        ``min_session_len`` drops shorter sessions (counted after both). Popularity is computed
+        over the whole dataset.
         """
-        sentences = sentences_from_dataset(dataset, types, min_session_len, collapse_repeats,
-                                           self.config.max_sentence_len)
+        sentences = self._sentences(dataset, types, min_session_len)
         self.popular, self.popular_counts = popularity(np.asarray(dataset.aid), np.asarray(dataset.type))
         self._build(sentences)
         self.stats["corpus_options"] = dict(types=sentences.stats["types"], min_session_len=int(min_session_len),
-                                            collapse_repeats=bool(collapse_repeats))
+                                            collapse_repeats=self.config.collapse_repeats)
         return self
+
+    def _sentences(self, dataset, types, min_session_len: int) -> Sentences:
+        return sentences_from_dataset(dataset, types, min_session_len, self.config.collapse_repeats,
+                                      self.config.max_sentence_len)
 
     def build_vocab_from_sequences(self, sequences: Iterable[Sequence[int] | np.ndarray]) -> "Word2Vec":
         """Vocabulary, weights and corpus from hand-made sentences of integer words (tests)."""
@@ -118,12 +121,11 @@ class Word2Vec:
         self._tables = None
         self._set_corpus(sentences)
 
-    def set_corpus(self, dataset, types=None, min_session_len: int = 1, collapse_repeats: bool = False) -> "Word2Vec":
+    def set_corpus(self, dataset, types=None, min_session_len: int = 1) -> "Word2Vec":
         """Attach a training corpus to an existing vocabulary (e.g. after ``load``); words
         outside the vocabulary are ignored (and counted), as gensim ignores unknown tokens."""
         self._require_vocab()
-        self._set_corpus(sentences_from_dataset(dataset, types, min_session_len, collapse_repeats,
-                                                self.config.max_sentence_len))
+        self._set_corpus(self._sentences(dataset, types, min_session_len))
         return self
 
     def set_corpus_from_sequences(self, sequences) -> "Word2Vec":
@@ -448,8 +450,6 @@ def register(subparsers) -> None:
                    help="comma-separated event types to train on, e.g. 'clicks,carts' (default: all)")
     g.add_argument("--min-session-len", type=positive_int, default=1, metavar="N",
                    help="drop sessions with fewer events (after --types and --collapse-repeats) (default: 1)")
-    g.add_argument("--collapse-repeats", action="store_true",
-                   help="drop an event whose aid repeats the previous event of the same session")
     add_run_flags(p, overwrite="MODEL_DIR", quiet=True)
     p.set_defaults(func=_cmd_train)
 
@@ -464,8 +464,7 @@ def _cmd_train(args) -> int:
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
     dataset = Dataset.open(args.dataset)
-    model = Word2Vec(config).build_vocab(dataset, types=args.types, min_session_len=args.min_session_len,
-                                         collapse_repeats=args.collapse_repeats)
+    model = Word2Vec(config).build_vocab(dataset, types=args.types, min_session_len=args.min_session_len)
     model.train(progress=not args.quiet)
     if not sum(h.get("pairs", 0) for h in model.history):
         raise ValueError(f"{args.dataset}: training saw no (centre, context) pair (every session is shorter than "
