@@ -228,3 +228,20 @@ def test_cli_help_mentions_every_flag(capsys):
                  "--epochs", "--min-count", "--workers", "--seed", "--types", "--min-session-len",
                  "--collapse-repeats", "--mode", "--sigmoid-edge", "--max-sentence-len", "--overwrite", "--quiet"):
         assert flag in text
+
+
+def test_collapse_repeats_keeps_each_run_once_on_both_corpus_paths():
+    from w2v.corpus import not_repeats, sentences_from_sequences
+    seqs = [[1, 1, 2, 1], [], [3, 3, 3], [4, 5, 5]]
+    s = sentences_from_sequences(seqs, collapse_repeats=True)
+    assert [list(x) for x in s.to_lists()] == [[1, 2, 1], [], [3], [4, 5]]   # empty sentences stay
+    assert s.stats["dropped_events_by_collapse"] == 4 and s.stats["words"] == 6
+    plain = sentences_from_sequences(seqs)
+    assert plain.stats["dropped_events_by_collapse"] == 0 and plain.n_sentences == 4
+    # a run across a sentence boundary is two runs; the first word of a sentence is always kept
+    words = np.array([7, 7, 7, 7]); offsets = np.array([0, 2, 4])
+    assert not_repeats(words, offsets).tolist() == [True, False, True, False]
+    # the trainer applies the config's rule to hand-made sentences too
+    m = Word2Vec(W2VConfig(vector_size=4, min_count=1, workers=1, collapse_repeats=True))
+    m.build_vocab_from_sequences(seqs)
+    assert m.stats["corpus"]["dropped_events_by_collapse"] == 4

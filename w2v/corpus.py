@@ -81,6 +81,17 @@ def split_long(words: np.ndarray, offsets: np.ndarray, max_len: int | None) -> t
     return new_offsets, dict(sentences_split=int((pieces > 1).sum()), extra_pieces=int((pieces - 1).sum()))
 
 
+def not_repeats(words: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """bool [N]: False where a word equals the previous word of the same sentence (``A A B A``
+    keeps ``A B A``), the rule of ``collapse_repeats``; the first word of a sentence is kept."""
+    keep = np.ones(words.shape[0], bool)
+    if words.shape[0] > 1:
+        keep[1:] = words[1:] != words[:-1]
+        starts = offsets[:-1]
+        keep[starts[starts < words.shape[0]]] = True
+    return keep
+
+
 def sentences_from_dataset(dataset: Dataset, types=None, min_session_len: int = 1,
                            collapse_repeats: bool = False, max_sentence_len: int | None = None) -> Sentences:
     """Sessions of ``dataset`` as sentences.
@@ -99,10 +110,7 @@ def sentences_from_dataset(dataset: Dataset, types=None, min_session_len: int = 
         by_type = select_events(offsets, np.isin(np.asarray(dataset.type), np.array(codes, dtype=np.uint8)), 0)
         offsets, aid = by_type.offsets, aid[by_type.events]
     dropped_type = n_events_in - int(aid.shape[0])
-    keep = np.ones(aid.shape[0], bool)
-    if collapse_repeats and aid.shape[0] > 1:
-        keep[1:] = aid[1:] != aid[:-1]
-        keep[offsets[:-1][offsets[:-1] < aid.shape[0]]] = True  # first event of a session is never a repeat
+    keep = not_repeats(aid, offsets) if collapse_repeats else np.ones(aid.shape[0], bool)
     sel = select_events(offsets, keep, min_session_len)
     dropped_repeat = int(aid.shape[0] - keep.sum())
     dropped_short_sessions = int((~sel.sessions).sum())
@@ -119,16 +127,22 @@ def sentences_from_dataset(dataset: Dataset, types=None, min_session_len: int = 
 
 
 def sentences_from_sequences(sequences: Iterable[Sequence[int] | np.ndarray],
-                             max_sentence_len: int | None = None) -> Sentences:
-    """Hand-made sentences (lists or arrays of non-negative integer words), e.g. for tests."""
+                             max_sentence_len: int | None = None, collapse_repeats: bool = False) -> Sentences:
+    """Hand-made sentences (lists or arrays of non-negative integer words), e.g. for tests;
+    ``collapse_repeats`` and ``max_sentence_len`` as in :func:`sentences_from_dataset`."""
     arrs = [np.asarray(s, dtype=np.int64).reshape(-1) for s in sequences]
     lengths = np.array([a.shape[0] for a in arrs], dtype=np.int64)
     words = np.concatenate(arrs) if arrs else np.zeros(0, np.int64)
     if words.size and words.min() < 0:
         raise ValueError(f"sequences: words must be non-negative integers, found {int(words.min())}")
-    offsets, split_stats = split_long(words, offsets_from_lengths(lengths), max_sentence_len)
-    stats = dict(sessions_in=len(arrs), events_in=int(words.shape[0]), **split_stats,
-                 sentences=int(offsets.shape[0] - 1), words=int(words.shape[0]))
+    offsets = offsets_from_lengths(lengths)
+    n_in = int(words.shape[0])
+    if collapse_repeats:
+        sel = select_events(offsets, not_repeats(words, offsets), 0)  # every sentence stays, empty ones too
+        words, offsets = np.ascontiguousarray(words[sel.events]), sel.offsets
+    offsets, split_stats = split_long(words, offsets, max_sentence_len)
+    stats = dict(sessions_in=len(arrs), events_in=n_in, dropped_events_by_collapse=n_in - int(words.shape[0]),
+                 **split_stats, sentences=int(offsets.shape[0] - 1), words=int(words.shape[0]))
     return Sentences(np.ascontiguousarray(words), offsets, stats)
 
 

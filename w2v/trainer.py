@@ -108,7 +108,7 @@ class Word2Vec:
 
     def build_vocab_from_sequences(self, sequences: Iterable[Sequence[int] | np.ndarray]) -> "Word2Vec":
         """Vocabulary, weights and corpus from hand-made sentences of integer words (tests)."""
-        self._build(sentences_from_sequences(sequences, self.config.max_sentence_len))
+        self._build(sentences_from_sequences(sequences, self.config.max_sentence_len, self.config.collapse_repeats))
         return self
 
     def _build(self, sentences: Sentences) -> None:
@@ -130,7 +130,7 @@ class Word2Vec:
 
     def set_corpus_from_sequences(self, sequences) -> "Word2Vec":
         self._require_vocab()
-        self._set_corpus(sentences_from_sequences(sequences, self.config.max_sentence_len))
+        self._set_corpus(sentences_from_sequences(sequences, self.config.max_sentence_len, self.config.collapse_repeats))
         return self
 
     def _set_corpus(self, sentences: Sentences) -> None:
