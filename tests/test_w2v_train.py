@@ -239,8 +239,7 @@ def test_collapse_repeats_keeps_each_run_once_on_both_corpus_paths():
     plain = sentences_from_sequences(seqs)
     assert plain.stats["dropped_events_by_collapse"] == 0 and plain.n_sentences == 4
     # a run across a sentence boundary is two runs; the first word of a sentence is always kept
-    words = np.array([7, 7, 7, 7]); offsets = np.array([0, 2, 4])
-    assert not_repeats(words, offsets).tolist() == [True, False, True, False]
+    assert not_repeats(np.array([7, 7, 7, 7]), np.array([0, 2, 4])).tolist() == [True, False, True, False]
     # the trainer applies the config's rule to hand-made sentences too
     m = Word2Vec(W2VConfig(vector_size=4, min_count=1, workers=1, collapse_repeats=True))
     m.build_vocab_from_sequences(seqs)
