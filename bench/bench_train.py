@@ -108,18 +108,28 @@ def make_dataset(sessions: int, data_seed: int, quiet: bool, items: int | None =
         jsonl.unlink()
         if not quiet:
             print(f"dataset {path.name}: generated and converted in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    for collapse in (False, True):
-        txt = text_corpus_path(path, collapse)
-        if not txt.exists():
-            words, off = train_sentences(splits(path)[0], collapse)
-            aid = words.astype(str)
-            tmp = txt.with_suffix(".tmp")
-            with open(tmp, "w") as fh:
-                for i in range(off.shape[0] - 1):
-                    fh.write(" ".join(aid[off[i]:off[i + 1]]))
-                    fh.write("\n")
-            tmp.replace(txt)
+    write_text_corpora(path)
     return path
+
+
+def write_text_corpora(dataset: Path) -> None:
+    """The train split of ``dataset`` as the text files word2vec.c and fastText read, one session
+    per line (``text_corpus_path``), as it is and collapsed; files already there are kept."""
+    train = None
+    for collapse in (False, True):
+        txt = text_corpus_path(dataset, collapse)
+        if txt.exists():
+            continue
+        if train is None:
+            train = splits(dataset)[0]
+        words, off = train_sentences(train, collapse)
+        aid = words.astype(str)
+        tmp = txt.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            for i in range(off.shape[0] - 1):
+                fh.write(" ".join(aid[off[i]:off[i + 1]]))
+                fh.write("\n")
+        tmp.replace(txt)
 
 
 def text_corpus_path(dataset: Path, collapse: bool = False) -> Path:

@@ -244,3 +244,21 @@ def test_collapse_repeats_keeps_each_run_once_on_both_corpus_paths():
     m = Word2Vec(W2VConfig(vector_size=4, min_count=1, workers=1, collapse_repeats=True))
     m.build_vocab_from_sequences(seqs)
     assert m.stats["corpus"]["dropped_events_by_collapse"] == 4
+
+
+def test_collapsing_in_parity_mode_is_training_on_the_collapsed_sentences():
+    """``collapse_repeats`` changes the sentences only: parity mode with it is bit-identical to
+    parity mode given the collapsed sentences (which the gensim oracle covers)."""
+    from w2v.corpus import not_repeats
+    rng = np.random.default_rng(5)
+    seqs = [rng.integers(0, 8, int(n)) for n in rng.integers(1, 12, 300)]
+    collapsed = [s[not_repeats(s, np.array([0, s.shape[0]]))] for s in seqs]
+    assert sum(map(len, collapsed)) < sum(map(len, seqs))
+    cfg = dict(vector_size=6, min_count=1, workers=1, mode="parity", epochs=2, window=3, sample=0.0)
+    a = Word2Vec(W2VConfig(collapse_repeats=True, **cfg)).build_vocab_from_sequences(seqs)
+    b = Word2Vec(W2VConfig(**cfg)).build_vocab_from_sequences(collapsed)
+    a.train(progress=False)
+    b.train(progress=False)
+    np.testing.assert_array_equal(a.aids, b.aids)
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+    np.testing.assert_array_equal(a.output, b.output)
