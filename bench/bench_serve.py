@@ -345,7 +345,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3,
                     help="measure every scenario this many times, interleaved (all servers stay up), and report "
                          "medians; ratios are taken between adjacent measurements of the same round")
-    ap.add_argument("--threads", type=int, default=8, help="otto-serve worker threads per process")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="otto-serve worker threads per process (default: each checkout's own default)")
     ap.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
                     help="load generator (auto: wrk if installed)")
     ap.add_argument("--work", default=None, help="directory for the model (default: a temporary directory)")
@@ -397,13 +398,14 @@ def main(argv=None) -> int:
             scenarios = [x for sc in scenarios
                          for x in ([sc, (COMPARED + sc[0], "compared") + sc[2:]] if sc[1] == "ours" else [sc])]
         ports = {}
+        threads = [] if args.threads is None else ["--threads", str(args.threads)]
         for key in dict.fromkeys(sc[1] for sc in scenarios):
             port = ports[key] = free_port()
             if key in ("ours", "compared", "also"):
                 cmd = [py, "-m", "serve", str(args.also_model if key == "also" else model), "--port", str(port),
-                       "--threads", str(args.threads), "--quiet"]
+                       *threads, "--quiet"]
             elif key == "ours2":
-                cmd = [py, "-m", "serve", str(model), "--port", str(port), "--threads", str(args.threads),
+                cmd = [py, "-m", "serve", str(model), "--port", str(port), *threads,
                        "--workers", "2", "--quiet"]
             elif key == "flask":
                 cmd = [py, "bench/baselines/flask_gensim.py", str(model), "--port", str(port)]
@@ -476,7 +478,7 @@ def report(results, mem, how, args, use_wrk):
     print(f"model: {args.vocab} x {args.dim} float32; neighbour table k={args.table_k}: {how}")
     print(f"load generator: {'wrk (keep-alive, -t1 for 1 connection, -t2 for 8)' if use_wrk else 'python raw sockets'}, "
           f"{args.duration:g} s per measurement, {args.rounds} interleaved rounds (medians below); "
-          f"otto-serve --threads {args.threads}\n")
+          f"otto-serve --threads {args.threads or 'default'}\n")
     print("| server / path | conns | rps | p50 ms | p99 ms | p99 per round ms | non-2xx | socket errors |")
     print("|---|---:|---:|---:|---:|---|---:|---|")
     for name in names:

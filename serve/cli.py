@@ -145,7 +145,7 @@ def _serve_one(args) -> int:
     rec = server.recommender
     if args.ready_fd is None:
         print(f"{PROG}: listening on {server.url} (model {rec.path}: {rec.vocab_size} x {rec.vector_size}, "
-              f"table k={rec.table_k}, {args.threads} threads, pid {os.getpid()}); explorer page {server.url}/",
+              f"table k={rec.table_k}, {server.config.threads} threads, pid {os.getpid()}); explorer page {server.url}/",
               flush=True)
         if args.print_examples:
             print(examples(server.url, rec), flush=True)

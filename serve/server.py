@@ -36,7 +36,10 @@ How a connection is served
 * **Worker** (:meth:`Connection.serve`). It answers the complete requests in the buffer (at most
   64 per turn, then the connection goes to the back of the queue), reads only bytes that have
   already arrived (never waits for the rest of a request), and after an answer waits at most
-  ``linger`` seconds for the next request, only when no other connection is queued.
+  ``linger`` seconds for the next request, unless another connection is queued and no worker is
+  free to take it. Keeping a busy connection on its worker spares the hand-over to the poller and
+  back (a wake-up of the poller, its selector registering and unregistering the socket, and two
+  thread switches per request).
 * **Writes never block.** Sockets are non-blocking. An answer the kernel does not take at once
   stays in :attr:`Connection.out` and the connection is parked *for writing*: the poller sends
   the rest when the socket is writable, and the connection reads nothing more until it has. A
@@ -78,13 +81,14 @@ import selectors
 import socket
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
 from . import app
 from .metrics import Metrics
 from .problems import PROBLEM_CONTENT_TYPE, HTTPProblem, reason
+from data_prep.parallel import default_threads
 from w2v.keyed import TABLE_ROWS
 
 from .recommend import DEFAULT_DECAY, DEFAULT_TABLE_ROWS, DEFAULT_TYPE_WEIGHTS, Recommender
@@ -110,11 +114,20 @@ PARK = "park"            # hand it back to the poller (to read, or to write Conn
 REQUEUE = "requeue"      # complete requests are still buffered: queue it again, after the others
 
 
+def default_server_threads() -> int:
+    """The default worker pool: one thread per CPU this process may run on, at least 2 (so one
+    long request, a kernel scan or a session, never holds every other one up)."""
+    return max(2, default_threads())
+
+
 @dataclass
 class ServerConfig:
     """Every limit of the server, with its default. Times are seconds, sizes bytes.
 
-    threads             worker threads per process (a fixed pool).
+    threads             worker threads per process, a fixed pool (default: one per CPU this process
+                        may run on, at least 2). More threads than cores only add contention for
+                        the interpreter lock on short requests: on 2 cores, 2 threads answer 1.2x
+                        the table-path requests of 8 at a third of the p99 (bench/RESULTS.md 5g).
     max_connections     open connections per process; at the cap the oldest idle keep-alive
                         connection is closed for a new one, and if none is idle the new one gets
                         503 + Retry-After.
@@ -128,7 +141,8 @@ class ServerConfig:
     send_buffer         SO_SNDBUF of client sockets in bytes: what the kernel buffers for a client
                         that reads slowly or not at all (0: the kernel's default autotuning).
     linger              seconds a worker thread waits for the next request on a busy keep-alive
-                        connection before handing it back to the poller (0: never wait).
+                        connection before handing it back to the poller (0: never wait); it does
+                        not wait while a queued connection finds no free worker.
     max_request_line    bytes of the request line (and of empty lines before it); 414 beyond.
     max_headers         header fields; 431 beyond.
     max_header_bytes    bytes of all headers; 431 beyond.
@@ -146,7 +160,7 @@ class ServerConfig:
                         requests make the whole table resident, 276 MB at full size).
     """
 
-    threads: int = 8
+    threads: int = field(default_factory=default_server_threads)
     max_connections: int = 1024
     backlog: int = 1024
     idle_timeout: float = 30.0
@@ -535,7 +549,7 @@ class Connection:
                 return PARK
             if self.started is None:
                 # between requests: wait briefly for the next one only if nobody else is queued
-                if (not served or cfg.linger <= 0 or server.draining or not server.work_queue.empty()
+                if (not served or cfg.linger <= 0 or not server.may_linger()
                         or not self._wait_readable(cfg.linger)):
                     return PARK
             elif not read_more:
@@ -638,6 +652,7 @@ class Server:
         self._running = False
         self._accept_paused_until = 0.0
         self._workers: list[threading.Thread] = []
+        self._waiting: list[bool] = []   # per worker: blocked on the work queue (each writes its own slot)
         self._watched: list[tuple[Path, int, int, int]] = []
         self._next_watch = 0.0
         self.socket = socket.socket(self.address_family, self.socket_type)
@@ -784,10 +799,17 @@ class Server:
         return self.metrics.render(gauges)
 
     # --- the loops -----------------------------------------------------------------------------
-    def _worker(self):
-        q = self.work_queue
+    def may_linger(self) -> bool:
+        """Whether a worker may wait (``linger``) for the next request on the connection it holds:
+        not while draining, nor while a connection is queued and no worker is free to take it."""
+        return not self.draining and (self.work_queue.empty() or any(self._waiting))
+
+    def _worker(self, i: int):
+        q, waiting = self.work_queue, self._waiting
         while True:
+            waiting[i] = True
             conn = q.get()
+            waiting[i] = False
             if conn is None:
                 return
             try:
@@ -809,7 +831,8 @@ class Server:
         """Accept and serve until :meth:`drain`/:meth:`shutdown`; then finish and return."""
         self._running = True
         self._done.clear()
-        self._workers = [threading.Thread(target=self._worker, name=f"otto-serve-worker-{i}", daemon=True)
+        self._waiting = [False] * self.config.threads
+        self._workers = [threading.Thread(target=self._worker, args=(i,), name=f"otto-serve-worker-{i}", daemon=True)
                          for i in range(self.config.threads)]
         for t in self._workers:
             t.start()
@@ -1084,12 +1107,12 @@ def _raise_fd_limit(need: int) -> None:
 
 
 def make_server(model_dir: str | os.PathLike | None, host: str = "127.0.0.1", port: int = 0,
-                threads: int = 8, **config) -> Server:
+                **config) -> Server:
     """Bind ``host:port`` (port 0: any free port, see ``server.port``; a :class:`BindError` names the
     address), load ``model_dir`` (``None``: start without a model; ``/readyz`` answers 503 until
     :meth:`Server.reload` is given a path), then listen. Keyword arguments are :class:`ServerConfig`
     fields."""
-    cfg = ServerConfig(threads=threads, **config)
+    cfg = ServerConfig(**config)
     server = Server((host, port), None, cfg, bind_and_activate=False)
     try:
         server.server_bind()

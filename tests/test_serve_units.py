@@ -178,6 +178,29 @@ def test_config_validation():
     assert ServerConfig(linger=0).linger == 0
 
 
+def test_default_threads_follow_the_cpus(monkeypatch):
+    import serve.server as srv
+    for cpus, want in ((1, 2), (2, 2), (6, 6)):
+        monkeypatch.setattr(srv, "default_threads", lambda cpus=cpus: cpus)
+        assert ServerConfig().threads == want
+    assert ServerConfig(threads=8).threads == 8
+
+
+def test_a_worker_lingers_only_when_no_queued_connection_lacks_a_worker():
+    server = make_server(None, threads=3)
+    try:
+        server._waiting = [False, False, False]
+        assert server.may_linger()                  # nothing queued
+        server.work_queue.put(object())
+        assert not server.may_linger()              # queued, every worker busy: hand the connection back
+        server._waiting[2] = True
+        assert server.may_linger()                  # queued, but a free worker takes it
+        server.draining = True
+        assert not server.may_linger()              # draining: never wait
+    finally:
+        server.server_close()
+
+
 def test_build_response_is_complete():
     r = build_response(200, b"[1]", "application/json", {"X-A": "b"}, 0.001, close=True)
     head, body = r.split(b"\r\n\r\n")
