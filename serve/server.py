@@ -127,7 +127,7 @@ class ServerConfig:
     threads             worker threads per process, a fixed pool (default: one per CPU this process
                         may run on, at least 2). More threads than cores only add contention for
                         the interpreter lock on short requests: on 2 cores, 2 threads answer 1.2x
-                        the table-path requests of 8 at a third of the p99 (bench/RESULTS.md 5g).
+                        the table-path requests of 8 at 0.6x the p99 (bench/RESULTS.md 5g).
     max_connections     open connections per process; at the cap the oldest idle keep-alive
                         connection is closed for a new one, and if none is idle the new one gets
                         503 + Retry-After.
@@ -548,7 +548,7 @@ class Connection:
             if served >= MAX_PER_TURN:
                 return PARK
             if self.started is None:
-                # between requests: wait briefly for the next one only if nobody else is queued
+                # between requests: wait briefly for the next one unless a queued connection lacks a worker
                 if (not served or cfg.linger <= 0 or not server.may_linger()
                         or not self._wait_readable(cfg.linger)):
                     return PARK
