@@ -115,19 +115,24 @@ REQUEUE = "requeue"      # complete requests are still buffered: queue it again,
 
 
 def default_server_threads() -> int:
-    """The default worker pool: one thread per CPU this process may run on, at least 2 (so one
-    long request, a kernel scan or a session, never holds every other one up)."""
-    return max(2, default_threads())
+    """The default worker pool: two threads per CPU this process may run on, at least 4. Long
+    requests (Numba kernels that release the interpreter lock) can use every core while as many
+    threads again stay free for short ones (bench/RESULTS.md 5g)."""
+    return max(4, 2 * default_threads())
 
 
 @dataclass
 class ServerConfig:
     """Every limit of the server, with its default. Times are seconds, sizes bytes.
 
-    threads             worker threads per process, a fixed pool (default: one per CPU this process
-                        may run on, at least 2). More threads than cores only add contention for
-                        the interpreter lock on short requests: on 2 cores, 2 threads answer 1.2x
-                        the table-path requests of 8 at 0.6x the p99 (bench/RESULTS.md 5g).
+    threads             worker threads per process, a fixed pool (default: two per CPU this
+                        process may run on, at least 4). Short requests (table rows, popular) are
+                        Python and contend for the interpreter lock; long ones (a session, an
+                        exact scan) run Numba kernels that release it. On 2 cores, item-only
+                        traffic is served best by 2 threads (1.2x the requests of 8 at 0.6x the
+                        p99), but then item requests wait behind sessions: with a 90/10
+                        item/session mix on the full-size model, item p99 is 30 ms at 2 threads,
+                        6 ms at 4 and 7.5 ms at 8 (bench/RESULTS.md 5g).
     max_connections     open connections per process; at the cap the oldest idle keep-alive
                         connection is closed for a new one, and if none is idle the new one gets
                         503 + Retry-After.

@@ -178,12 +178,12 @@ def test_config_validation():
     assert ServerConfig(linger=0).linger == 0
 
 
-def test_default_threads_follow_the_cpus(monkeypatch):
+def test_default_threads_are_two_per_cpu(monkeypatch):
     import serve.server as srv
-    for cpus, want in ((1, 2), (2, 2), (6, 6)):
+    for cpus, want in ((1, 4), (2, 4), (6, 12)):
         monkeypatch.setattr(srv, "default_threads", lambda cpus=cpus: cpus)
         assert ServerConfig().threads == want
-    assert ServerConfig(threads=8).threads == 8
+    assert ServerConfig(threads=3).threads == 3
 
 
 def test_a_worker_lingers_only_when_no_queued_connection_lacks_a_worker():
