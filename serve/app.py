@@ -259,6 +259,28 @@ def get_item_recs(server, req: Request, params: dict) -> Response:
     return Response(200, scored_items(aids, sc) if scores else aid_list(aids))
 
 
+def is_long(server, req: Request) -> bool:
+    """Whether answering ``req`` scans the vectors with a Numba kernel (milliseconds, with the
+    interpreter lock released) rather than running Python around a few table rows: a session
+    (POST ROUTE_RECS), or an item request whose ``k`` the neighbour table cannot answer (or a model
+    without a table). A request that does not parse counts as short: its answer is a problem. The
+    server answers long requests on their own workers (``ServerConfig.long_threads``); the choice
+    changes where a request waits, never its answer (``Server.is_long`` calls it)."""
+    rec, path = server.recommender, req.path
+    if rec is None:
+        return False
+    if req.method == "POST":
+        return path == ROUTE_RECS
+    if req.method not in ("GET", "HEAD") or not path.startswith(ROUTE_RECS + "/"):
+        return False
+    try:
+        q = parse_query(req.query, ("k", "scores"))
+        k = parse_k(q["k"]) if "k" in q else DEFAULT_K
+    except HTTPProblem:
+        return False
+    return rec.similar_scans(k)
+
+
 SESSION_FIELDS = ("aids", "events", "k", "scores")
 EVENT_FIELDS = ("aid", "type", "ts")
 TS_RANGE = (-2**63, 2**63 - 1)

@@ -1,9 +1,9 @@
 """``otto-serve MODEL_DIR``: serve recommendations over HTTP (stdlib ``http.server`` underneath).
 
-One process (``--workers 1``, the default) runs the poller and a fixed pool of ``--threads``
-worker threads. ``--workers N`` starts N such processes on one port with ``SO_REUSEPORT`` (the
-kernel spreads connections over them); they map the same model files, so the vectors live
-once in the page cache, not N times (``python -m serve.memory PID...`` shows RSS vs PSS).
+One process (``--workers 1``, the default) runs the poller and two fixed pools of worker threads:
+``--threads`` for short requests and ``--long-threads`` for long ones (sessions, exact scans).
+``--workers N`` starts N such processes on one port with ``SO_REUSEPORT`` (the kernel spreads
+connections over them); they map the same model files, so the vectors live once in the page cache, not N times (``python -m serve.memory PID...`` shows RSS vs PSS).
 
 Signals: ``SIGHUP`` reloads the model from disk (fully loaded first, then swapped; requests
 in flight finish on the old one; a failed reload keeps the old model). ``SIGTERM`` and Ctrl-C
@@ -65,9 +65,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="processes sharing the port with SO_REUSEPORT (Linux); each maps the same model files "
                         "(default: 1)")
-    add_config_flags(g, ServerConfig, only=("threads", "reuse_port", "backlog"))
+    add_config_flags(g, ServerConfig, only=("threads", "long_threads", "reuse_port", "backlog"))
     g = p.add_argument_group("limits (every drop is counted in /metrics, otto_events_total)")
-    add_config_flags(g, ServerConfig, exclude=("threads", "reuse_port", "backlog", "access_log", "type_weights", "decay",
+    add_config_flags(g, ServerConfig, exclude=("threads", "long_threads", "reuse_port", "backlog", "access_log", "type_weights", "decay",
                                                "table_rows"))
     g = p.add_argument_group("memory")
     add_config_flags(g, ServerConfig, only=("table_rows",))
@@ -145,7 +145,7 @@ def _serve_one(args) -> int:
     rec = server.recommender
     if args.ready_fd is None:
         print(f"{PROG}: listening on {server.url} (model {rec.path}: {rec.vocab_size} x {rec.vector_size}, "
-              f"table k={rec.table_k}, {server.config.threads} threads, pid {os.getpid()}); explorer page {server.url}/",
+              f"table k={rec.table_k}, {server.config.threads} + {server.config.long_threads} threads, pid {os.getpid()}); explorer page {server.url}/",
               flush=True)
         if args.print_examples:
             print(examples(server.url, rec), flush=True)
@@ -360,7 +360,7 @@ def _serve_many(args) -> int:
             pids = sup.start_all()
             if sup.stop_sig is None:
                 print(f"{PROG}: listening on http://{format_address(args.host, port)} ({args.workers} workers, pids "
-                      f"{' '.join(map(str, pids))}; {args.threads} threads each, SO_REUSEPORT)", flush=True)
+                      f"{' '.join(map(str, pids))}; {args.threads} + {args.long_threads} threads each, SO_REUSEPORT)", flush=True)
             signal.signal(signal.SIGHUP, on_signal)
             return sup.run()
         finally:

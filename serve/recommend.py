@@ -122,6 +122,11 @@ class Recommender:
         aids, sc = self.kv.neighbors(aid, k, scores=scores)
         return aids.tolist(), (None if sc is None else sc.tolist())
 
+    def similar_scans(self, k: int) -> bool:
+        """Whether ``similar(aid, k)`` scans every vector (no table, or ``k`` beyond its width)
+        instead of reading one table row."""
+        return not self.kv.reads_table(k)
+
     def session(self, aids: list[int], types: list[int], k: int) -> SessionResult:
         """Recommendations for one session (see the module docstring for the exact rule)."""
         n = len(aids)

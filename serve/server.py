@@ -112,27 +112,34 @@ REST = 0.05              # ... for this many seconds (a trickler costs at most 2
 CLOSED = "closed"        # the connection is closed
 PARK = "park"            # hand it back to the poller (to read, or to write Connection.out)
 REQUEUE = "requeue"      # complete requests are still buffered: queue it again, after the others
+HANDOFF = "handoff"      # its next request is long (``app.is_long``): queue it for a long-request worker
+
+SHORT, LONG = 0, 1       # the worker lanes: Server.lanes[SHORT] takes every connection first
 
 
 def default_server_threads() -> int:
-    """The default worker pool: two threads per CPU this process may run on, at least 4. Long
-    requests (Numba kernels that release the interpreter lock) can use every core while as many
-    threads again stay free for short ones (bench/RESULTS.md 5g)."""
-    return max(4, 2 * default_threads())
+    """The default size of each worker lane (short and long requests): one thread per CPU this
+    process may run on, at least 2 (bench/RESULTS.md 5g and 5h)."""
+    return max(2, default_threads())
 
 
 @dataclass
 class ServerConfig:
     """Every limit of the server, with its default. Times are seconds, sizes bytes.
 
-    threads             worker threads per process, a fixed pool (default: two per CPU this
-                        process may run on, at least 4). Short requests (table rows, popular) are
-                        Python and contend for the interpreter lock; long ones (a session, an
-                        exact scan) run Numba kernels that release it. On 2 cores, item-only
-                        traffic is served best by 2 threads (1.2x the requests of 8 at 0.6x the
-                        p99), but then item requests wait behind sessions: with a 90/10
-                        item/session mix on the full-size model, item p99 is 30 ms at 2 threads,
-                        6 ms at 4 and 7.5 ms at 8 (bench/RESULTS.md 5g).
+    threads             worker threads for short requests (table rows, popular, health), a fixed
+                        pool per process (default: one per CPU this process may run on, at least
+                        2). Short requests are Python and contend for the interpreter lock: on 2
+                        cores 2 threads serve item traffic best (1.2x the requests of 8 at 0.6x
+                        the p99, bench/RESULTS.md 5g).
+    long_threads        worker threads for long requests (a session, an item request the
+                        neighbour table cannot answer), a second fixed pool (default: one per
+                        CPU, at least 2). Long requests run Numba kernels that release the
+                        interpreter lock; on their own workers they never hold up short ones (with
+                        one shared pool of 2, item p99 was 30 ms under a 90/10 item/session mix on
+                        the full-size model, bench/RESULTS.md 5g). A worker that finds a long
+                        request hands its connection to this pool; a long worker answers the
+                        requests that follow on that connection too.
     max_connections     open connections per process; at the cap the oldest idle keep-alive
                         connection is closed for a new one, and if none is idle the new one gets
                         503 + Retry-After.
@@ -166,6 +173,7 @@ class ServerConfig:
     """
 
     threads: int = field(default_factory=default_server_threads)
+    long_threads: int = field(default_factory=default_server_threads)
     max_connections: int = 1024
     backlog: int = 1024
     idle_timeout: float = 30.0
@@ -306,6 +314,7 @@ class Connection:
         self.small_reads = 0                  # reads of < 512 bytes that left the current request incomplete
         self.resting = False                  # not watched by the poller for a moment (see _Poller)
         self.continue_sent = False
+        self.pending: app.Request | None = None  # parsed, not answered: waits for a long-request worker
         self.closed = False
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.config.send_buffer:
@@ -368,6 +377,8 @@ class Connection:
 
     def wants_worker(self) -> bool:
         """Whether a worker can make progress: a complete request (or one over a limit) is buffered."""
+        if self.pending is not None:
+            return True
         if self.need:
             return len(self.buf) >= self.need
         if not self.buf and self.empty_bytes <= self.config.max_request_line:
@@ -515,11 +526,13 @@ class Connection:
         self.close()
 
     # --- a worker's turn -----------------------------------------------------------------------
-    def serve(self) -> str:  # one loop, its states spelled out
+    def serve(self, lane: int = SHORT) -> str:  # one loop, its states spelled out
         """Answer the requests that are complete; read only what has already arrived.
 
         Returns :data:`CLOSED`, :data:`PARK` (back to the poller: to read, or to write the rest of
-        :attr:`out`) or :data:`REQUEUE` (complete requests still buffered after a full turn).
+        :attr:`out`), :data:`REQUEUE` (complete requests still buffered after a full turn) or, on
+        the :data:`SHORT` lane, :data:`HANDOFF` (the next request is long: it is kept in
+        :attr:`pending` for a worker of the :data:`LONG` lane, which answers it first).
         """
         server, cfg = self.server, self.config
         served = 0
@@ -532,16 +545,22 @@ class Connection:
             if self.close_after:
                 self.close()
                 return CLOSED
-            try:
-                req = self.next_request()
-            except HTTPProblem as p:
-                self.out += problem_response(p, 0.0, close=True)
-                self.close_after = True
-                server.metrics.observe(ROUTE_UNPARSED, "OTHER", p.status, 0.0)
-                continue
-            if self.out:
-                continue                         # 100 Continue to send first
+            if self.pending is not None:
+                req, self.pending = self.pending, None
+            else:
+                try:
+                    req = self.next_request()
+                except HTTPProblem as p:
+                    self.out += problem_response(p, 0.0, close=True)
+                    self.close_after = True
+                    server.metrics.observe(ROUTE_UNPARSED, "OTHER", p.status, 0.0)
+                    continue
+                if self.out:
+                    continue                     # 100 Continue to send first
             if req is not None:
+                if lane == SHORT and server.is_long(req):
+                    self.pending = req
+                    return HANDOFF
                 self.answer(req)
                 served += 1
                 if served >= MAX_PER_TURN and not self.close_after:
@@ -554,7 +573,7 @@ class Connection:
                 return PARK
             if self.started is None:
                 # between requests: wait briefly for the next one unless a queued connection lacks a worker
-                if (not served or cfg.linger <= 0 or not server.may_linger()
+                if (not served or cfg.linger <= 0 or not server.may_linger(lane)
                         or not self._wait_readable(cfg.linger)):
                     return PARK
             elif not read_more:
@@ -643,7 +662,8 @@ class Server:
         self.recommender = recommender
         self.model_path: str | None = None if recommender is None else getattr(recommender, "path", None)
         self.metrics = Metrics()
-        self.work_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.lanes = (_Lane(), _Lane())   # SHORT, LONG
+        self.work_queue = self.lanes[SHORT].queue   # where the poller queues every connection
         self.draining = False
         self.started_at = time.time()
         self._to_park: collections.deque = collections.deque()
@@ -657,7 +677,6 @@ class Server:
         self._running = False
         self._accept_paused_until = 0.0
         self._workers: list[threading.Thread] = []
-        self._waiting: list[bool] = []   # per worker: blocked on the work queue (each writes its own slot)
         self._watched: list[tuple[Path, int, int, int]] = []
         self._next_watch = 0.0
         self.socket = socket.socket(self.address_family, self.socket_type)
@@ -790,7 +809,10 @@ class Server:
     def metrics_text(self) -> bytes:
         rec = self.recommender
         gauges = [("otto_open_connections", "Open client connections.", {}, self._nconn),
-                  ("otto_worker_threads", "Worker threads in the pool.", {}, self.config.threads),
+                  ("otto_worker_threads", "Worker threads per lane (short requests; long: sessions, scans).",
+                   {"lane": "short"}, self.config.threads),
+                  ("otto_worker_threads", "Worker threads per lane (short requests; long: sessions, scans).",
+                   {"lane": "long"}, self.config.long_threads),
                   ("otto_uptime_seconds", "Seconds since the server started.", {}, time.time() - self.started_at),
                   ("otto_model_loaded", "1 when a model is loaded.", {}, 0 if rec is None else 1)]
         if rec is not None:
@@ -804,13 +826,18 @@ class Server:
         return self.metrics.render(gauges)
 
     # --- the loops -----------------------------------------------------------------------------
-    def may_linger(self) -> bool:
-        """Whether a worker may wait (``linger``) for the next request on the connection it holds:
-        not while draining, nor while a connection is queued and no worker is free to take it."""
-        return not self.draining and (self.work_queue.empty() or any(self._waiting))
+    def is_long(self, req: app.Request) -> bool:
+        """Whether ``req`` is answered on the long lane (``app.is_long``). May be overridden."""
+        return app.is_long(self, req)
 
-    def _worker(self, i: int):
-        q, waiting = self.work_queue, self._waiting
+    def may_linger(self, lane: int = SHORT) -> bool:
+        """Whether a worker of ``lane`` may wait (``linger``) for the next request on the connection
+        it holds: not while draining, nor while a connection is queued in its lane and no worker
+        of the lane is free to take it."""
+        return not self.draining and self.lanes[lane].has_room()
+
+    def _worker(self, lane: int, i: int):
+        q, waiting = self.lanes[lane].queue, self.lanes[lane].waiting
         while True:
             waiting[i] = True
             conn = q.get()
@@ -818,13 +845,15 @@ class Server:
             if conn is None:
                 return
             try:
-                state = conn.serve()
+                state = conn.serve(lane)
             except Exception:  # noqa: BLE001 - never let a worker die
                 self.handle_error(conn.socket, conn.client_address)
                 conn.close()
                 state = CLOSED
             if state is REQUEUE:
-                q.put(conn)
+                self.work_queue.put(conn)
+            elif state is HANDOFF:
+                self.lanes[LONG].queue.put(conn)
             elif state is PARK:
                 self._to_park.append(conn)
                 try:
@@ -836,9 +865,11 @@ class Server:
         """Accept and serve until :meth:`drain`/:meth:`shutdown`; then finish and return."""
         self._running = True
         self._done.clear()
-        self._waiting = [False] * self.config.threads
-        self._workers = [threading.Thread(target=self._worker, args=(i,), name=f"otto-serve-worker-{i}", daemon=True)
-                         for i in range(self.config.threads)]
+        self._workers = []
+        for lane, n, name in ((SHORT, self.config.threads, "worker"), (LONG, self.config.long_threads, "long")):
+            self.lanes[lane].waiting = [False] * n
+            self._workers += [threading.Thread(target=self._worker, args=(lane, i), name=f"otto-serve-{name}-{i}",
+                                               daemon=True) for i in range(n)]
         for t in self._workers:
             t.start()
         _raise_fd_limit(self.config.max_connections + 64)
@@ -847,8 +878,9 @@ class Server:
             poller.run()
         finally:
             poller.close_all()
-            for _ in self._workers:
-                self.work_queue.put(None)
+            for lane in self.lanes:
+                for _ in lane.waiting:
+                    lane.queue.put(None)
             for t in self._workers:
                 t.join(timeout=max(1.0, self.config.request_timeout))
             while self._to_park:   # handed back by workers after the loop ended
@@ -881,6 +913,20 @@ class Server:
                 s.close()
             except OSError:
                 pass
+
+
+class _Lane:
+    """One pool of worker threads: the queue its workers take connections from and, per worker,
+    whether it is blocked on that queue (``waiting[i]`` is written by worker i only, so no update
+    is lost and no lock is needed)."""
+
+    def __init__(self):
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.waiting: list[bool] = []
+
+    def has_room(self) -> bool:
+        """Whether no queued connection lacks a worker: the queue is empty or a worker is free."""
+        return self.queue.empty() or any(self.waiting)
 
 
 class _Poller:

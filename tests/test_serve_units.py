@@ -178,25 +178,36 @@ def test_config_validation():
     assert ServerConfig(linger=0).linger == 0
 
 
-def test_default_threads_are_two_per_cpu(monkeypatch):
+def test_default_lanes_are_one_thread_per_cpu(monkeypatch):
     import serve.server as srv
-    for cpus, want in ((1, 4), (2, 4), (6, 12)):
+    for cpus, want in ((1, 2), (2, 2), (6, 6)):
         monkeypatch.setattr(srv, "default_threads", lambda cpus=cpus: cpus)
         assert ServerConfig().threads == want
+        assert ServerConfig().long_threads == want
     assert ServerConfig(threads=3).threads == 3
+    assert ServerConfig(long_threads=5).long_threads == 5
+    with pytest.raises(ValueError, match="long_threads"):
+        ServerConfig(long_threads=0)
 
 
 def test_a_worker_lingers_only_when_no_queued_connection_lacks_a_worker():
-    server = make_server(None, threads=3)
+    from serve.server import LONG, SHORT
+    server = make_server(None, threads=3, long_threads=2)
     try:
-        server._waiting = [False, False, False]
-        assert server.may_linger()                  # nothing queued
+        short, long_ = server.lanes[SHORT], server.lanes[LONG]
+        short.waiting, long_.waiting = [False] * 3, [False] * 2
+        assert server.may_linger(SHORT) and server.may_linger(LONG)   # nothing queued
         server.work_queue.put(object())
-        assert not server.may_linger()              # queued, every worker busy: hand the connection back
-        server._waiting[2] = True
-        assert server.may_linger()                  # queued, but a free worker takes it
+        assert not server.may_linger(SHORT)         # queued, every worker busy: hand the connection back
+        assert server.may_linger(LONG)              # the other lane's queue does not count
+        short.waiting[2] = True
+        assert server.may_linger(SHORT)             # queued, but a free worker takes it
+        long_.queue.put(object())
+        assert not server.may_linger(LONG)
+        long_.waiting[0] = True
+        assert server.may_linger(LONG)
         server.draining = True
-        assert not server.may_linger()              # draining: never wait
+        assert not server.may_linger(SHORT) and not server.may_linger(LONG)   # draining: never wait
     finally:
         server.server_close()
 

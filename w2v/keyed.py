@@ -198,6 +198,11 @@ class KeyedVectors:
     def _pairs(self, rows, scores) -> list[tuple[int, float]]:
         return [(int(a), float(s)) for a, s in zip(self.aids[rows], scores)]
 
+    def reads_table(self, k: int) -> bool:
+        """Whether ``neighbors(aid, k)`` reads the table (there is one and ``k <= table_k``)
+        rather than scanning every vector with the exact kernel."""
+        return self._table_k >= k
+
     def neighbors(self, aid, k: int = 10, *, scores: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """The k most similar aids to ``aid`` (itself excluded): ``(aids int64[k'], scores float32[k'])``.
 
@@ -208,7 +213,7 @@ class KeyedVectors:
         r = self.row(aid)
         if k < 0:
             raise ValueError(f"k: must be >= 0 (got {k})")
-        if self._table_k >= k:
+        if self.reads_table(k):
             whole = k == self._table_k   # a whole row: the cheaper index for both kinds of table
             nb = self.neighbor_rows[r] if whole else self.neighbor_rows[r, :k]
             sc = (self.neighbor_scores[r] if whole else self.neighbor_scores[r, :k]) if scores else None
