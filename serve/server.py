@@ -885,6 +885,11 @@ class Server:
                 t.join(timeout=max(1.0, self.config.request_timeout))
             while self._to_park:   # handed back by workers after the loop ended
                 self._to_park.popleft().close()
+            for lane in self.lanes:   # queued (handed over, requeued) after its workers stopped
+                while not lane.queue.empty():
+                    conn = lane.queue.get()
+                    if conn is not None:
+                        conn.close()
             poller.sel.close()
             self._running = False
             self._done.set()

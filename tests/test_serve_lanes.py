@@ -171,3 +171,39 @@ def test_a_pipelined_connection_crossing_lanes_keeps_its_answers_in_order(model_
         assert 'otto_worker_threads{lane="short"} 1' in text.decode()
         assert 'otto_worker_threads{lane="long"} 1' in text.decode()
     assert server.lanes[SHORT].queue.empty() and server.lanes[LONG].queue.empty()
+
+
+def test_shutdown_closes_a_connection_still_queued_for_a_stuck_long_worker(model_dir, model, monkeypatch):
+    """The one long worker is stuck in a session kernel beyond the shutdown's wait; a second
+    session request, already handed to the long lane, is closed at shutdown instead of left open
+    with nobody to answer it (its client sees the end of the stream, not a hang)."""
+    server = Server(("127.0.0.1", 0), None, ServerConfig(threads=1, long_threads=1, request_timeout=1.0))
+    server.recommender = make_server(model_dir).recommender
+    entered, release = _block_sessions(monkeypatch, server)
+    aid = int(model.aids[3])
+    body = json.dumps({"aids": [aid]}).encode()
+    post = (b"POST /api/v1/recommendations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    first = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    second = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        first.sendall(post)
+        assert entered.wait(10)
+        second.sendall(post)
+        for _ in range(200):                         # until the short worker has handed it over
+            if not server.lanes[LONG].queue.empty():
+                break
+            threading.Event().wait(0.01)
+        assert not server.lanes[LONG].queue.empty()
+        server.shutdown()                            # waits 1 s for the stuck worker, then gives up
+        t.join(10)
+        assert not t.is_alive()
+        assert second.recv(65536) == b""             # closed, not left hanging
+        assert server.lanes[LONG].queue.empty()
+    finally:
+        release.set()
+        first.close()
+        second.close()
+        server.server_close()
