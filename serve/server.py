@@ -1,4 +1,4 @@
-"""The HTTP/1.1 server: one poller thread, a fixed pool of worker threads, no blocking on a client.
+"""The HTTP/1.1 server: one poller thread, two fixed lanes of worker threads, no blocking on a client.
 
 What it is, and what it takes from the standard library
 --------------------------------------------------------
@@ -23,8 +23,8 @@ Replaced, and why:
   header lines but not the whole header section, and its body is read by the handler.
   :meth:`Connection.next_request` is a strict HTTP/1.1 parser with every size a parameter.
 * ``send_error`` answers HTML; every error here is ``application/problem+json``.
-* ``ThreadingMixIn`` starts a thread per connection (unbounded); here a fixed pool of
-  ``threads`` workers serves every connection.
+* ``ThreadingMixIn`` starts a thread per connection (unbounded); here two fixed pools
+  (``threads`` short-request and ``long_threads`` long-request workers) serve every connection.
 
 How a connection is served
 --------------------------
@@ -40,6 +40,14 @@ How a connection is served
   free to take it. Keeping a busy connection on its worker spares the hand-over to the poller and
   back (a wake-up of the poller, its selector registering and unregistering the socket, and two
   thread switches per request).
+* **Lanes.** Short requests (table rows, popular, health) are Python and hold the interpreter
+  lock; long ones (a session, an item request the neighbour table cannot answer) run Numba
+  kernels that release it for milliseconds. Each kind has its own queue and workers
+  (:attr:`Server.lanes`, ``SHORT`` and ``LONG``), so long requests never occupy the workers short
+  ones wait for. The poller queues every connection to the short lane; a short worker whose next
+  complete request :meth:`Server.is_long` calls long hands the connection, request unanswered, to
+  the long lane, and a long worker that meets a short request answers it itself. Which lane
+  answers changes where a request waits, never its answer.
 * **Writes never block.** Sockets are non-blocking. An answer the kernel does not take at once
   stays in :attr:`Connection.out` and the connection is parked *for writing*: the poller sends
   the rest when the socket is writable, and the connection reads nothing more until it has. A
@@ -65,7 +73,7 @@ How a connection is served
   (answered with ``Connection: close``) and makes ``serve_forever`` return.
 
 Extension points (labelled "May be overridden" below): :attr:`Server.connection_class`,
-:meth:`Server.load_model`, :meth:`Server.handle_error`, :meth:`Connection.dispatch`,
+:meth:`Server.load_model`, :meth:`Server.is_long`, :meth:`Server.handle_error`, :meth:`Connection.dispatch`,
 :meth:`Connection.log_access`.
 """
 from __future__ import annotations
