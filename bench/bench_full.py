@@ -14,6 +14,11 @@ wrote and the load average while it ran:
     recommender, the whole test set; next-click on --next-click-sessions sampled sessions) ->
     otto-serve (time to ready, RSS) + a bounded load test (item and session requests).
 
+Before the first scale, an untimed warm-up chain on ``--warm-up`` generated sessions (in
+WORK/warm-up) compiles every Numba kernel the timed stages use (the IVF index with its reprobe
+steps forced by a target recall of 1), so that on a fresh machine, whose kernel caches are empty,
+the smallest scale is not charged the compilation and the growth exponents are not flattened.
+
 Measurements go to WORK/scale-*/bench_full.json after every stage (a killed run keeps what it measured)
 and, at the end of every scale, to the "Full-size chain" section (10) of --results. Growth exponents
 are least-squares slopes of log(wall) and log(peak RSS) against log(events), and against
@@ -41,6 +46,9 @@ FULL_SESSIONS = 12_899_779
 SECTION_BEGIN = "<!-- bench_full:begin -->"
 SECTION_END = "<!-- bench_full:end -->"
 VECTOR_STAGES = ("train", "index", "eval run", "serve")
+WARM_UP_SESSIONS = 20_000
+# the warm-up takes the IVF paths of the full-size stages: every refinement step and reprobe step
+WARM_UP_IVF = "--method ivf --ivf-target-recall 1"
 
 
 def log(msg: str) -> None:
@@ -69,6 +77,9 @@ def parse_args(argv=None):
     p.add_argument("--skip", type=lambda t: {x.strip() for x in t.split(",") if x.strip()}, default=set(),
                    help="comma-separated stages not to run: only 'eval run' may be skipped")
     p.add_argument("--report-only", action="store_true", help="only re-render the results section from WORK/bench_full.json")
+    p.add_argument("--warm-up", type=int, default=WARM_UP_SESSIONS, metavar="SESSIONS",
+                   help="sessions of the untimed chain run first (in WORK/warm-up) to compile every kernel, so the "
+                        f"smallest scale is not charged the compilation (default {WARM_UP_SESSIONS:,}; 0: none)")
     return p.parse_args(argv)
 
 
@@ -251,6 +262,18 @@ def train_flags(py: str) -> tuple[list[str], str]:
 def scale_dir(work: Path, frac: Fraction) -> Path:
     tag = "1" if frac == 1 else f"{frac.numerator}-{frac.denominator}"
     return work / f"scale-{tag}"
+
+
+def warm_up(args, machine: str) -> None:
+    """The chain once on ``args.warm_up`` generated sessions in WORK/warm-up, not recorded in the
+    results: it compiles (and caches) the Numba kernels of every stage."""
+    log(f"warm-up: the chain on {args.warm_up:,} sessions (untimed; compiles the kernels)")
+    t0 = time.perf_counter()
+    run_scale(Fraction(1), argparse.Namespace(**{
+        **vars(args), "sessions": args.warm_up, "work": str(Path(args.work) / "warm-up"), "input": None,
+        "dataset": None, "resume": False, "skip": set(), "serve_seconds": 1.0,
+        "index_flags": f"{args.index_flags} {WARM_UP_IVF}", "eval_flags": f"{args.eval_flags} {WARM_UP_IVF}"}), machine)
+    log(f"warm-up: done in {time.perf_counter() - t0:.1f} s")
 
 
 def run_scale(frac: Fraction, args, machine: str) -> None:
@@ -451,6 +474,8 @@ def main(argv=None) -> int:
         if not 0 < frac <= 1:
             raise SystemExit(f"bench_full: error: --scales: {text!r} is not a fraction in (0, 1]")
         fracs.append(frac)
+    if args.warm_up > 0:
+        warm_up(args, machine)
     for frac in fracs:
         run_scale(frac, args, machine)
         if not args.no_results:
