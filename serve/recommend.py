@@ -85,8 +85,9 @@ class Recommender:
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> "Recommender":
         # the service reads the input vectors only: output.npy's header is checked, its values
-        # are neither read nor kept mapped
-        return cls(load_model(path, keep_output=False), **kwargs)
+        # are neither read nor kept mapped; each file leaves the resident set once checked, so
+        # loading holds at most the vectors or the table resident, not both
+        return cls(load_model(path, keep_output=False, release_checked=True), **kwargs)
 
     # -- lookups -------------------------------------------------------------------------
     @property

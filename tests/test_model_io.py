@@ -260,3 +260,37 @@ def test_table_rows_flag_reaches_the_server_config_and_the_worker_processes():
         cli.build_parser().parse_args(["m", "--table-rows", "mmap"])
     with pytest.raises(ValueError, match="table_rows: expected one of map, pread, got 'mmap'"):
         ServerConfig(table_rows="mmap")
+
+
+_HWM_SCRIPT = """
+import re, sys
+from w2v.model_io import load_model
+m = load_model(sys.argv[1], keep_output=False, release_checked=sys.argv[2] == "1")
+assert m.neighbors is not None and float(m.vectors[-1, -1]) == float(m.vectors[-1, -1])
+print(int(re.search(r"^VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read(), re.M).group(1)))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc for the resident set")
+def test_release_checked_keeps_the_checks_from_holding_every_file_resident(tmp_path):
+    # the service's load: checked files leave the resident set one by one, so the high-water mark
+    # holds the vectors or the table, not both (full size: 991 -> 701 MB, bench/RESULTS.md 5h)
+    import subprocess
+    import sys
+
+    from w2v.model_io import load_model, save_index, save_model
+    rng = np.random.default_rng(0)
+    V, D, k = 400_000, 32, 16                                          # vectors 51 MB, table 2 x 25.6 MB
+    vec = rng.standard_normal((V, D), dtype=np.float32)
+    save_model(tmp_path / "m", vec, np.zeros((V, D), np.float32), np.arange(V) * 3, np.ones(V, np.int64), {})
+    nb = rng.integers(0, V, (V, k), dtype=np.int32)
+    save_index(tmp_path / "m", nb, np.sort(rng.random((V, k), dtype=np.float32))[:, ::-1], {"method": "exact"})
+    hwm = {}
+    for flag in ("0", "1", "0", "1"):                                  # interleaved; the lower of two
+        out = subprocess.run([sys.executable, "-c", _HWM_SCRIPT, str(tmp_path / "m"), flag], capture_output=True,
+                             text=True, check=True).stdout
+        hwm[flag] = min(hwm.get(flag, 1 << 60), int(out))
+    assert hwm["0"] - hwm["1"] >= 35 << 10, hwm                        # KiB: most of the 51 MB table
+    m = load_model(tmp_path / "m", keep_output=False, release_checked=True)   # the values are the same
+    np.testing.assert_array_equal(m.vectors[::997], vec[::997])
+    np.testing.assert_array_equal(m.neighbors[::997], nb[::997])

@@ -30,7 +30,7 @@ import numpy as np
 
 from data_prep import checks
 from data_prep.atomic import atomic_directory, atomic_files, named_write_errors
-from data_prep.npyio import FormatError, check_fields, load_npy, read_json
+from data_prep.npyio import FormatError, check_fields, load_npy, read_json, release_pages
 
 from .vocab import dense_ids, distinct_ids
 
@@ -165,7 +165,7 @@ def validate_neighbors(where: Path, neighbors: np.ndarray, scores: np.ndarray, V
                                  "(expected a number, or -inf for padding)")
 
 
-def _load_index(path: Path, V: int, D: int):
+def _load_index(path: Path, V: int, D: int, release_checked: bool = False):
     imeta = read_json(path / "index.json", error=NeighborIndexError)
     if imeta.get("format") != INDEX_FORMAT_NAME or imeta.get("format_version") != INDEX_FORMAT_VERSION:
         raise NeighborIndexError(f"{path / 'index.json'}: not an {INDEX_FORMAT_NAME} v{INDEX_FORMAT_VERSION} file "
@@ -179,10 +179,12 @@ def _load_index(path: Path, V: int, D: int):
     nb = load_npy(path / "neighbors.npy", "<i4", 2, error=NeighborIndexError)
     ns = load_npy(path / "neighbor_scores.npy", "<f4", 2, error=NeighborIndexError)
     validate_neighbors(path, nb, ns, V, k)
+    if release_checked:
+        release_pages(nb, ns)
     return nb, ns, imeta
 
 
-def load_model(path: str | os.PathLike, *, keep_output: bool = True) -> Model:
+def load_model(path: str | os.PathLike, *, keep_output: bool = True, release_checked: bool = False) -> Model:
     """Open a model directory (memory-mapped), checking every file against its format and the others.
 
     Every rule of docs/FORMATS.md sections 2-3 is checked here, once, for every consumer (CLIs,
@@ -193,6 +195,11 @@ def load_model(path: str | os.PathLike, *, keep_output: bool = True) -> Model:
     is None) nor read; its header, dtype, shape and length are still checked, so a truncated or
     mismatched file is refused, but its values, which such a reader never uses, are not scanned
     (at full size that is 4 * V * D = 464 MB less to read before the service is ready).
+    ``release_checked=True``, for a long-running reader that uses few of the pages again (the
+    service): the model's arrays are released from the resident set
+    (``data_prep.npyio.release_pages``) once checked and the table's once checked, so the checks
+    never hold more than one of the two resident (at full size 493 MB at most instead of 783 MB;
+    the values are unchanged and read again from the page cache when used).
     """
     path = Path(path)
     if not path.is_dir():
@@ -218,9 +225,11 @@ def load_model(path: str | os.PathLike, *, keep_output: bool = True) -> Model:
                          f"do not match vectors.npy {vectors.shape}")
     if not keep_output:
         output = None  # header checked, values never read: nothing of it becomes resident
+    if release_checked:
+        release_pages(vectors, output, aids, counts, popular, popular_counts)
     model = Model(path, vectors, output, aids, counts, meta, popular=popular, popular_counts=popular_counts)
     if (path / "index.json").exists():
-        model.neighbors, model.neighbor_scores, model.index_meta = _load_index(path, V, D)
+        model.neighbors, model.neighbor_scores, model.index_meta = _load_index(path, V, D, release_checked)
     return model
 
 
