@@ -271,7 +271,7 @@ def warm_up(args, machine: str) -> None:
     t0 = time.perf_counter()
     run_scale(Fraction(1), argparse.Namespace(**{
         **vars(args), "sessions": args.warm_up, "work": str(Path(args.work) / "warm-up"), "input": None,
-        "dataset": None, "resume": False, "skip": set(), "serve_seconds": 1.0,
+        "dataset": None, "resume": False, "serve_seconds": 1.0,
         "index_flags": f"{args.index_flags} {WARM_UP_IVF}", "eval_flags": f"{args.eval_flags} {WARM_UP_IVF}"}), machine)
     log(f"warm-up: done in {time.perf_counter() - t0:.1f} s")
 

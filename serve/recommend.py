@@ -67,8 +67,9 @@ class Recommender:
         self.table_k = 0 if model.neighbors is None else int(model.neighbors.shape[1])
         self.loaded_at = time.time()
         self._warm_up()
-        # the checks on load read every array once; keep in the resident set only what requests
-        # read again (session requests scan the vectors, item requests a few table rows)
+        # load_model released each file once checked; the aid map, the norms and the warm-up read
+        # the vectors and aids again: keep in the resident set only what requests read again
+        # (session requests scan the vectors, item requests a few table rows)
         self.released_bytes = release_pages(model.vectors, model.aids, model.counts, model.neighbors,
                                             model.neighbor_scores, model.popular, model.popular_counts)
 

@@ -266,7 +266,7 @@ _HWM_SCRIPT = """
 import re, sys
 from w2v.model_io import load_model
 m = load_model(sys.argv[1], keep_output=False, release_checked=sys.argv[2] == "1")
-assert m.neighbors is not None and float(m.vectors[-1, -1]) == float(m.vectors[-1, -1])
+assert m.neighbors is not None
 print(int(re.search(r"^VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read(), re.M).group(1)))
 """
 
@@ -278,7 +278,6 @@ def test_release_checked_keeps_the_checks_from_holding_every_file_resident(tmp_p
     import subprocess
     import sys
 
-    from w2v.model_io import load_model, save_index, save_model
     rng = np.random.default_rng(0)
     V, D, k = 400_000, 32, 16                                          # vectors 51 MB, table 2 x 25.6 MB
     vec = rng.standard_normal((V, D), dtype=np.float32)
